@@ -1,0 +1,1 @@
+//! Criterion benchmarks of infl (see `benches/`).

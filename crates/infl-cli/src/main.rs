@@ -1,0 +1,2 @@
+//! The `infl` binary.
+fn main() {}

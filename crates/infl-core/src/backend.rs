@@ -1,0 +1,239 @@
+//! The [`Backend`] trait: the few bulk kernels every estimator is built from.
+
+use std::fmt;
+
+use crate::{Error, MatRef, Result, TopK};
+
+/// Per-example factors of one linear layer: layer inputs `a` `[n, da]` and output
+/// gradients `g` `[n, dg]`. The example's weight gradient is `g ⊗ a`.
+#[derive(Clone, Copy, Debug)]
+pub struct Factors<'a> {
+    /// Layer inputs, one row per example.
+    pub a: MatRef<'a>,
+    /// Gradients of the loss with respect to the layer outputs, one row per example.
+    pub g: MatRef<'a>,
+}
+
+impl<'a> Factors<'a> {
+    /// Checks that `a` and `g` have the same number of rows.
+    pub fn new(a: MatRef<'a>, g: MatRef<'a>) -> Result<Self> {
+        if a.rows() != g.rows() {
+            return Err(Error::shape(
+                "Factors::new",
+                format!("a has {} rows but g has {}", a.rows(), g.rows()),
+            ));
+        }
+        Ok(Self { a, g })
+    }
+
+    /// Number of examples.
+    pub fn rows(&self) -> usize {
+        self.a.rows()
+    }
+
+    /// The examples `start..end`.
+    pub fn slice_rows(&self, start: usize, end: usize) -> Self {
+        Self {
+            a: self.a.slice_rows(start, end),
+            g: self.g.slice_rows(start, end),
+        }
+    }
+}
+
+/// One (checkpoint, layer) contribution to a score block:
+/// `weight · (G_q G_tᵀ) ⊙ (A_q A_tᵀ + bias)` where `bias` is 1 when the layer's bias
+/// gradient is included (its "input" is the constant 1) and 0 otherwise.
+#[derive(Clone, Copy, Debug)]
+pub struct Term<'a> {
+    /// Weight of the term (the learning rate of its checkpoint).
+    pub weight: f32,
+    /// Query (test) factors.
+    pub query: Factors<'a>,
+    /// Training factors.
+    pub train: Factors<'a>,
+    /// Whether the bias gradient is part of the dot product.
+    pub bias: bool,
+}
+
+/// One (checkpoint, layer) contribution to self-influence:
+/// `weight · ‖g‖² (‖a‖² + bias)` per example.
+#[derive(Clone, Copy, Debug)]
+pub struct SelfTerm<'a> {
+    /// Weight of the term (the learning rate of its checkpoint).
+    pub weight: f32,
+    /// The examples' factors.
+    pub factors: Factors<'a>,
+    /// Whether the bias gradient is part of the norm.
+    pub bias: bool,
+}
+
+/// Checks that all terms agree in shape; returns `(queries, train)` row counts.
+pub fn check_terms(terms: &[Term<'_>]) -> Result<(usize, usize)> {
+    let first = terms
+        .first()
+        .ok_or_else(|| Error::invalid("terms", "at least one term is needed"))?;
+    let (nq, nt) = (first.query.rows(), first.train.rows());
+    for (i, t) in terms.iter().enumerate() {
+        if t.query.rows() != nq || t.train.rows() != nt {
+            return Err(Error::shape(
+                "check_terms",
+                format!(
+                    "term {i} has {} x {} rows, term 0 has {nq} x {nt}",
+                    t.query.rows(),
+                    t.train.rows()
+                ),
+            ));
+        }
+        if t.query.a.cols() != t.train.a.cols() || t.query.g.cols() != t.train.g.cols() {
+            return Err(Error::shape(
+                "check_terms",
+                format!(
+                    "term {i}: query factors are {}/{} wide, train factors {}/{}",
+                    t.query.a.cols(),
+                    t.query.g.cols(),
+                    t.train.a.cols(),
+                    t.train.g.cols()
+                ),
+            ));
+        }
+    }
+    Ok((nq, nt))
+}
+
+/// Checks that all self terms have the same rows; returns that count.
+pub fn check_self_terms(terms: &[SelfTerm<'_>]) -> Result<usize> {
+    let first = terms
+        .first()
+        .ok_or_else(|| Error::invalid("terms", "at least one term is needed"))?;
+    let n = first.factors.rows();
+    if let Some((i, t)) = terms.iter().enumerate().find(|(_, t)| t.factors.rows() != n) {
+        return Err(Error::shape(
+            "check_self_terms",
+            format!("term {i} has {} rows, term 0 has {n}", t.factors.rows()),
+        ));
+    }
+    Ok(n)
+}
+
+/// A compute backend: CPU (infl-cpu) or GPU (infl-wgpu).
+///
+/// All methods take host views and write host buffers. Implementations block over rows
+/// internally and must not allocate anything proportional to `queries × train` except the
+/// caller's `out` of [`Backend::scores`].
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// A human-readable name, e.g. `cpu (2 threads)` or the GPU adapter's name.
+    fn name(&self) -> String;
+
+    /// Full score block: `out[q, t] = Σ_terms w (g_q·g_t)(a_q·a_t + bias)`,
+    /// row-major `[queries, train]`, overwritten.
+    fn scores(&self, terms: &[Term<'_>], out: &mut [f32]) -> Result<()>;
+
+    /// Streams the same scores into `acc`; score column `t` is training index
+    /// `train_offset + t`. Rows of `acc` are the query rows.
+    fn topk(&self, terms: &[Term<'_>], train_offset: usize, acc: &mut TopK) -> Result<()>;
+
+    /// Self-influence: `out[n] = Σ_terms w ‖g_n‖² (‖a_n‖² + bias)`, overwritten.
+    fn self_influence(&self, terms: &[SelfTerm<'_>], out: &mut [f32]) -> Result<()>;
+
+    /// General matrix product `out = a · bᵀ` (`transpose_b`) or `out = a · b`,
+    /// row-major, overwritten.
+    fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, transpose_b: bool, out: &mut [f32])
+    -> Result<()>;
+}
+
+/// Checks GEMM operand shapes; returns `(m, n, k)`.
+pub fn check_gemm(
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    transpose_b: bool,
+    out_len: usize,
+) -> Result<(usize, usize, usize)> {
+    let (bk, n) = if transpose_b {
+        (b.cols(), b.rows())
+    } else {
+        (b.rows(), b.cols())
+    };
+    if a.cols() != bk || out_len != a.rows() * n {
+        return Err(Error::shape(
+            "gemm",
+            format!(
+                "a is {}x{}, b is {}x{} (transpose_b={transpose_b}), out has {out_len} elements",
+                a.rows(),
+                a.cols(),
+                b.rows(),
+                b.cols()
+            ),
+        ));
+    }
+    Ok((a.rows(), n, a.cols()))
+}
+
+/// A straightforward reference implementation of the kernels (f64 accumulation),
+/// used by tests of every backend.
+pub mod reference {
+    use super::*;
+
+    fn dot(x: &[f32], y: &[f32]) -> f64 {
+        x.iter().zip(y).map(|(a, b)| *a as f64 * *b as f64).sum()
+    }
+
+    /// Reference for [`Backend::scores`].
+    pub fn scores(terms: &[Term<'_>]) -> Result<Vec<f32>> {
+        let (nq, nt) = check_terms(terms)?;
+        let mut out = vec![0.0f32; nq * nt];
+        for q in 0..nq {
+            for t in 0..nt {
+                let mut s = 0.0f64;
+                for term in terms {
+                    let ga = dot(term.query.a.row(q), term.train.a.row(t))
+                        + if term.bias { 1.0 } else { 0.0 };
+                    let gg = dot(term.query.g.row(q), term.train.g.row(t));
+                    s += term.weight as f64 * ga * gg;
+                }
+                out[q * nt + t] = s as f32;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reference for [`Backend::self_influence`].
+    pub fn self_influence(terms: &[SelfTerm<'_>]) -> Result<Vec<f32>> {
+        let n = check_self_terms(terms)?;
+        Ok((0..n)
+            .map(|i| {
+                terms
+                    .iter()
+                    .map(|t| {
+                        let a = t.factors.a.row(i);
+                        let g = t.factors.g.row(i);
+                        t.weight as f64
+                            * dot(g, g)
+                            * (dot(a, a) + if t.bias { 1.0 } else { 0.0 })
+                    })
+                    .sum::<f64>() as f32
+            })
+            .collect())
+    }
+
+    /// Reference for [`Backend::gemm`].
+    pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, transpose_b: bool) -> Result<Vec<f32>> {
+        let n = if transpose_b { b.rows() } else { b.cols() };
+        let (m, n, k) = check_gemm(a, b, transpose_b, a.rows() * n)?;
+        let mut out = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0f64;
+                for l in 0..k {
+                    let bv = if transpose_b {
+                        b.row(j)[l]
+                    } else {
+                        b.row(l)[j]
+                    };
+                    s += a.row(i)[l] as f64 * bv as f64;
+                }
+                out[i * n + j] = s as f32;
+            }
+        }
+        Ok(out)
+    }
+}

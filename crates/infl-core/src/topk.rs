@@ -1,0 +1,260 @@
+//! Streaming top-k under a total order.
+//!
+//! Proponents are the largest scores, opponents the most negative, each listed best first.
+//! Ties are broken by the lower training index, so the result is a function of the score
+//! matrix alone: it does not depend on how the training set was split into blocks, on the
+//! order blocks were merged, or on the number of threads. `-0.0` and `0.0` compare equal.
+
+use crate::{Error, Result};
+
+/// One ranked candidate: a training index and its score.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ranked {
+    /// Training example index (row in the training set).
+    pub index: usize,
+    /// Its score.
+    pub score: f32,
+}
+
+/// True when `a` ranks before `b` as a proponent (higher score, then lower index).
+#[inline]
+pub fn proponent_before(a: Ranked, b: Ranked) -> bool {
+    a.score > b.score || (a.score == b.score && a.index < b.index)
+}
+
+/// True when `a` ranks before `b` as an opponent (lower score, then lower index).
+#[inline]
+pub fn opponent_before(a: Ranked, b: Ranked) -> bool {
+    a.score < b.score || (a.score == b.score && a.index < b.index)
+}
+
+/// The best `k` of a stream of candidates, kept sorted best first.
+#[derive(Clone, Debug)]
+struct Best {
+    items: Vec<Ranked>,
+}
+
+impl Best {
+    #[inline]
+    fn offer(&mut self, k: usize, c: Ranked, before: fn(Ranked, Ranked) -> bool) {
+        if self.items.len() == k {
+            match self.items.last() {
+                Some(&worst) if before(c, worst) => {
+                    self.items.pop();
+                }
+                _ => return,
+            }
+        }
+        let pos = self.items.partition_point(|&x| before(x, c));
+        self.items.insert(pos, c);
+    }
+
+    #[inline]
+    fn would_accept(&self, k: usize, c: Ranked, before: fn(Ranked, Ranked) -> bool) -> bool {
+        self.items.len() < k || self.items.last().is_some_and(|&w| before(c, w))
+    }
+}
+
+/// Running top-k proponents and opponents for a set of query rows.
+#[derive(Clone, Debug)]
+pub struct TopK {
+    k: usize,
+    proponents: Vec<Best>,
+    opponents: Vec<Best>,
+}
+
+impl TopK {
+    /// An empty accumulator for `queries` rows; `k` must be at least 1.
+    pub fn new(queries: usize, k: usize) -> Result<Self> {
+        if k == 0 {
+            return Err(Error::invalid("k", "k must be at least 1"));
+        }
+        let empty = Best {
+            items: Vec::with_capacity(k),
+        };
+        Ok(Self {
+            k,
+            proponents: vec![empty.clone(); queries],
+            opponents: vec![empty; queries],
+        })
+    }
+
+    /// k.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Number of query rows.
+    pub fn queries(&self) -> usize {
+        self.proponents.len()
+    }
+
+    /// Offers one score of query row `q` for training index `index`.
+    #[inline]
+    pub fn offer(&mut self, q: usize, index: usize, score: f32) {
+        let c = Ranked { index, score };
+        let k = self.k;
+        self.proponents[q].offer(k, c, proponent_before);
+        self.opponents[q].offer(k, c, opponent_before);
+    }
+
+    /// Offers a row of scores for query `q`; `scores[j]` belongs to training index
+    /// `offset + j`. Most candidates are rejected by one comparison each.
+    pub fn offer_row(&mut self, q: usize, offset: usize, scores: &[f32]) {
+        let k = self.k;
+        let (p, o) = (&mut self.proponents[q], &mut self.opponents[q]);
+        for (j, &score) in scores.iter().enumerate() {
+            let c = Ranked {
+                index: offset + j,
+                score,
+            };
+            if p.would_accept(k, c, proponent_before) {
+                p.offer(k, c, proponent_before);
+            }
+            if o.would_accept(k, c, opponent_before) {
+                o.offer(k, c, opponent_before);
+            }
+        }
+    }
+
+    /// Merges another accumulator over a disjoint set of training indices, for the
+    /// query rows `q0..q0 + other.queries()`.
+    pub fn merge(&mut self, q0: usize, other: &TopK) -> Result<()> {
+        if other.k != self.k || q0 + other.queries() > self.queries() {
+            return Err(Error::shape(
+                "TopK::merge",
+                format!(
+                    "cannot merge k={} rows {}..{} into k={} with {} rows",
+                    other.k,
+                    q0,
+                    q0 + other.queries(),
+                    self.k,
+                    self.queries()
+                ),
+            ));
+        }
+        let k = self.k;
+        for (i, (p, o)) in other.proponents.iter().zip(&other.opponents).enumerate() {
+            for &c in &p.items {
+                self.proponents[q0 + i].offer(k, c, proponent_before);
+            }
+            for &c in &o.items {
+                self.opponents[q0 + i].offer(k, c, opponent_before);
+            }
+        }
+        Ok(())
+    }
+
+    /// The final lists, best first. Rows have `min(k, candidates seen)` entries.
+    pub fn finish(self) -> TopKRows {
+        let take = |v: Vec<Best>| v.into_iter().map(|b| b.items).collect();
+        TopKRows {
+            k: self.k,
+            proponents: take(self.proponents),
+            opponents: take(self.opponents),
+        }
+    }
+}
+
+/// Final top-k lists per query row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopKRows {
+    /// k.
+    pub k: usize,
+    /// Per query: largest scores first.
+    pub proponents: Vec<Vec<Ranked>>,
+    /// Per query: most negative scores first.
+    pub opponents: Vec<Vec<Ranked>>,
+}
+
+impl TopKRows {
+    /// The exact top-k of a full row-major `[queries, n]` score matrix by sorting
+    /// (the reference the streaming version is tested against).
+    pub fn from_full(scores: &[f32], n: usize, k: usize) -> Self {
+        let rows = if n == 0 { 0 } else { scores.len() / n };
+        let mut proponents = Vec::with_capacity(rows);
+        let mut opponents = Vec::with_capacity(rows);
+        for q in 0..rows {
+            let mut all: Vec<Ranked> = scores[q * n..(q + 1) * n]
+                .iter()
+                .enumerate()
+                .map(|(index, &score)| Ranked { index, score })
+                .collect();
+            let cmp = |f: fn(Ranked, Ranked) -> bool| {
+                move |a: &Ranked, b: &Ranked| {
+                    if f(*a, *b) {
+                        std::cmp::Ordering::Less
+                    } else if f(*b, *a) {
+                        std::cmp::Ordering::Greater
+                    } else {
+                        std::cmp::Ordering::Equal
+                    }
+                }
+            };
+            all.sort_by(cmp(proponent_before));
+            proponents.push(all.iter().take(k).copied().collect());
+            all.sort_by(cmp(opponent_before));
+            opponents.push(all.iter().take(k).copied().collect());
+        }
+        Self {
+            k,
+            proponents,
+            opponents,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ties_go_to_lower_index() {
+        let mut t = TopK::new(1, 2).unwrap();
+        t.offer_row(0, 10, &[1.0, 3.0, 3.0, -0.0, 0.0, -5.0, -5.0]);
+        let r = t.finish();
+        assert_eq!(
+            r.proponents[0].iter().map(|c| c.index).collect::<Vec<_>>(),
+            vec![11, 12]
+        );
+        assert_eq!(
+            r.opponents[0].iter().map(|c| c.index).collect::<Vec<_>>(),
+            vec![15, 16]
+        );
+    }
+
+    #[test]
+    fn k_zero_is_rejected() {
+        assert!(TopK::new(3, 0).is_err());
+    }
+
+    proptest! {
+        /// Streaming over arbitrary blocks, merged in any order, equals sorting.
+        #[test]
+        fn streamed_equals_sorted(
+            n in 1usize..60,
+            k in 1usize..8,
+            split in 1usize..17,
+            seed in any::<u64>(),
+        ) {
+            // Few distinct values so that ties are frequent.
+            let mut s = seed;
+            let scores: Vec<f32> = (0..2 * n).map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 33) % 7) as f32 - 3.0
+            }).collect();
+            let mut acc = TopK::new(2, k).unwrap();
+            let blocks: Vec<usize> = (0..n).step_by(split).collect();
+            for &b in blocks.iter().rev() {
+                let e = (b + split).min(n);
+                let mut part = TopK::new(2, k).unwrap();
+                for q in 0..2 {
+                    part.offer_row(q, b, &scores[q * n + b..q * n + e]);
+                }
+                acc.merge(0, &part).unwrap();
+            }
+            prop_assert_eq!(acc.finish(), TopKRows::from_full(&scores, n, k));
+        }
+    }
+}

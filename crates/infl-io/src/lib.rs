@@ -1,0 +1,28 @@
+//! File formats of infl: safetensors in, safetensors/CSV/JSON out.
+//!
+//! - [`TensorFile`] memory-maps a safetensors file and parses only its header; tensors
+//!   are read on demand. Aligned little-endian f32 data is used in place (no copy);
+//!   f16, bf16 and f64 are converted to f32 once. Integer tensors of any width are read
+//!   as i64.
+//! - [`load_checkpoint`] reads one layer of a PyTorch-style state dict;
+//!   [`load_examples`] reads a feature file (`features`, `labels`, `targets`, `ids`).
+//! - [`RunLayout`] pairs checkpoints with feature files (directory convention or JSON
+//!   manifest; see [`layout`]).
+//! - [`write_safetensors`] and [`write_atomic`] never leave a partial file behind.
+//!
+//! Every error names the file, and the tensor where there is one, and says what was
+//! expected.
+
+#![deny(missing_docs)]
+
+mod error;
+pub mod layout;
+mod load;
+mod tensors;
+mod write;
+
+pub use error::{Error, Result};
+pub use layout::{RunEntry, RunLayout, natural_cmp};
+pub use load::{load_checkpoint, load_examples};
+pub use tensors::TensorFile;
+pub use write::{OutTensor, write_atomic, write_atomic_with, write_safetensors};

@@ -1,0 +1,134 @@
+//! Loading checkpoints (one layer of a state dict) and example (feature) files.
+
+use std::path::Path;
+
+use infl_core::{Checkpoint, Examples, MatRef};
+
+use crate::{Error, Result, TensorFile};
+
+fn check_finite(path: &Path, tensor: &str, m: MatRef<'_>) -> Result<()> {
+    if let Some((r, c)) = m.first_non_finite() {
+        let v = m.row(r)[c];
+        return Err(Error::bad(
+            path,
+            tensor,
+            format!("expected finite values, found {v} at [{r}, {c}]"),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads layer `layer` of a safetensors state dict: `{layer}.weight` `[K, D]` and, when
+/// present, `{layer}.bias` `[K]`; the learning rate from the metadata key
+/// `learning_rate`, if present. Values must be finite.
+pub fn load_checkpoint(path: impl AsRef<Path>, layer: &str) -> Result<Checkpoint> {
+    let path = path.as_ref();
+    let file = TensorFile::open(path)?;
+    let wname = format!("{layer}.weight");
+    let weight = file.matrix(&wname, false)?;
+    check_finite(path, &wname, weight.view())?;
+    let bname = format!("{layer}.bias");
+    let bias = if file.contains(&bname) {
+        let b = file.vector(&bname)?;
+        if b.len() != weight.rows() {
+            return Err(Error::bad(
+                path,
+                &bname,
+                format!(
+                    "expected shape [{}] to match `{wname}` [{}, {}], found [{}]",
+                    weight.rows(),
+                    weight.rows(),
+                    weight.cols(),
+                    b.len()
+                ),
+            ));
+        }
+        if let Some(i) = b.iter().position(|x| !x.is_finite()) {
+            return Err(Error::bad(
+                path,
+                &bname,
+                format!("expected finite values, found {} at [{i}]", b[i]),
+            ));
+        }
+        Some(b)
+    } else {
+        None
+    };
+    let learning_rate = match file.metadata().get("learning_rate") {
+        None => None,
+        Some(s) => Some(
+            s.trim()
+                .parse::<f32>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| {
+                    Error::bad(
+                        path,
+                        "learning_rate (metadata)",
+                        format!("expected a finite number, found {s:?}"),
+                    )
+                })?,
+        ),
+    };
+    Ok(Checkpoint {
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        source: path.to_path_buf(),
+        learning_rate,
+        weight,
+        bias,
+    })
+}
+
+/// Loads an example file: `features` `[N, D]` float (required), and when present
+/// `labels` `[N]` (any integer dtype), `targets` `[N, K]` or `[N]` float, `ids` `[N]`
+/// integer. Features and targets must be finite; lengths must agree.
+pub fn load_examples(path: impl AsRef<Path>) -> Result<Examples> {
+    let path = path.as_ref();
+    let file = TensorFile::open(path)?;
+    let features = file.matrix("features", false)?;
+    check_finite(path, "features", features.view())?;
+    let n = features.rows();
+    let check_len = |name: &str, len: usize| {
+        if len != n {
+            Err(Error::bad(
+                path,
+                name,
+                format!("expected {n} entries (one per row of `features`), found {len}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let labels = if file.contains("labels") {
+        let l = file.integers("labels")?;
+        check_len("labels", l.len())?;
+        Some(l)
+    } else {
+        None
+    };
+    let targets = if file.contains("targets") {
+        let t = file.matrix("targets", true)?;
+        check_len("targets", t.rows())?;
+        check_finite(path, "targets", t.view())?;
+        Some(t)
+    } else {
+        None
+    };
+    let ids = if file.contains("ids") {
+        let i = file.integers("ids")?;
+        check_len("ids", i.len())?;
+        Some(i)
+    } else {
+        None
+    };
+    Ok(Examples {
+        source: path.to_path_buf(),
+        features,
+        labels,
+        targets,
+        ids,
+    })
+}

@@ -1,0 +1,182 @@
+//! Scoring a [`TermSet`] with a backend: full scores, streamed top-k, self-influence.
+
+use infl_core::{Backend, Factors, Matrix, SelfTerm, Term, TopK, TopKRows};
+use infl_cpu::CpuBackend;
+
+use crate::{Error, Result};
+
+/// Reports progress of long computations (the CLI draws bars; the default does nothing).
+pub trait Progress: Sync {
+    /// A new phase of `total` units starts.
+    fn start(&self, _what: &str, _total: u64) {}
+    /// `n` more units are done.
+    fn advance(&self, _n: u64) {}
+    /// The phase is over.
+    fn finish(&self) {}
+}
+
+impl Progress for () {}
+
+/// Factors of one (checkpoint, layer) for the training and (optionally) test examples.
+#[derive(Clone, Debug)]
+pub struct FactorTerm {
+    /// Weight of the term: the learning rate of its checkpoint.
+    pub weight: f32,
+    /// Whether the bias gradient is included (adds 1 to every input dot product).
+    pub bias: bool,
+    /// Training layer inputs `[N, Da]`.
+    pub train_a: Matrix,
+    /// Training output gradients `[N, Dg]`.
+    pub train_g: Matrix,
+    /// Test layer inputs `[T, Da]` and output gradients `[T, Dg]`, if there is a test set.
+    pub test: Option<(Matrix, Matrix)>,
+}
+
+/// All terms of an attribution problem: `score(i, j) = Σ_terms w (g_i·g_j)(a_i·a_j + bias)`.
+///
+/// TracInCPFast builds one term per checkpoint; TracInCP over several layers builds one
+/// per (checkpoint, layer). Scoring does not care where the terms came from.
+#[derive(Clone, Debug, Default)]
+pub struct TermSet {
+    /// The terms.
+    pub terms: Vec<FactorTerm>,
+}
+
+impl TermSet {
+    /// Number of training examples.
+    pub fn n_train(&self) -> usize {
+        self.terms.first().map_or(0, |t| t.train_a.rows())
+    }
+
+    /// Number of test examples (0 without a test set).
+    pub fn n_test(&self) -> usize {
+        self.terms
+            .first()
+            .and_then(|t| t.test.as_ref())
+            .map_or(0, |(a, _)| a.rows())
+    }
+
+    /// Kernel terms for test rows against training rows `t0..t1`.
+    fn kernel_terms(&self, t0: usize, t1: usize) -> Result<Vec<Term<'_>>> {
+        self.terms
+            .iter()
+            .map(|t| {
+                let (qa, qg) = t
+                    .test
+                    .as_ref()
+                    .ok_or_else(|| Error::config("test set", "these scores need test examples"))?;
+                Ok(Term {
+                    weight: t.weight,
+                    bias: t.bias,
+                    query: Factors::new(qa.view(), qg.view())?,
+                    train: Factors::new(t.train_a.view(), t.train_g.view())?
+                        .slice_rows(t0, t1),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Runs a [`TermSet`] on a backend, in chunks of training rows (for progress and to bound
+/// the work of each backend call).
+#[derive(Clone, Debug)]
+pub struct Engine<B: Backend = CpuBackend> {
+    backend: B,
+    chunk: usize,
+}
+
+impl Default for Engine<CpuBackend> {
+    fn default() -> Self {
+        Self::new(CpuBackend::new())
+    }
+}
+
+impl<B: Backend> Engine<B> {
+    /// Default chunk of training rows per backend call (a multiple of every tile size).
+    pub const DEFAULT_CHUNK: usize = 16_384;
+
+    /// An engine on `backend`.
+    pub fn new(backend: B) -> Self {
+        Self {
+            backend,
+            chunk: Self::DEFAULT_CHUNK,
+        }
+    }
+
+    /// Changes the training rows per backend call (at least 1).
+    pub fn with_chunk(mut self, chunk: usize) -> Self {
+        self.chunk = chunk.max(1);
+        self
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn chunks(&self, n: usize) -> impl Iterator<Item = (usize, usize)> + use<'_, B> {
+        let c = self.chunk;
+        (0..n).step_by(c).map(move |s| (s, (s + c).min(n)))
+    }
+
+    /// The full `[test, train]` score matrix, row-major.
+    pub fn scores(&self, set: &TermSet, progress: &dyn Progress) -> Result<Vec<f32>> {
+        let (nq, nt) = (set.n_test(), set.n_train());
+        set.kernel_terms(0, 0)?;
+        let mut out = vec![0.0f32; nq * nt];
+        let mut block = Vec::new();
+        progress.start("scores", nt as u64);
+        for (t0, t1) in self.chunks(nt) {
+            let terms = set.kernel_terms(t0, t1)?;
+            block.resize(nq * (t1 - t0), 0.0);
+            self.backend.scores(&terms, &mut block)?;
+            for q in 0..nq {
+                out[q * nt + t0..q * nt + t1]
+                    .copy_from_slice(&block[q * (t1 - t0)..(q + 1) * (t1 - t0)]);
+            }
+            progress.advance((t1 - t0) as u64);
+        }
+        progress.finish();
+        Ok(out)
+    }
+
+    /// The `k` strongest proponents and opponents of every test example, streamed over
+    /// training chunks: memory is `O(test × k)` beyond the inputs.
+    pub fn topk(&self, set: &TermSet, k: usize, progress: &dyn Progress) -> Result<TopKRows> {
+        let (nq, nt) = (set.n_test(), set.n_train());
+        if k == 0 || k > nt {
+            return Err(Error::config(
+                "k",
+                format!("k = {k}; expected 1 <= k <= {nt} (the number of training examples)"),
+            ));
+        }
+        set.kernel_terms(0, 0)?;
+        let mut acc = TopK::new(nq, k)?;
+        progress.start("top-k", nt as u64);
+        for (t0, t1) in self.chunks(nt) {
+            let terms = set.kernel_terms(t0, t1)?;
+            self.backend.topk(&terms, t0, &mut acc)?;
+            progress.advance((t1 - t0) as u64);
+        }
+        progress.finish();
+        Ok(acc.finish())
+    }
+
+    /// Self-influence of every training example: `Σ_terms w ‖g‖² (‖a‖² + bias)`.
+    pub fn self_influence(&self, set: &TermSet) -> Result<Vec<f32>> {
+        let terms: Vec<SelfTerm<'_>> = set
+            .terms
+            .iter()
+            .map(|t| {
+                Ok(SelfTerm {
+                    weight: t.weight,
+                    bias: t.bias,
+                    factors: Factors::new(t.train_a.view(), t.train_g.view())?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut out = vec![0.0f32; set.n_train()];
+        self.backend.self_influence(&terms, &mut out)?;
+        Ok(out)
+    }
+}
