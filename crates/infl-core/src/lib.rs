@@ -26,6 +26,8 @@ pub mod backend;
 pub mod data;
 pub mod error;
 pub mod matrix;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod topk;
 
 pub use backend::{Backend, Factors, SelfTerm, Term};
