@@ -26,6 +26,7 @@ pub mod backend;
 pub mod data;
 pub mod error;
 pub mod matrix;
+pub mod observe;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod topk;
@@ -34,4 +35,5 @@ pub use backend::{Backend, Factors, SelfTerm, Term};
 pub use data::{Checkpoint, Examples, Targets};
 pub use error::{Error, Result};
 pub use matrix::{MatRef, Matrix};
+pub use observe::{Presentation, TrainingObserver};
 pub use topk::{Ranked, TopK, TopKRows};
