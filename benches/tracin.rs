@@ -1,0 +1,2 @@
+//! Placeholder; replaced by the TracInCPFast benchmark.
+fn main() {}
