@@ -1,0 +1,243 @@
+//! Command-line arguments and the subcommands' drivers.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use infl::io::RunLayout;
+use infl::{CheckpointData, CpuBackend, Engine, Loss, Prepared, Progress, Reduction, TracInCPFast};
+
+use crate::output;
+use crate::progress::Bar;
+
+/// Training-data attribution: which training examples made a model predict what it
+/// predicts, and which training labels look wrong.
+#[derive(Parser, Debug)]
+#[command(name = "infl", version, about, long_about = None)]
+pub struct Cli {
+    /// Worker threads (default: one per core).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Full influence score matrix [test, train], written as safetensors.
+    Scores {
+        #[command(flatten)]
+        input: Input,
+        /// Output file.
+        #[arg(long, short, default_value = "scores.safetensors")]
+        out: PathBuf,
+    },
+    /// Top-k proponents and opponents of every test example (streamed; memory does not
+    /// grow with test × train).
+    Topk {
+        #[command(flatten)]
+        input: Input,
+        /// How many proponents and opponents per test example.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        /// Output file (safetensors).
+        #[arg(long, short, default_value = "topk.safetensors")]
+        out: PathBuf,
+        /// Also write the lists as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Self-influence of every training example and the most suspicious (likely
+    /// mislabelled) ones: self_influence.safetensors, suspicious.csv, suspicious.json.
+    SelfInfluence {
+        #[command(flatten)]
+        input: Input,
+        /// Output folder.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        /// How many suspects to list (0 = all).
+        #[arg(long, default_value_t = 100)]
+        top: usize,
+    },
+}
+
+/// The estimator.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Method {
+    /// TracInCPFast on the final linear layer (Pruthi et al. 2020, appendix F; as Captum).
+    #[value(name = "tracincp-fast")]
+    TracInCPFast,
+}
+
+/// Loss head.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LossArg {
+    /// Softmax cross-entropy on `labels`.
+    Ce,
+    /// Squared error on `targets` (MSELoss).
+    Mse,
+}
+
+/// Loss reduction used in training.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ReductionArg {
+    /// reduction="sum".
+    Sum,
+    /// reduction="mean".
+    Mean,
+}
+
+/// Where the checkpoints and features are, and how to score them.
+#[derive(Args, Debug)]
+pub struct Input {
+    /// Run folder: NAME.safetensors checkpoints with NAME.train.safetensors and
+    /// NAME.test.safetensors feature files.
+    #[arg(long, required_unless_present = "manifest", conflicts_with = "manifest")]
+    pub run: Option<PathBuf>,
+    /// JSON manifest listing checkpoints and feature files instead of --run.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// The final linear layer's name in the state dict (LAYER.weight [K, D], optional
+    /// LAYER.bias [K]).
+    #[arg(long)]
+    pub layer: String,
+    /// Estimator.
+    #[arg(long, value_enum, default_value = "tracincp-fast")]
+    pub method: Method,
+    /// Loss head.
+    #[arg(long, value_enum, default_value = "ce")]
+    pub loss: LossArg,
+    /// Loss reduction the model was trained with (ce: no effect; mse mean: J / K).
+    #[arg(long, value_enum, default_value = "sum")]
+    pub reduction: ReductionArg,
+    /// Include the bias gradient (Captum leaves it out).
+    #[arg(long)]
+    pub include_bias: bool,
+    /// Learning rate for checkpoints without `learning_rate` metadata.
+    #[arg(long, default_value_t = 1.0)]
+    pub learning_rate: f32,
+}
+
+impl Input {
+    fn layout(&self) -> Result<RunLayout> {
+        Ok(match (&self.run, &self.manifest) {
+            (Some(dir), _) => RunLayout::discover(dir)?,
+            (None, Some(m)) => RunLayout::from_manifest(m)?,
+            (None, None) => bail!("give --run DIR or --manifest FILE"),
+        })
+    }
+
+    fn estimator(&self) -> Result<TracInCPFast> {
+        if !self.learning_rate.is_finite() {
+            bail!("--learning-rate must be finite, got {}", self.learning_rate);
+        }
+        Ok(TracInCPFast {
+            loss: match self.loss {
+                LossArg::Ce => Loss::CrossEntropy,
+                LossArg::Mse => Loss::MeanSquaredError,
+            },
+            reduction: match self.reduction {
+                ReductionArg::Sum => Reduction::Sum,
+                ReductionArg::Mean => Reduction::Mean,
+            },
+            include_bias: self.include_bias,
+            default_learning_rate: self.learning_rate,
+        })
+    }
+}
+
+/// Everything a subcommand needs after loading.
+pub struct Loaded {
+    pub engine: Engine<CpuBackend>,
+    pub prepared: Prepared,
+    pub layer: String,
+    pub settings: TracInCPFast,
+}
+
+fn load(input: &Input, threads: Option<usize>, progress: &Bar, need_test: bool) -> Result<Loaded> {
+    let layout = input.layout()?;
+    if need_test && !layout.has_test() {
+        bail!(
+            "{}: no test features: this subcommand needs NAME.test.safetensors (or `test` in the \
+             manifest) for every checkpoint",
+            layout.source.display()
+        );
+    }
+    let backend = match threads {
+        Some(t) => CpuBackend::with_threads(t)?,
+        None => CpuBackend::new(),
+    };
+    let engine = Engine::new(backend);
+    progress.start("loading", layout.entries.len() as u64);
+    let mut data: Vec<CheckpointData> = Vec::with_capacity(layout.entries.len());
+    for e in &layout.entries {
+        let one = RunLayout {
+            source: layout.source.clone(),
+            entries: vec![e.clone()],
+        };
+        let mut d = infl::load_run(&one, &input.layer)?;
+        if !need_test {
+            d.iter_mut().for_each(|d| d.test = None);
+        }
+        data.extend(d);
+        progress.advance(1);
+    }
+    progress.finish();
+    let settings = input.estimator()?;
+    let prepared = settings.prepare(engine.backend(), &data)?;
+    Ok(Loaded {
+        engine,
+        prepared,
+        layer: input.layer.clone(),
+        settings,
+    })
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let bar = Bar::new(cli.quiet);
+    match cli.command {
+        Command::Scores { input, out } => {
+            let l = load(&input, cli.threads, &bar, true)?;
+            let scores = l.engine.scores(&l.prepared.set, &bar)?;
+            output::write_scores(&out, &l, &scores)
+                .with_context(|| format!("writing {}", out.display()))?;
+            output::print_scores_summary(&out, &l, &scores);
+        }
+        Command::Topk { input, k, out, json } => {
+            let l = load(&input, cli.threads, &bar, true)?;
+            let top = l.engine.topk(&l.prepared.set, k, &bar)?;
+            output::write_topk(&out, json.as_deref(), &l, &top)?;
+            output::print_topk_summary(&out, &l, &top);
+        }
+        Command::SelfInfluence {
+            input,
+            out_dir,
+            top,
+        } => {
+            let l = load(&input, cli.threads, &bar, false)?;
+            let self_inf = l.engine.self_influence(&l.prepared.set)?;
+            let n = self_inf.len();
+            let top = if top == 0 { n } else { top.min(n) };
+            let suspects = infl::rank_suspects(&self_inf, &l.prepared.train, top);
+            ensure_dir(&out_dir)?;
+            output::write_self_influence(&out_dir, &l, &self_inf, &suspects)?;
+            output::print_self_summary(&out_dir, &l, &suspects);
+        }
+    }
+    Ok(())
+}
+
+fn ensure_dir(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create output folder", dir.display()))?;
+    }
+    Ok(())
+}

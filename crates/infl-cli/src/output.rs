@@ -1,0 +1,266 @@
+//! Result files (safetensors, CSV, JSON; all written atomically) and stdout summaries.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use infl::io::{OutTensor, write_atomic, write_atomic_with, write_safetensors};
+use infl::{Loss, Suspect, TopKRows};
+use serde::Serialize;
+
+use crate::cli::Loaded;
+
+fn metadata(l: &Loaded, what: &str) -> HashMap<String, String> {
+    let s = &l.settings;
+    HashMap::from([
+        ("content".into(), what.into()),
+        ("method".into(), "tracincp-fast".into()),
+        ("layer".into(), l.layer.clone()),
+        (
+            "loss".into(),
+            match s.loss {
+                Loss::CrossEntropy => "ce",
+                Loss::MeanSquaredError => "mse",
+            }
+            .into(),
+        ),
+        ("reduction".into(), format!("{:?}", s.reduction).to_lowercase()),
+        ("include_bias".into(), s.include_bias.to_string()),
+        (
+            "checkpoints".into(),
+            serde_json::to_string(&l.prepared.checkpoints).unwrap_or_default(),
+        ),
+        (
+            "learning_rates".into(),
+            serde_json::to_string(&l.prepared.learning_rates).unwrap_or_default(),
+        ),
+        ("infl_version".into(), env!("CARGO_PKG_VERSION").into()),
+    ])
+}
+
+fn ids(v: &[i64]) -> OutTensor {
+    OutTensor::I64(vec![v.len()], v.to_vec())
+}
+
+fn test_ids(l: &Loaded) -> Vec<i64> {
+    l.prepared
+        .test
+        .as_ref()
+        .map(|t| t.ids.clone())
+        .unwrap_or_default()
+}
+
+/// `scores` [T, N] f32, `train_ids` [N], `test_ids` [T].
+pub fn write_scores(path: &Path, l: &Loaded, scores: &[f32]) -> Result<()> {
+    let (t, n) = (l.prepared.set.n_test(), l.prepared.set.n_train());
+    write_safetensors(
+        path,
+        vec![
+            ("scores".into(), OutTensor::F32(vec![t, n], scores.to_vec())),
+            ("train_ids".into(), ids(&l.prepared.train.ids)),
+            ("test_ids".into(), ids(&test_ids(l))),
+        ],
+        metadata(l, "scores [test, train]"),
+    )?;
+    Ok(())
+}
+
+pub fn print_scores_summary(path: &Path, l: &Loaded, scores: &[f32]) {
+    let (t, n) = (l.prepared.set.n_test(), l.prepared.set.n_train());
+    let (lo, hi) = scores
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    println!(
+        "TracInCPFast scores: {t} test x {n} train over {} checkpoints (learning rates {:?})",
+        l.prepared.checkpoints.len(),
+        l.prepared.learning_rates
+    );
+    println!("score range: [{lo:.6e}, {hi:.6e}]");
+    println!("wrote {}", path.display());
+}
+
+#[derive(Serialize)]
+struct JsonRanked {
+    index: usize,
+    id: i64,
+    score: f32,
+}
+
+#[derive(Serialize)]
+struct JsonTest {
+    test_index: usize,
+    test_id: i64,
+    proponents: Vec<JsonRanked>,
+    opponents: Vec<JsonRanked>,
+}
+
+/// Per list: indices [T, k] (training rows), ids [T, k], scores [T, k]. Rows are padded
+/// with index -1 and score NaN only if fewer than k candidates exist (never, as k <= N).
+pub fn write_topk(path: &Path, json: Option<&Path>, l: &Loaded, top: &TopKRows) -> Result<()> {
+    let (t, k) = (top.proponents.len(), top.k);
+    let train_ids = &l.prepared.train.ids;
+    let mut tensors = Vec::new();
+    for (name, rows) in [("proponent", &top.proponents), ("opponent", &top.opponents)] {
+        let idx: Vec<i64> = rows.iter().flatten().map(|r| r.index as i64).collect();
+        let id: Vec<i64> = rows.iter().flatten().map(|r| train_ids[r.index]).collect();
+        let sc: Vec<f32> = rows.iter().flatten().map(|r| r.score).collect();
+        tensors.push((format!("{name}s"), OutTensor::I64(vec![t, k], idx)));
+        tensors.push((format!("{name}_ids"), OutTensor::I64(vec![t, k], id)));
+        tensors.push((format!("{name}_scores"), OutTensor::F32(vec![t, k], sc)));
+    }
+    tensors.push(("test_ids".into(), ids(&test_ids(l))));
+    let mut meta = metadata(l, "top-k proponents and opponents");
+    meta.insert("k".into(), k.to_string());
+    let json_bytes = match json {
+        Some(_) => {
+            let tids = test_ids(l);
+            let conv = |v: &Vec<infl::core::Ranked>| {
+                v.iter()
+                    .map(|r| JsonRanked {
+                        index: r.index,
+                        id: train_ids[r.index],
+                        score: r.score,
+                    })
+                    .collect()
+            };
+            let list: Vec<JsonTest> = (0..t)
+                .map(|q| JsonTest {
+                    test_index: q,
+                    test_id: tids[q],
+                    proponents: conv(&top.proponents[q]),
+                    opponents: conv(&top.opponents[q]),
+                })
+                .collect();
+            Some(serde_json::to_vec_pretty(&list)?)
+        }
+        None => None,
+    };
+    write_safetensors(path, tensors, meta)?;
+    if let (Some(p), Some(b)) = (json, json_bytes) {
+        write_atomic(p, &b)?;
+    }
+    Ok(())
+}
+
+pub fn print_topk_summary(path: &Path, l: &Loaded, top: &TopKRows) {
+    let tids = test_ids(l);
+    let train_ids = &l.prepared.train.ids;
+    println!(
+        "TracInCPFast top-{}: {} test x {} train over {} checkpoints",
+        top.k,
+        tids.len(),
+        l.prepared.set.n_train(),
+        l.prepared.checkpoints.len()
+    );
+    let show = tids.len().min(5);
+    for q in 0..show {
+        let fmt = |v: &Vec<infl::core::Ranked>| {
+            v.iter()
+                .take(3)
+                .map(|r| format!("{} ({:+.3e})", train_ids[r.index], r.score))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("test {:>6}: proponents {}", tids[q], fmt(&top.proponents[q]));
+        println!("{:>13} opponents  {}", "", fmt(&top.opponents[q]));
+    }
+    if tids.len() > show {
+        println!("... ({} more test examples)", tids.len() - show);
+    }
+    println!("wrote {}", path.display());
+}
+
+#[derive(Serialize)]
+struct JsonSuspect {
+    rank: usize,
+    index: usize,
+    id: i64,
+    self_influence: f32,
+    label: Option<i64>,
+    predicted: Option<usize>,
+}
+
+/// self_influence.safetensors (`self_influence` [N], `ids` [N]), suspicious.csv and
+/// suspicious.json. All content is serialised before the first file is written.
+pub fn write_self_influence(
+    dir: &Path,
+    l: &Loaded,
+    self_inf: &[f32],
+    suspects: &[Suspect],
+) -> Result<()> {
+    let json: Vec<JsonSuspect> = suspects
+        .iter()
+        .map(|s| JsonSuspect {
+            rank: s.rank,
+            index: s.index,
+            id: s.id,
+            self_influence: s.self_influence,
+            label: s.label,
+            predicted: s.predicted,
+        })
+        .collect();
+    let json = serde_json::to_vec_pretty(&json)?;
+    let opt = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
+    write_safetensors(
+        dir.join("self_influence.safetensors"),
+        vec![
+            (
+                "self_influence".into(),
+                OutTensor::F32(vec![self_inf.len()], self_inf.to_vec()),
+            ),
+            ("ids".into(), ids(&l.prepared.train.ids)),
+        ],
+        metadata(l, "self-influence [train]"),
+    )?;
+    write_atomic_with(dir.join("suspicious.csv"), |w| {
+        writeln!(w, "rank,index,id,self_influence,label,predicted")?;
+        for s in suspects {
+            writeln!(
+                w,
+                "{},{},{},{:e},{},{}",
+                s.rank,
+                s.index,
+                s.id,
+                s.self_influence,
+                opt(s.label),
+                opt(s.predicted.map(|p| p as i64))
+            )?;
+        }
+        Ok(())
+    })?;
+    write_atomic(dir.join("suspicious.json"), &json)?;
+    Ok(())
+}
+
+pub fn print_self_summary(dir: &Path, l: &Loaded, suspects: &[Suspect]) {
+    println!(
+        "TracInCPFast self-influence of {} training examples over {} checkpoints",
+        l.prepared.set.n_train(),
+        l.prepared.checkpoints.len()
+    );
+    println!("most suspicious (highest self-influence; label = given, predicted = last checkpoint):");
+    println!("{:>5} {:>10} {:>14} {:>6} {:>9}", "rank", "id", "self-infl.", "label", "predicted");
+    for s in suspects.iter().take(10) {
+        let mark = match (s.label, s.predicted) {
+            (Some(a), Some(b)) if a != b as i64 => "  <- disagrees",
+            _ => "",
+        };
+        println!(
+            "{:>5} {:>10} {:>14.6e} {:>6} {:>9}{mark}",
+            s.rank,
+            s.id,
+            s.self_influence,
+            s.label.map_or("-".into(), |x| x.to_string()),
+            s.predicted.map_or("-".into(), |x| x.to_string()),
+        );
+    }
+    println!(
+        "wrote {}, {}, {}",
+        dir.join("self_influence.safetensors").display(),
+        dir.join("suspicious.csv").display(),
+        dir.join("suspicious.json").display()
+    );
+}

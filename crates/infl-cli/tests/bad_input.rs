@@ -1,0 +1,284 @@
+//! Bad input: every case fails with a clear message naming the file and tensor and what
+//! was expected, a non-zero exit code, and no output file.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use infl::io::{OutTensor, TensorFile, write_safetensors};
+
+fn fixture_run() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum/run")
+}
+
+/// A scratch copy of the Captum fixture run.
+fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture_run()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+/// Rewrites `file` in `dir`, replacing tensor `name` (or removing it when `value` is None).
+fn replace(dir: &Path, file: &str, name: &str, value: Option<OutTensor>) {
+    let path = dir.join(file);
+    let f = TensorFile::open(&path).unwrap();
+    let mut tensors = Vec::new();
+    for n in f.names() {
+        if n == name {
+            continue;
+        }
+        let (dtype, shape) = f.info(&n).unwrap();
+        let shape = shape.to_vec();
+        let t = if format!("{dtype:?}").starts_with('I') {
+            OutTensor::I64(shape, f.integers_flat(&n).unwrap())
+        } else if shape.len() == 1 {
+            OutTensor::F32(shape, f.vector(&n).unwrap())
+        } else {
+            OutTensor::F32(shape, f.matrix(&n, false).unwrap().to_vec())
+        };
+        tensors.push((n, t));
+    }
+    if let Some(v) = value {
+        tensors.push((name.to_string(), v));
+    }
+    let meta = f.metadata().clone();
+    drop(f);
+    write_safetensors(&path, tensors, meta).unwrap();
+}
+
+/// Runs `infl ARGS --out-dir/--out` into a fresh output folder; asserts failure, that
+/// stderr mentions every needle, and that the output folder stays empty.
+fn fails(dir: &Path, sub: &str, extra: &[&str], needles: &[&str]) {
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = Command::cargo_bin("infl").unwrap();
+    cmd.arg(sub).arg("--run").arg(dir).args(["--layer", "fc3", "-q"]);
+    match sub {
+        "self-influence" => cmd.arg("--out-dir").arg(out.path()),
+        "topk" => cmd
+            .arg("--out")
+            .arg(out.path().join("topk.safetensors"))
+            .arg("--json")
+            .arg(out.path().join("topk.json")),
+        _ => cmd.arg("--out").arg(out.path().join("scores.safetensors")),
+    };
+    cmd.args(extra);
+    let output = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "expected failure, stderr: {stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}: {stderr}");
+    }
+    let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert!(left.is_empty(), "output folder not empty: {left:?}");
+}
+
+#[test]
+fn the_fixture_run_succeeds() {
+    // The control case: the same harness with good input writes all outputs.
+    let dir = scratch();
+    let out = tempfile::tempdir().unwrap();
+    Command::cargo_bin("infl")
+        .unwrap()
+        .arg("self-influence")
+        .arg("--run")
+        .arg(dir.path())
+        .args(["--layer", "fc3", "-q", "--out-dir"])
+        .arg(out.path())
+        .assert()
+        .success();
+    for f in ["self_influence.safetensors", "suspicious.csv", "suspicious.json"] {
+        assert!(out.path().join(f).is_file(), "{f} missing");
+    }
+}
+
+#[test]
+fn missing_file() {
+    let out = tempfile::tempdir().unwrap();
+    let missing = out.path().join("nowhere");
+    Command::cargo_bin("infl")
+        .unwrap()
+        .arg("topk")
+        .arg("--run")
+        .arg(&missing)
+        .args(["--layer", "fc3"])
+        .assert()
+        .failure()
+        .stderr(predicates_contains("nowhere"));
+    // A manifest pointing at a checkpoint that does not exist.
+    let dir = scratch();
+    let manifest = dir.path().join("m.json");
+    std::fs::write(
+        &manifest,
+        r#"{"checkpoints":[{"checkpoint":"gone.safetensors","train":"checkpoint-1.train.safetensors"}]}"#,
+    )
+    .unwrap();
+    let o = Command::cargo_bin("infl")
+        .unwrap()
+        .args(["self-influence", "--layer", "fc3", "--out-dir"])
+        .arg(out.path().join("o"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("gone.safetensors") && e.contains("No such file"), "{e}");
+    assert!(!out.path().join("o").join("suspicious.csv").exists());
+}
+
+fn predicates_contains(s: &'static str) -> impl predicates_core::Predicate<[u8]> {
+    struct Contains(&'static str);
+    impl predicates_core::reflection::PredicateReflection for Contains {}
+    impl std::fmt::Display for Contains {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "contains {:?}", self.0)
+        }
+    }
+    impl predicates_core::Predicate<[u8]> for Contains {
+        fn eval(&self, v: &[u8]) -> bool {
+            String::from_utf8_lossy(v).contains(self.0)
+        }
+    }
+    Contains(s)
+}
+
+#[test]
+fn not_safetensors_garbage_and_truncated() {
+    let dir = scratch();
+    std::fs::write(dir.path().join("checkpoint-2.safetensors"), b"hello, not a tensor file").unwrap();
+    fails(dir.path(), "scores", &[], &["checkpoint-2.safetensors", "not a valid safetensors"]);
+
+    let dir = scratch();
+    let p = dir.path().join("checkpoint-10.train.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
+    fails(dir.path(), "topk", &[], &["checkpoint-10.train.safetensors", "not a valid safetensors"]);
+
+    let dir = scratch();
+    let p = dir.path().join("checkpoint-1.safetensors");
+    std::fs::write(&p, [200u8, 0, 0, 0, 0, 0, 0, 0, b'{']).unwrap();
+    fails(dir.path(), "self-influence", &[], &["checkpoint-1.safetensors", "not a valid safetensors"]);
+}
+
+#[test]
+fn missing_tensor_lists_what_exists() {
+    let dir = scratch();
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::cargo_bin("infl")
+        .unwrap()
+        .args(["self-influence", "--layer", "head", "--run"])
+        .arg(dir.path())
+        .arg("--out-dir")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("checkpoint-1.safetensors") && e.contains("head.weight"), "{e}");
+    assert!(e.contains("fc3.weight") && e.contains("fc1.bias"), "lists existing: {e}");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+
+    let dir = scratch();
+    replace(dir.path(), "checkpoint-2.train.safetensors", "features", None);
+    fails(dir.path(), "self-influence", &[], &["checkpoint-2.train.safetensors", "`features`", "labels"]);
+}
+
+#[test]
+fn feature_width_must_match_the_weight() {
+    let dir = scratch();
+    replace(
+        dir.path(),
+        "checkpoint-1.train.safetensors",
+        "features",
+        Some(OutTensor::F32(vec![40, 7], vec![0.5; 280])),
+    );
+    fails(dir.path(), "self-influence", &[], &["checkpoint-1.train.safetensors", "features", "[N, 8]", "[40, 7]"]);
+}
+
+#[test]
+fn labels_outside_the_classes() {
+    let dir = scratch();
+    let mut labels: Vec<i64> = vec![0; 7];
+    labels[3] = 4;
+    replace(dir.path(), "checkpoint-1.test.safetensors", "labels", Some(OutTensor::I64(vec![7], labels)));
+    fails(dir.path(), "topk", &[], &["checkpoint-1.test.safetensors", "labels", "[0, 4)", "found 4 at [3]"]);
+
+    let dir = scratch();
+    let mut labels: Vec<i64> = vec![0; 40];
+    labels[0] = -1;
+    for c in ["1", "2", "10"] {
+        replace(
+            dir.path(),
+            &format!("checkpoint-{c}.train.safetensors"),
+            "labels",
+            Some(OutTensor::I64(vec![40], labels.clone())),
+        );
+    }
+    fails(dir.path(), "self-influence", &[], &["checkpoint-1.train.safetensors", "found -1 at [0]"]);
+}
+
+#[test]
+fn non_finite_features_and_weights() {
+    let dir = scratch();
+    let mut f = vec![0.25f32; 7 * 8];
+    f[9] = f32::NAN;
+    replace(dir.path(), "checkpoint-2.test.safetensors", "features", Some(OutTensor::F32(vec![7, 8], f)));
+    fails(dir.path(), "scores", &[], &["checkpoint-2.test.safetensors", "features", "finite", "NaN at [1, 1]"]);
+
+    let dir = scratch();
+    let mut w = vec![0.1f32; 32];
+    w[5] = f32::INFINITY;
+    replace(dir.path(), "checkpoint-10.safetensors", "fc3.weight", Some(OutTensor::F32(vec![4, 8], w)));
+    fails(dir.path(), "self-influence", &[], &["checkpoint-10.safetensors", "fc3.weight", "inf at [0, 5]"]);
+}
+
+#[test]
+fn k_out_of_range() {
+    let dir = scratch();
+    fails(dir.path(), "topk", &["-k", "0"], &["k = 0", "1 <= k <= 40"]);
+    fails(dir.path(), "topk", &["-k", "41"], &["k = 41", "1 <= k <= 40"]);
+}
+
+#[test]
+fn empty_split() {
+    let dir = scratch();
+    for c in ["1", "2", "10"] {
+        let f = format!("checkpoint-{c}.test.safetensors");
+        replace(dir.path(), &f, "features", Some(OutTensor::F32(vec![0, 8], vec![])));
+        replace(dir.path(), &f, "labels", Some(OutTensor::I64(vec![0], vec![])));
+        replace(dir.path(), &f, "targets", Some(OutTensor::F32(vec![0, 4], vec![])));
+        replace(dir.path(), &f, "ids", Some(OutTensor::I64(vec![0], vec![])));
+    }
+    fails(dir.path(), "scores", &[], &["checkpoint-1.test.safetensors", "features", "empty split"]);
+}
+
+#[test]
+fn checkpoints_and_features_must_pair_up() {
+    let dir = scratch();
+    std::fs::remove_file(dir.path().join("checkpoint-2.train.safetensors")).unwrap();
+    fails(dir.path(), "self-influence", &[], &["checkpoint-2.safetensors", "checkpoint-2.train.safetensors"]);
+
+    let dir = scratch();
+    std::fs::copy(
+        dir.path().join("checkpoint-1.train.safetensors"),
+        dir.path().join("checkpoint-3.train.safetensors"),
+    )
+    .unwrap();
+    fails(dir.path(), "self-influence", &[], &["checkpoint-3", "has no checkpoint"]);
+
+    let dir = scratch();
+    std::fs::remove_file(dir.path().join("checkpoint-10.test.safetensors")).unwrap();
+    fails(dir.path(), "topk", &[], &["checkpoint-10", "test features"]);
+
+    // Feature files of one checkpoint with a different number of examples.
+    let dir = scratch();
+    replace(
+        dir.path(),
+        "checkpoint-2.train.safetensors",
+        "features",
+        Some(OutTensor::F32(vec![39, 8], vec![0.5; 39 * 8])),
+    );
+    fails(dir.path(), "self-influence", &[], &["checkpoint-2.train.safetensors"]);
+}
