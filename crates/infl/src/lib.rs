@@ -58,3 +58,5 @@ pub use tracin::{
 pub use infl_core as core;
 /// The file-format crate.
 pub use infl_io as io;
+/// The CPU backend crate.
+pub use infl_cpu as cpu;
