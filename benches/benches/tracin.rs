@@ -1,2 +1,122 @@
-//! Placeholder; replaced by the TracInCPFast benchmark.
-fn main() {}
+//! TracInCPFast on the CPU backend at the size (N = 50,000 train, T = 1,000 test,
+//! D = 128, K = 10, 6 checkpoints): top-k (k = 10), full scores and self-influence, plus
+//! the machine's SGEMM peak (faer, 4096×512 · 512×4096) for the fraction-of-peak figure.
+//! Throughput is in FLOPs (criterion's "elements/s" = FLOP/s). The PyTorch peer with the
+//! same math and FLOP formula is `benches/torch_tracin.py`; `cargo xtask bench-compare`
+//! runs both back to back.
+//!
+//! `cargo bench` measures at full size; under `cargo test` (CI) every benchmark runs once
+//! at a small size.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use infl::core::testing::rand_matrix;
+use infl::core::Backend;
+use infl::cpu::CpuBackend;
+use infl::{Engine, FactorTerm, TermSet};
+
+struct Size {
+    n: usize,
+    t: usize,
+    d: usize,
+    k: usize,
+    c: usize,
+}
+
+fn size() -> Size {
+    let bench = std::env::args().any(|a| a == "--bench");
+    if bench {
+        Size {
+            n: 50_000,
+            t: 1_000,
+            d: 128,
+            k: 10,
+            c: 6,
+        }
+    } else {
+        Size {
+            n: 2_000,
+            t: 50,
+            d: 32,
+            k: 10,
+            c: 2,
+        }
+    }
+}
+
+fn threads() -> usize {
+    std::env::var("INFL_BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+}
+
+fn term_set(s: &Size) -> TermSet {
+    TermSet {
+        terms: (0..s.c as u64)
+            .map(|c| FactorTerm {
+                weight: 0.1 / (c + 1) as f32,
+                bias: false,
+                train_a: rand_matrix(s.n, s.d, 10 * c + 1),
+                train_g: rand_matrix(s.n, s.k, 10 * c + 2),
+                test: Some((rand_matrix(s.t, s.d, 10 * c + 3), rand_matrix(s.t, s.k, 10 * c + 4))),
+            })
+            .collect(),
+    }
+}
+
+/// Same formula as benches/torch_tracin.py.
+fn score_flops(s: &Size) -> u64 {
+    (s.c * (2 * s.t * s.n * s.d + 2 * s.t * s.n * s.k + 3 * s.t * s.n)) as u64
+}
+
+fn tracin(cr: &mut Criterion) {
+    let s = size();
+    let set = term_set(&s);
+    let engine = Engine::new(CpuBackend::with_threads(threads()).expect("thread pool"));
+    let mut g = cr.benchmark_group(format!(
+        "tracin_fast_n{}_t{}_d{}_k{}_c{}_threads{}",
+        s.n,
+        s.t,
+        s.d,
+        s.k,
+        s.c,
+        threads()
+    ));
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(score_flops(&s)));
+    g.bench_function("topk10", |b| {
+        b.iter(|| engine.topk(&set, 10, &()).expect("topk"))
+    });
+    g.bench_function("scores_full", |b| {
+        b.iter(|| engine.scores(&set, &()).expect("scores"))
+    });
+    g.throughput(Throughput::Elements((s.c * (2 * s.n * (s.d + s.k) + 3 * s.n)) as u64));
+    g.bench_function("self_influence", |b| {
+        b.iter(|| engine.self_influence(&set).expect("self"))
+    });
+    g.finish();
+
+    let (m, k, n) = if std::env::args().any(|a| a == "--bench") {
+        (4096, 512, 4096)
+    } else {
+        (256, 64, 256)
+    };
+    let a = rand_matrix(m, k, 1);
+    let bt = rand_matrix(n, k, 2);
+    let mut out = vec![0.0f32; m * n];
+    let backend = engine.backend();
+    let mut g = cr.benchmark_group(format!("sgemm_threads{}", threads()));
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+    g.bench_function(format!("faer_{m}x{k}x{n}"), |b| {
+        b.iter(|| {
+            backend
+                .gemm(a.view(), bt.view(), true, &mut out)
+                .expect("gemm")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, tracin);
+criterion_main!(benches);

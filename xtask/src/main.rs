@@ -1,1 +1,164 @@
-fn main(){}
+//! Project automation: `cargo xtask ci`, `cargo xtask fixtures`, `cargo xtask bench-compare`.
+//!
+//! - `ci`: fmt --check, clippy -D warnings, all tests (criterion benches in test mode),
+//!   docs with -D warnings. The same command runs locally and in `.ci/run`.
+//! - `fixtures`: regenerates the golden files from the peers' own code (PyTorch + Captum
+//!   from PyPI, in a venv under `target/`). Not run by CI (CI has no torch).
+//! - `bench-compare`: runs the CPU criterion benchmark and the PyTorch peer
+//!   (`benches/torch_tracin.py`) back to back, for BENCHMARKS.md.
+
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(&root),
+        Some("fixtures") => fixtures(&root, &args[1..]),
+        Some("bench-compare") => bench_compare(&root, &args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <ci | fixtures [--python PY] | bench-compare [--threads N]>"
+            );
+            bail!("unknown or missing task")
+        }
+    }
+}
+
+/// The workspace root (xtask lives in `ROOT/xtask`).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent folder")
+        .to_path_buf()
+}
+
+fn run(root: &Path, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot start {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ci(root: &Path) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(root, &cargo, &["fmt", "--all", "--", "--check"], &[])?;
+    run(
+        root,
+        &cargo,
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[],
+    )?;
+    run(root, &cargo, &["test", "--workspace", "--all-targets"], &[])?;
+    run(root, &cargo, &["test", "--workspace", "--doc"], &[])?;
+    run(
+        root,
+        &cargo,
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    eprintln!("xtask ci: all checks passed");
+    Ok(())
+}
+
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// Creates (once) a venv with the peers' pinned versions; returns its python.
+fn venv(root: &Path, args: &[String]) -> Result<PathBuf> {
+    if let Some(py) = flag(args, "--python") {
+        return Ok(PathBuf::from(py));
+    }
+    let dir = root.join("target/peers-venv");
+    let py = dir.join("bin/python");
+    if !py.exists() {
+        run(root, "python3", &["-m", "venv", dir.to_str().unwrap_or_default()], &[])?;
+        run(
+            root,
+            py.to_str().unwrap_or_default(),
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "-r",
+                "fixtures/requirements.txt",
+            ],
+            &[],
+        )?;
+    }
+    Ok(py)
+}
+
+fn fixtures(root: &Path, args: &[String]) -> Result<()> {
+    let py = venv(root, args)?;
+    let py = py.to_str().unwrap_or_default();
+    for script in fixture_scripts(root) {
+        run(root, py, &[script.as_str()], &[])?;
+    }
+    eprintln!("xtask fixtures: regenerated; review `git diff --stat fixtures/` and commit");
+    Ok(())
+}
+
+/// Every `fixtures/*/generate.py`, in name order.
+fn fixture_scripts(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("fixtures"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("generate.py"))
+                .filter(|p| p.is_file())
+                .filter_map(|p| {
+                    p.strip_prefix(root)
+                        .ok()
+                        .map(|p| p.to_string_lossy().into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
+    let threads = flag(args, "--threads").unwrap_or("2");
+    let py = venv(root, args)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(
+        root,
+        &cargo,
+        &["bench", "-p", "infl-benches", "--bench", "tracin"],
+        &[("INFL_BENCH_THREADS", threads)],
+    )?;
+    run(
+        root,
+        py.to_str().unwrap_or_default(),
+        &[
+            "benches/torch_tracin.py",
+            "--threads",
+            threads,
+            "--modes",
+            "topk,scores,self,sgemm",
+            "--json",
+            "target/torch_tracin.json",
+        ],
+        &[],
+    )?;
+    eprintln!("xtask bench-compare: criterion results in target/criterion, torch in target/torch_tracin.json");
+    Ok(())
+}
