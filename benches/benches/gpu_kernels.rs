@@ -15,7 +15,6 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use infl_core::testing::rand_matrix;
 use infl_core::{Backend, Factors, Matrix, SelfTerm, Term, TopK};
 use infl_wgpu::{BackendChoice, Options, WgpuBackend};
 
@@ -24,6 +23,19 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// A seeded matrix with entries in [-1, 1) (SplitMix64).
+fn rand_matrix(rows: usize, cols: usize, seed: u64) -> Matrix {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    Matrix::from_fn(rows, cols, |_, _| {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    })
 }
 
 fn backends() -> Vec<(String, Box<dyn Backend>)> {
@@ -100,12 +112,14 @@ fn kernels(c: &mut Criterion) {
     );
     let (nterms, k) = (env("INFL_BENCH_TERMS", 1), env("INFL_BENCH_TOPK", 10));
     let data = Data::new(t, n, da, dg, nterms);
-    let fused_flops =
-        |n: usize| (nterms * (2 * t * n * (da + dg) + 3 * t * n)) as u64;
+    let fused_flops = |n: usize| (nterms * (2 * t * n * (da + dg) + 3 * t * n)) as u64;
     let backends = backends();
 
-    let mut g = c.benchmark_group(format!("fused_topk/T{t}_N{n}_D{da}_K{dg}_terms{nterms}_k{k}"));
-    g.sample_size(10).throughput(Throughput::Elements(fused_flops(n)));
+    let mut g = c.benchmark_group(format!(
+        "fused_topk/T{t}_N{n}_D{da}_K{dg}_terms{nterms}_k{k}"
+    ));
+    g.sample_size(10)
+        .throughput(Throughput::Elements(fused_flops(n)));
     let terms = data.terms(n);
     for (name, b) in &backends {
         g.bench_function(name.as_str(), |bench| {
@@ -120,7 +134,8 @@ fn kernels(c: &mut Criterion) {
 
     let ns = n.min(32768);
     let mut g = c.benchmark_group(format!("fused_scores/T{t}_N{ns}_D{da}_K{dg}_terms{nterms}"));
-    g.sample_size(10).throughput(Throughput::Elements(fused_flops(ns)));
+    g.sample_size(10)
+        .throughput(Throughput::Elements(fused_flops(ns)));
     let terms = data.terms(ns);
     let mut out = vec![0.0f32; t * ns];
     for (name, b) in &backends {
@@ -135,13 +150,15 @@ fn kernels(c: &mut Criterion) {
 
     let mut g = c.benchmark_group(format!("self_influence/N{n}_D{da}_K{dg}_terms{nterms}"));
     let self_flops = (nterms * n * (2 * (da + dg) + 3)) as u64;
-    g.sample_size(10).throughput(Throughput::Elements(self_flops));
+    g.sample_size(10)
+        .throughput(Throughput::Elements(self_flops));
     let self_terms = data.self_terms();
     let mut out = vec![0.0f32; n];
     for (name, b) in &backends {
         g.bench_function(name.as_str(), |bench| {
             bench.iter(|| {
-                b.self_influence(&self_terms, &mut out).expect("self_influence");
+                b.self_influence(&self_terms, &mut out)
+                    .expect("self_influence");
                 black_box(out[0])
             })
         });
@@ -153,7 +170,8 @@ fn kernels(c: &mut Criterion) {
     let a = rand_matrix(m, da, 11);
     let w = rand_matrix(da, da, 12);
     let mut g = c.benchmark_group(format!("gemm_abt/{m}x{da}x{da}"));
-    g.sample_size(10).throughput(Throughput::Elements((2 * m * da * da) as u64));
+    g.sample_size(10)
+        .throughput(Throughput::Elements((2 * m * da * da) as u64));
     let mut out = vec![0.0f32; m * da];
     for (name, b) in &backends {
         g.bench_function(name.as_str(), |bench| {

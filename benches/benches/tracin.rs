@@ -72,7 +72,16 @@ fn score_flops(s: &Size) -> u64 {
 fn tracin(cr: &mut Criterion) {
     let s = size();
     let set = term_set(&s);
-    let engine = Engine::new(CpuBackend::with_threads(threads()).expect("thread pool"));
+    let mut backend = CpuBackend::with_threads(threads()).expect("thread pool");
+    // INFL_BENCH_TILES=Q,T overrides the tile sizes (for tuning).
+    if let Some((q, t)) = std::env::var("INFL_BENCH_TILES")
+        .ok()
+        .and_then(|v| v.split_once(',').map(|(a, b)| (a.parse(), b.parse())))
+        .and_then(|(a, b)| Some((a.ok()?, b.ok()?)))
+    {
+        backend = backend.with_tiles(infl::cpu::Tiles { query: q, train: t });
+    }
+    let engine = Engine::new(backend);
     let mut g = cr.benchmark_group(format!(
         "tracin_fast_n{}_t{}_d{}_k{}_c{}_threads{}",
         s.n,

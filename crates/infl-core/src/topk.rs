@@ -49,9 +49,14 @@ impl Best {
         self.items.insert(pos, c);
     }
 
+    /// The score a candidate must reach to be considered: the worst kept score once `k`
+    /// are kept, else `open` (accept anything).
     #[inline]
-    fn would_accept(&self, k: usize, c: Ranked, before: fn(Ranked, Ranked) -> bool) -> bool {
-        self.items.len() < k || self.items.last().is_some_and(|&w| before(c, w))
+    fn threshold(&self, k: usize, open: f32) -> f32 {
+        match self.items.last() {
+            Some(w) if self.items.len() == k => w.score,
+            _ => open,
+        }
     }
 }
 
@@ -99,20 +104,20 @@ impl TopK {
     }
 
     /// Offers a row of scores for query `q`; `scores[j]` belongs to training index
-    /// `offset + j`. Most candidates are rejected by one comparison each.
+    /// `offset + j`. Most candidates are rejected by two comparisons against the current
+    /// k-th best scores.
     pub fn offer_row(&mut self, q: usize, offset: usize, scores: &[f32]) {
         let k = self.k;
         let (p, o) = (&mut self.proponents[q], &mut self.opponents[q]);
+        let (mut hi, mut lo) = (p.threshold(k, f32::NEG_INFINITY), o.threshold(k, f32::INFINITY));
         for (j, &score) in scores.iter().enumerate() {
-            let c = Ranked {
-                index: offset + j,
-                score,
-            };
-            if p.would_accept(k, c, proponent_before) {
-                p.offer(k, c, proponent_before);
+            if score >= hi {
+                p.offer(k, Ranked { index: offset + j, score }, proponent_before);
+                hi = p.threshold(k, f32::NEG_INFINITY);
             }
-            if o.would_accept(k, c, opponent_before) {
-                o.offer(k, c, opponent_before);
+            if score <= lo {
+                o.offer(k, Ranked { index: offset + j, score }, opponent_before);
+                lo = o.threshold(k, f32::INFINITY);
             }
         }
     }

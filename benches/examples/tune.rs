@@ -1,0 +1,61 @@
+//! Tile-size tuning probe: one top-k run at the benchmark size, printing wall time, CPU
+//! time-free GFLOP/s and the peak RSS. `cargo run --release -p infl-benches --example tune
+//! -- THREADS Q T [N T_TEST]`.
+
+use infl::core::testing::rand_matrix;
+use infl::cpu::{CpuBackend, Tiles};
+use infl::{Engine, FactorTerm, TermSet};
+
+fn main() {
+    let a: Vec<usize> = std::env::args().skip(1).map(|s| s.parse().expect("number")).collect();
+    let (threads, q, t) = (a[0], a[1], a[2]);
+    let n = a.get(3).copied().unwrap_or(50_000);
+    let tt = a.get(4).copied().unwrap_or(1_000);
+    let (d, k, c) = (128, 10, 6);
+    let set = TermSet {
+        terms: (0..c as u64)
+            .map(|i| FactorTerm {
+                weight: 0.1,
+                bias: false,
+                train_a: rand_matrix(n, d, i),
+                train_g: rand_matrix(n, k, i + 100),
+                test: Some((rand_matrix(tt, d, i + 200), rand_matrix(tt, k, i + 300))),
+            })
+            .collect(),
+    };
+    let engine = Engine::new(
+        CpuBackend::with_threads(threads)
+            .expect("pool")
+            .with_tiles(Tiles { query: q, train: t }),
+    );
+    let flops = (c * (2 * tt * n * d + 2 * tt * n * k + 3 * tt * n)) as f64;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        let top = engine.topk(&set, 10, &()).expect("topk");
+        std::hint::black_box(top);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?");
+    // The machine's SGEMM under the same conditions, for the fraction of peak.
+    let (m, kk, nn) = (4096, 512, 4096);
+    let x = rand_matrix(m, kk, 1);
+    let y = rand_matrix(nn, kk, 2);
+    let mut out = vec![0.0f32; m * nn];
+    let mut gemm = f64::INFINITY;
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        infl::core::Backend::gemm(engine.backend(), x.view(), y.view(), true, &mut out).expect("gemm");
+        gemm = gemm.min(start.elapsed().as_secs_f64());
+    }
+    let peak = (2 * m * nn * kk) as f64 / gemm / 1e9;
+    println!(
+        "sgemm peak {peak:.1} GFLOP/s; top-k at {:.0}% of it",
+        100.0 * flops / best / 1e9 / peak
+    );
+    println!(
+        "threads {threads} tiles {q}x{t} n {n} t {tt}: best {best:.3} s, {:.1} GFLOP/s, {hwm}",
+        flops / best / 1e9
+    );
+}
