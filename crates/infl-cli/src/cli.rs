@@ -98,7 +98,11 @@ pub enum ReductionArg {
 pub struct Input {
     /// Run folder: NAME.safetensors checkpoints with NAME.train.safetensors and
     /// NAME.test.safetensors feature files.
-    #[arg(long, required_unless_present = "manifest", conflicts_with = "manifest")]
+    #[arg(
+        long,
+        required_unless_present = "manifest",
+        conflicts_with = "manifest"
+    )]
     pub run: Option<PathBuf>,
     /// JSON manifest listing checkpoints and feature files instead of --run.
     #[arg(long)]
@@ -210,7 +214,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("writing {}", out.display()))?;
             output::print_scores_summary(&out, &l, &scores);
         }
-        Command::Topk { input, k, out, json } => {
+        Command::Topk {
+            input,
+            k,
+            out,
+            json,
+        } => {
             let l = load(&input, cli.threads, &bar, true)?;
             let top = l.engine.topk(&l.prepared.set, k, &bar)?;
             output::write_topk(&out, json.as_deref(), &l, &top)?;

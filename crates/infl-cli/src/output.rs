@@ -25,7 +25,10 @@ fn metadata(l: &Loaded, what: &str) -> HashMap<String, String> {
             }
             .into(),
         ),
-        ("reduction".into(), format!("{:?}", s.reduction).to_lowercase()),
+        (
+            "reduction".into(),
+            format!("{:?}", s.reduction).to_lowercase(),
+        ),
         ("include_bias".into(), s.include_bias.to_string()),
         (
             "checkpoints".into(),
@@ -156,7 +159,7 @@ pub fn print_topk_summary(path: &Path, l: &Loaded, top: &TopKRows) {
         l.prepared.checkpoints.len()
     );
     let show = tids.len().min(5);
-    for q in 0..show {
+    for (q, tid) in tids.iter().enumerate().take(show) {
         let fmt = |v: &Vec<infl::core::Ranked>| {
             v.iter()
                 .take(3)
@@ -164,7 +167,7 @@ pub fn print_topk_summary(path: &Path, l: &Loaded, top: &TopKRows) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!("test {:>6}: proponents {}", tids[q], fmt(&top.proponents[q]));
+        println!("test {tid:>6}: proponents {}", fmt(&top.proponents[q]));
         println!("{:>13} opponents  {}", "", fmt(&top.opponents[q]));
     }
     if tids.len() > show {
@@ -241,8 +244,13 @@ pub fn print_self_summary(dir: &Path, l: &Loaded, suspects: &[Suspect]) {
         l.prepared.set.n_train(),
         l.prepared.checkpoints.len()
     );
-    println!("most suspicious (highest self-influence; label = given, predicted = last checkpoint):");
-    println!("{:>5} {:>10} {:>14} {:>6} {:>9}", "rank", "id", "self-infl.", "label", "predicted");
+    println!(
+        "most suspicious (highest self-influence; label = given, predicted = last checkpoint):"
+    );
+    println!(
+        "{:>5} {:>10} {:>14} {:>6} {:>9}",
+        "rank", "id", "self-infl.", "label", "predicted"
+    );
     for s in suspects.iter().take(10) {
         let mark = match (s.label, s.predicted) {
             (Some(a), Some(b)) if a != b as i64 => "  <- disagrees",

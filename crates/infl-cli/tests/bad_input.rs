@@ -53,7 +53,10 @@ fn replace(dir: &Path, file: &str, name: &str, value: Option<OutTensor>) {
 fn fails(dir: &Path, sub: &str, extra: &[&str], needles: &[&str]) {
     let out = tempfile::tempdir().unwrap();
     let mut cmd = Command::cargo_bin("infl").unwrap();
-    cmd.arg(sub).arg("--run").arg(dir).args(["--layer", "fc3", "-q"]);
+    cmd.arg(sub)
+        .arg("--run")
+        .arg(dir)
+        .args(["--layer", "fc3", "-q"]);
     match sub {
         "self-influence" => cmd.arg("--out-dir").arg(out.path()),
         "topk" => cmd
@@ -66,7 +69,10 @@ fn fails(dir: &Path, sub: &str, extra: &[&str], needles: &[&str]) {
     cmd.args(extra);
     let output = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "expected failure, stderr: {stderr}");
+    assert!(
+        !output.status.success(),
+        "expected failure, stderr: {stderr}"
+    );
     for n in needles {
         assert!(stderr.contains(n), "stderr lacks {n:?}: {stderr}");
     }
@@ -88,7 +94,11 @@ fn the_fixture_run_succeeds() {
         .arg(out.path())
         .assert()
         .success();
-    for f in ["self_influence.safetensors", "suspicious.csv", "suspicious.json"] {
+    for f in [
+        "self_influence.safetensors",
+        "suspicious.csv",
+        "suspicious.json",
+    ] {
         assert!(out.path().join(f).is_file(), "{f} missing");
     }
 }
@@ -124,7 +134,10 @@ fn missing_file() {
         .unwrap();
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("gone.safetensors") && e.contains("No such file"), "{e}");
+    assert!(
+        e.contains("gone.safetensors") && e.contains("No such file"),
+        "{e}"
+    );
     assert!(!out.path().join("o").join("suspicious.csv").exists());
 }
 
@@ -147,19 +160,38 @@ fn predicates_contains(s: &'static str) -> impl predicates_core::Predicate<[u8]>
 #[test]
 fn not_safetensors_garbage_and_truncated() {
     let dir = scratch();
-    std::fs::write(dir.path().join("checkpoint-2.safetensors"), b"hello, not a tensor file").unwrap();
-    fails(dir.path(), "scores", &[], &["checkpoint-2.safetensors", "not a valid safetensors"]);
+    std::fs::write(
+        dir.path().join("checkpoint-2.safetensors"),
+        b"hello, not a tensor file",
+    )
+    .unwrap();
+    fails(
+        dir.path(),
+        "scores",
+        &[],
+        &["checkpoint-2.safetensors", "not a valid safetensors"],
+    );
 
     let dir = scratch();
     let p = dir.path().join("checkpoint-10.train.safetensors");
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
-    fails(dir.path(), "topk", &[], &["checkpoint-10.train.safetensors", "not a valid safetensors"]);
+    fails(
+        dir.path(),
+        "topk",
+        &[],
+        &["checkpoint-10.train.safetensors", "not a valid safetensors"],
+    );
 
     let dir = scratch();
     let p = dir.path().join("checkpoint-1.safetensors");
     std::fs::write(&p, [200u8, 0, 0, 0, 0, 0, 0, 0, b'{']).unwrap();
-    fails(dir.path(), "self-influence", &[], &["checkpoint-1.safetensors", "not a valid safetensors"]);
+    fails(
+        dir.path(),
+        "self-influence",
+        &[],
+        &["checkpoint-1.safetensors", "not a valid safetensors"],
+    );
 }
 
 #[test]
@@ -176,13 +208,29 @@ fn missing_tensor_lists_what_exists() {
         .unwrap();
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("checkpoint-1.safetensors") && e.contains("head.weight"), "{e}");
-    assert!(e.contains("fc3.weight") && e.contains("fc1.bias"), "lists existing: {e}");
+    assert!(
+        e.contains("checkpoint-1.safetensors") && e.contains("head.weight"),
+        "{e}"
+    );
+    assert!(
+        e.contains("fc3.weight") && e.contains("fc1.bias"),
+        "lists existing: {e}"
+    );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 
     let dir = scratch();
-    replace(dir.path(), "checkpoint-2.train.safetensors", "features", None);
-    fails(dir.path(), "self-influence", &[], &["checkpoint-2.train.safetensors", "`features`", "labels"]);
+    replace(
+        dir.path(),
+        "checkpoint-2.train.safetensors",
+        "features",
+        None,
+    );
+    fails(
+        dir.path(),
+        "self-influence",
+        &[],
+        &["checkpoint-2.train.safetensors", "`features`", "labels"],
+    );
 }
 
 #[test]
@@ -194,7 +242,17 @@ fn feature_width_must_match_the_weight() {
         "features",
         Some(OutTensor::F32(vec![40, 7], vec![0.5; 280])),
     );
-    fails(dir.path(), "self-influence", &[], &["checkpoint-1.train.safetensors", "features", "[N, 8]", "[40, 7]"]);
+    fails(
+        dir.path(),
+        "self-influence",
+        &[],
+        &[
+            "checkpoint-1.train.safetensors",
+            "features",
+            "[N, 8]",
+            "[40, 7]",
+        ],
+    );
 }
 
 #[test]
@@ -202,8 +260,23 @@ fn labels_outside_the_classes() {
     let dir = scratch();
     let mut labels: Vec<i64> = vec![0; 7];
     labels[3] = 4;
-    replace(dir.path(), "checkpoint-1.test.safetensors", "labels", Some(OutTensor::I64(vec![7], labels)));
-    fails(dir.path(), "topk", &[], &["checkpoint-1.test.safetensors", "labels", "[0, 4)", "found 4 at [3]"]);
+    replace(
+        dir.path(),
+        "checkpoint-1.test.safetensors",
+        "labels",
+        Some(OutTensor::I64(vec![7], labels)),
+    );
+    fails(
+        dir.path(),
+        "topk",
+        &[],
+        &[
+            "checkpoint-1.test.safetensors",
+            "labels",
+            "[0, 4)",
+            "found 4 at [3]",
+        ],
+    );
 
     let dir = scratch();
     let mut labels: Vec<i64> = vec![0; 40];
@@ -216,7 +289,12 @@ fn labels_outside_the_classes() {
             Some(OutTensor::I64(vec![40], labels.clone())),
         );
     }
-    fails(dir.path(), "self-influence", &[], &["checkpoint-1.train.safetensors", "found -1 at [0]"]);
+    fails(
+        dir.path(),
+        "self-influence",
+        &[],
+        &["checkpoint-1.train.safetensors", "found -1 at [0]"],
+    );
 }
 
 #[test]
@@ -224,21 +302,51 @@ fn non_finite_features_and_weights() {
     let dir = scratch();
     let mut f = vec![0.25f32; 7 * 8];
     f[9] = f32::NAN;
-    replace(dir.path(), "checkpoint-2.test.safetensors", "features", Some(OutTensor::F32(vec![7, 8], f)));
-    fails(dir.path(), "scores", &[], &["checkpoint-2.test.safetensors", "features", "finite", "NaN at [1, 1]"]);
+    replace(
+        dir.path(),
+        "checkpoint-2.test.safetensors",
+        "features",
+        Some(OutTensor::F32(vec![7, 8], f)),
+    );
+    fails(
+        dir.path(),
+        "scores",
+        &[],
+        &[
+            "checkpoint-2.test.safetensors",
+            "features",
+            "finite",
+            "NaN at [1, 1]",
+        ],
+    );
 
     let dir = scratch();
     let mut w = vec![0.1f32; 32];
     w[5] = f32::INFINITY;
-    replace(dir.path(), "checkpoint-10.safetensors", "fc3.weight", Some(OutTensor::F32(vec![4, 8], w)));
-    fails(dir.path(), "self-influence", &[], &["checkpoint-10.safetensors", "fc3.weight", "inf at [0, 5]"]);
+    replace(
+        dir.path(),
+        "checkpoint-10.safetensors",
+        "fc3.weight",
+        Some(OutTensor::F32(vec![4, 8], w)),
+    );
+    fails(
+        dir.path(),
+        "self-influence",
+        &[],
+        &["checkpoint-10.safetensors", "fc3.weight", "inf at [0, 5]"],
+    );
 }
 
 #[test]
 fn k_out_of_range() {
     let dir = scratch();
     fails(dir.path(), "topk", &["-k", "0"], &["k = 0", "1 <= k <= 40"]);
-    fails(dir.path(), "topk", &["-k", "41"], &["k = 41", "1 <= k <= 40"]);
+    fails(
+        dir.path(),
+        "topk",
+        &["-k", "41"],
+        &["k = 41", "1 <= k <= 40"],
+    );
 }
 
 #[test]
@@ -246,19 +354,44 @@ fn empty_split() {
     let dir = scratch();
     for c in ["1", "2", "10"] {
         let f = format!("checkpoint-{c}.test.safetensors");
-        replace(dir.path(), &f, "features", Some(OutTensor::F32(vec![0, 8], vec![])));
-        replace(dir.path(), &f, "labels", Some(OutTensor::I64(vec![0], vec![])));
-        replace(dir.path(), &f, "targets", Some(OutTensor::F32(vec![0, 4], vec![])));
+        replace(
+            dir.path(),
+            &f,
+            "features",
+            Some(OutTensor::F32(vec![0, 8], vec![])),
+        );
+        replace(
+            dir.path(),
+            &f,
+            "labels",
+            Some(OutTensor::I64(vec![0], vec![])),
+        );
+        replace(
+            dir.path(),
+            &f,
+            "targets",
+            Some(OutTensor::F32(vec![0, 4], vec![])),
+        );
         replace(dir.path(), &f, "ids", Some(OutTensor::I64(vec![0], vec![])));
     }
-    fails(dir.path(), "scores", &[], &["checkpoint-1.test.safetensors", "features", "empty split"]);
+    fails(
+        dir.path(),
+        "scores",
+        &[],
+        &["checkpoint-1.test.safetensors", "features", "empty split"],
+    );
 }
 
 #[test]
 fn checkpoints_and_features_must_pair_up() {
     let dir = scratch();
     std::fs::remove_file(dir.path().join("checkpoint-2.train.safetensors")).unwrap();
-    fails(dir.path(), "self-influence", &[], &["checkpoint-2.safetensors", "checkpoint-2.train.safetensors"]);
+    fails(
+        dir.path(),
+        "self-influence",
+        &[],
+        &["checkpoint-2.safetensors", "checkpoint-2.train.safetensors"],
+    );
 
     let dir = scratch();
     std::fs::copy(
@@ -266,7 +399,12 @@ fn checkpoints_and_features_must_pair_up() {
         dir.path().join("checkpoint-3.train.safetensors"),
     )
     .unwrap();
-    fails(dir.path(), "self-influence", &[], &["checkpoint-3", "has no checkpoint"]);
+    fails(
+        dir.path(),
+        "self-influence",
+        &[],
+        &["checkpoint-3", "has no checkpoint"],
+    );
 
     let dir = scratch();
     std::fs::remove_file(dir.path().join("checkpoint-10.test.safetensors")).unwrap();
@@ -280,5 +418,10 @@ fn checkpoints_and_features_must_pair_up() {
         "features",
         Some(OutTensor::F32(vec![39, 8], vec![0.5; 39 * 8])),
     );
-    fails(dir.path(), "self-influence", &[], &["checkpoint-2.train.safetensors"]);
+    fails(
+        dir.path(),
+        "self-influence",
+        &[],
+        &["checkpoint-2.train.safetensors"],
+    );
 }

@@ -106,7 +106,11 @@ pub fn check_self_terms(terms: &[SelfTerm<'_>]) -> Result<usize> {
         .first()
         .ok_or_else(|| Error::invalid("terms", "at least one term is needed"))?;
     let n = first.factors.rows();
-    if let Some((i, t)) = terms.iter().enumerate().find(|(_, t)| t.factors.rows() != n) {
+    if let Some((i, t)) = terms
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.factors.rows() != n)
+    {
         return Err(Error::shape(
             "check_self_terms",
             format!("term {i} has {} rows, term 0 has {n}", t.factors.rows()),
@@ -137,8 +141,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// General matrix product `out = a · bᵀ` (`transpose_b`) or `out = a · b`,
     /// row-major, overwritten.
-    fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, transpose_b: bool, out: &mut [f32])
-    -> Result<()>;
+    fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, transpose_b: bool, out: &mut [f32]) -> Result<()>;
 }
 
 /// Checks GEMM operand shapes; returns `(m, n, k)`.
@@ -206,9 +209,7 @@ pub mod reference {
                     .map(|t| {
                         let a = t.factors.a.row(i);
                         let g = t.factors.g.row(i);
-                        t.weight as f64
-                            * dot(g, g)
-                            * (dot(a, a) + if t.bias { 1.0 } else { 0.0 })
+                        t.weight as f64 * dot(g, g) * (dot(a, a) + if t.bias { 1.0 } else { 0.0 })
                     })
                     .sum::<f64>() as f32
             })

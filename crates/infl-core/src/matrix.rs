@@ -143,7 +143,11 @@ impl<'a> MatRef<'a> {
         if rows.checked_mul(cols) != Some(data.len()) {
             return Err(Error::shape(
                 "MatRef::new",
-                format!("{rows} x {cols} needs {} elements, got {}", rows * cols, data.len()),
+                format!(
+                    "{rows} x {cols} needs {} elements, got {}",
+                    rows * cols,
+                    data.len()
+                ),
             ));
         }
         Ok(Self { data, rows, cols })
@@ -212,7 +216,10 @@ mod tests {
         let m = Matrix::from_vec(2, 3, (0..6).map(|x| x as f32).collect()).unwrap();
         assert_eq!(m.view().row(1), &[3.0, 4.0, 5.0]);
         assert_eq!(m.view().slice_rows(1, 2).data(), &[3.0, 4.0, 5.0]);
-        assert_eq!(m.select_rows(&[1, 0]).data(), &[3.0, 4.0, 5.0, 0.0, 1.0, 2.0]);
+        assert_eq!(
+            m.select_rows(&[1, 0]).data(),
+            &[3.0, 4.0, 5.0, 0.0, 1.0, 2.0]
+        );
         assert_eq!(m.view().row_sq_norms(), vec![5.0, 50.0]);
     }
 

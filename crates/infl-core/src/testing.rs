@@ -47,6 +47,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], dot_len: usize) {
 }
 
 /// Random factor data for `terms` terms.
+#[derive(Debug)]
 pub struct Problem {
     /// Per term: (weight, query a, query g, train a, train g).
     pub data: Vec<(f32, Matrix, Matrix, Matrix, Matrix)>,
@@ -151,7 +152,12 @@ pub fn check_self_influence(b: &dyn Backend, p: &Problem) {
     let want = reference::self_influence(&terms).expect("reference");
     let mut got = vec![f32::NAN; want.len()];
     b.self_influence(&terms, &mut got).expect("self_influence");
-    assert_close(&format!("{} self-influence", b.name()), &got, &want, p.dot_len());
+    assert_close(
+        &format!("{} self-influence", b.name()),
+        &got,
+        &want,
+        p.dot_len(),
+    );
 }
 
 /// Body: GEMM equals the reference, both layouts of `b`.
@@ -229,7 +235,11 @@ macro_rules! backend_tests {
             for (i, &nq) in ODD_ROWS.iter().enumerate() {
                 let nt = ODD_ROWS[3 - i];
                 for k in [1usize, 7, nt] {
-                    check_topk(&*b, &Problem::new(nq, nt, 33, 5, 2, (i * 10 + k) as u64), k.min(nt));
+                    check_topk(
+                        &*b,
+                        &Problem::new(nq, nt, 33, 5, 2, (i * 10 + k) as u64),
+                        k.min(nt),
+                    );
                 }
             }
         }
@@ -239,7 +249,14 @@ macro_rules! backend_tests {
             let Some(b) = __backend() else { return };
             use $crate::testing::*;
             for (i, &n) in ODD_ROWS.iter().enumerate() {
-                let mut p = Problem::new(1, n, [1, 64, 129, 4096][i], [1, 10, 1000, 3][i], 3, i as u64);
+                let mut p = Problem::new(
+                    1,
+                    n,
+                    [1, 64, 129, 4096][i],
+                    [1, 10, 1000, 3][i],
+                    3,
+                    i as u64,
+                );
                 p.bias = i % 2 == 0;
                 check_self_influence(&*b, &p);
             }

@@ -109,14 +109,31 @@ impl TopK {
     pub fn offer_row(&mut self, q: usize, offset: usize, scores: &[f32]) {
         let k = self.k;
         let (p, o) = (&mut self.proponents[q], &mut self.opponents[q]);
-        let (mut hi, mut lo) = (p.threshold(k, f32::NEG_INFINITY), o.threshold(k, f32::INFINITY));
+        let (mut hi, mut lo) = (
+            p.threshold(k, f32::NEG_INFINITY),
+            o.threshold(k, f32::INFINITY),
+        );
         for (j, &score) in scores.iter().enumerate() {
             if score >= hi {
-                p.offer(k, Ranked { index: offset + j, score }, proponent_before);
+                p.offer(
+                    k,
+                    Ranked {
+                        index: offset + j,
+                        score,
+                    },
+                    proponent_before,
+                );
                 hi = p.threshold(k, f32::NEG_INFINITY);
             }
             if score <= lo {
-                o.offer(k, Ranked { index: offset + j, score }, opponent_before);
+                o.offer(
+                    k,
+                    Ranked {
+                        index: offset + j,
+                        score,
+                    },
+                    opponent_before,
+                );
                 lo = o.threshold(k, f32::INFINITY);
             }
         }
@@ -176,7 +193,7 @@ impl TopKRows {
     /// The exact top-k of a full row-major `[queries, n]` score matrix by sorting
     /// (the reference the streaming version is tested against).
     pub fn from_full(scores: &[f32], n: usize, k: usize) -> Self {
-        let rows = if n == 0 { 0 } else { scores.len() / n };
+        let rows = scores.len().checked_div(n).unwrap_or(0);
         let mut proponents = Vec::with_capacity(rows);
         let mut opponents = Vec::with_capacity(rows);
         for q in 0..rows {

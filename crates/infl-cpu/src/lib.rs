@@ -110,7 +110,9 @@ impl CpuBackend {
     fn train_runs(&self, query_blocks: usize, nt: usize) -> Vec<(usize, usize)> {
         let tb = self.tiles.train;
         let tiles = nt.div_ceil(tb).max(1);
-        let want = (4 * self.threads()).div_ceil(query_blocks.max(1)).clamp(1, tiles);
+        let want = (4 * self.threads())
+            .div_ceil(query_blocks.max(1))
+            .clamp(1, tiles);
         let per = tiles.div_ceil(want);
         (0..tiles)
             .step_by(per)
@@ -127,7 +129,14 @@ fn fmat(m: MatRef<'_>) -> FMatRef<'_, f32> {
 fn gemm_abt(x: MatRef<'_>, y: MatRef<'_>, out: &mut [f32]) {
     let (m, n) = (x.rows(), y.rows());
     let dst = MatMut::from_row_major_slice_mut(&mut out[..m * n], m, n);
-    faer::linalg::matmul::matmul(dst, Accum::Replace, fmat(x), fmat(y).transpose(), 1.0, Par::Seq);
+    faer::linalg::matmul::matmul(
+        dst,
+        Accum::Replace,
+        fmat(x),
+        fmat(y).transpose(),
+        1.0,
+        Par::Seq,
+    );
 }
 
 /// Output-gradient widths up to this use the fused row kernel instead of a second GEMM.
@@ -277,8 +286,13 @@ fn tile(terms: &[Term<'_>], q: (usize, usize), t: (usize, usize), s: &mut Scratc
     }
 }
 
+/// A scores task: first query row, train run, and the output row slices it owns.
+type ScoreTask<'a> = (usize, (usize, usize), Vec<&'a mut [f32]>);
+
 fn blocks(n: usize, size: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..n).step_by(size.max(1)).map(move |s| (s, (s + size).min(n)))
+    (0..n)
+        .step_by(size.max(1))
+        .map(move |s| (s, (s + size).min(n)))
 }
 
 impl Backend for CpuBackend {
@@ -300,7 +314,7 @@ impl Backend for CpuBackend {
         let tiles = self.tiles;
         let runs = self.train_runs(nq.div_ceil(tiles.query), nt);
         // One task per (query block, train run), owning its slices of the output rows.
-        let mut tasks: Vec<(usize, (usize, usize), Vec<&mut [f32]>)> = Vec::new();
+        let mut tasks: Vec<ScoreTask<'_>> = Vec::new();
         for (qb, block) in out.chunks_mut(tiles.query * nt).enumerate() {
             let mut per_run: Vec<Vec<&mut [f32]>> = runs.iter().map(|_| Vec::new()).collect();
             for row in block.chunks_mut(nt) {
@@ -408,13 +422,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn gemm(
-        &self,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        transpose_b: bool,
-        out: &mut [f32],
-    ) -> Result<()> {
+    fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, transpose_b: bool, out: &mut [f32]) -> Result<()> {
         let (m, n, _) = check_gemm(a, b, transpose_b, out.len())?;
         let threads = self.threads();
         self.install(|| {

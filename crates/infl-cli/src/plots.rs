@@ -1,0 +1,282 @@
+//! PNG plots for `infl demo` (plotters, bitmap backend): line charts (ROC curves,
+//! found-vs-inspected curves) and grids of small grayscale images with captions.
+//!
+//! Text needs a TrueType font: DejaVu Sans (Debian's `fonts-dejavu-core`) or the file named
+//! by `INFL_FONT`. Without one, [`init_font`] fails and the caller skips the plots. Every
+//! PNG is drawn to a temporary file in the destination folder and renamed into place.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, anyhow};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+/// Where a sans-serif TTF is looked for (after `$INFL_FONT`).
+const FONT_CANDIDATES: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+/// Registers a font as plotters' "sans-serif" (once per process); returns its path.
+pub fn init_font() -> Result<PathBuf, String> {
+    static FONT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let candidates: Vec<PathBuf> = std::env::var_os("INFL_FONT")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(FONT_CANDIDATES.iter().map(PathBuf::from))
+            .collect();
+        for p in &candidates {
+            if let Ok(bytes) = std::fs::read(p) {
+                // plotters keeps fonts for the life of the process.
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return Ok(p.clone());
+                }
+            }
+        }
+        Err(format!(
+            "no TrueType font found (looked at $INFL_FONT and {}); install fonts-dejavu-core \
+             or set INFL_FONT",
+            FONT_CANDIDATES.join(", ")
+        ))
+    })
+    .clone()
+}
+
+/// Draws with `draw` into a temporary PNG beside `path`, then renames it to `path`.
+fn atomic_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("plot.png");
+    let tmp = dir.join(format!(".infl-tmp-{}-{name}", std::process::id()));
+    let result = (|| {
+        {
+            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+            draw(root.clone())?;
+            root.present().map_err(|e| anyhow!("{e}"))?;
+        }
+        std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("drawing {}", path.display()))
+}
+
+/// One curve of a line chart.
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// Legend label.
+    pub label: String,
+    /// Points, in drawing order.
+    pub points: Vec<(f64, f64)>,
+    /// Colour.
+    pub color: RGBColor,
+}
+
+/// Colours for up to a few series.
+pub const PALETTE: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
+
+/// A line chart on `[0, x_max] × [0, 1]` with a legend; `diagonal` adds the chance line
+/// `y = x / x_max` (dashed grey).
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    x_max: f64,
+    series: &[Series],
+    diagonal: bool,
+) -> Result<()> {
+    atomic_png(path, (720, 540), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..x_max, 0.0..1.0f64)
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        if diagonal {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(0.0, 0.0), (x_max, 1.0)],
+                    6,
+                    4,
+                    RGBColor(150, 150, 150).stroke_width(1),
+                ))
+                .map_err(|e| anyhow!("{e}"))?
+                .label("chance")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RGBColor(150, 150, 150)));
+        }
+        for s in series {
+            let color = s.color;
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                .map_err(|e| anyhow!("{e}"))?
+                .label(&s.label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    })
+}
+
+/// A small grayscale image with a caption (two lines at most) and a frame colour.
+#[derive(Clone, Debug)]
+pub struct Tile {
+    /// Pixels, row-major, 0 = white background, 255 = black ink (MNIST).
+    pub pixels: Vec<u8>,
+    /// Image width.
+    pub width: usize,
+    /// Image height.
+    pub height: usize,
+    /// Caption lines under the image.
+    pub caption: Vec<String>,
+    /// Frame colour (e.g. red for a truly mislabelled example).
+    pub frame: Option<RGBColor>,
+}
+
+const SCALE: i32 = 3;
+const CAPTION_H: i32 = 34;
+const PAD: i32 = 10;
+
+fn draw_tile(
+    root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    t: &Tile,
+    x0: i32,
+    y0: i32,
+) -> Result<()> {
+    let (w, h) = (t.width as i32, t.height as i32);
+    for y in 0..h {
+        for x in 0..w {
+            let v = 255 - t.pixels[(y * w + x) as usize];
+            if v == 255 {
+                continue;
+            }
+            root.draw(&Rectangle::new(
+                [(x0 + x * SCALE, y0 + y * SCALE), (x0 + (x + 1) * SCALE, y0 + (y + 1) * SCALE)],
+                RGBColor(v, v, v).filled(),
+            ))
+            .map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+    let frame = t.frame.unwrap_or(RGBColor(200, 200, 200));
+    root.draw(&Rectangle::new(
+        [(x0 - 2, y0 - 2), (x0 + w * SCALE + 1, y0 + h * SCALE + 1)],
+        frame.stroke_width(if t.frame.is_some() { 3 } else { 1 }),
+    ))
+    .map_err(|e| anyhow!("{e}"))?;
+    for (i, line) in t.caption.iter().take(2).enumerate() {
+        root.draw(&Text::new(
+            line.clone(),
+            (x0 - 2, y0 + h * SCALE + 4 + 15 * i as i32),
+            ("sans-serif", 13).into_font(),
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+/// Size of a tile cell (image, caption and padding), in pixels.
+fn cell(t: &Tile) -> (i32, i32) {
+    let w = (t.width as i32 * SCALE).max(96) + PAD;
+    (w, t.height as i32 * SCALE + CAPTION_H + PAD)
+}
+
+/// A grid of tiles, `columns` wide, under a title (and an optional legend line).
+pub fn image_grid(path: &Path, title: &str, legend: &str, tiles: &[Tile], columns: usize) -> Result<()> {
+    let Some(first) = tiles.first() else {
+        return Ok(());
+    };
+    let (cw, ch) = cell(first);
+    let cols = columns.max(1).min(tiles.len()) as i32;
+    let rows = tiles.len().div_ceil(columns.max(1)) as i32;
+    let header = 56;
+    let size = ((cols * cw + 2 * PAD).max(480) as u32, (rows * ch + header + PAD) as u32);
+    atomic_png(path, size, |root| {
+        root.draw(&Text::new(title.to_string(), (PAD, 8), ("sans-serif", 20).into_font()))
+            .map_err(|e| anyhow!("{e}"))?;
+        root.draw(&Text::new(legend.to_string(), (PAD, 32), ("sans-serif", 13).into_font()))
+            .map_err(|e| anyhow!("{e}"))?;
+        for (i, t) in tiles.iter().enumerate() {
+            let (r, c) = (i as i32 / cols, i as i32 % cols);
+            draw_tile(&root, t, PAD + 2 + c * cw, header + r * ch)?;
+        }
+        Ok(())
+    })
+}
+
+/// One row of the explanations figure: a test image, its proponents and its opponents.
+#[derive(Clone, Debug)]
+pub struct ExplainRow {
+    /// The test image.
+    pub test: Tile,
+    /// Its strongest proponents, strongest first.
+    pub proponents: Vec<Tile>,
+    /// Its strongest opponents, most negative first.
+    pub opponents: Vec<Tile>,
+}
+
+/// Test images (left), their proponents (middle) and opponents (right), one row each.
+pub fn explanations(path: &Path, title: &str, legend: &str, rows: &[ExplainRow]) -> Result<()> {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let (cw, ch) = cell(&first.test);
+    let k = rows.iter().map(|r| r.proponents.len().max(r.opponents.len())).max().unwrap_or(0) as i32;
+    let gap = 28;
+    let header = 80;
+    let width = PAD + cw + gap + 2 * k * cw + gap + PAD;
+    let size = (width.max(480) as u32, (header + rows.len() as i32 * ch + PAD) as u32);
+    atomic_png(path, size, |root| {
+        root.draw(&Text::new(title.to_string(), (PAD, 8), ("sans-serif", 20).into_font()))
+            .map_err(|e| anyhow!("{e}"))?;
+        root.draw(&Text::new(legend.to_string(), (PAD, 32), ("sans-serif", 13).into_font()))
+            .map_err(|e| anyhow!("{e}"))?;
+        let xp = PAD + cw + gap;
+        let xo = xp + k * cw + gap;
+        for (x, label) in [(PAD, "test image"), (xp, "proponents (helped most)"), (xo, "opponents (hurt most)")] {
+            root.draw(&Text::new(label.to_string(), (x, 56), ("sans-serif", 15).into_font()))
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        for (r, row) in rows.iter().enumerate() {
+            let y = header + r as i32 * ch;
+            draw_tile(&root, &row.test, PAD + 2, y)?;
+            for (j, t) in row.proponents.iter().enumerate() {
+                draw_tile(&root, t, xp + 2 + j as i32 * cw, y)?;
+            }
+            for (j, t) in row.opponents.iter().enumerate() {
+                draw_tile(&root, t, xo + 2 + j as i32 * cw, y)?;
+            }
+        }
+        Ok(())
+    })
+}
