@@ -238,3 +238,28 @@ pub mod reference {
         Ok(out)
     }
 }
+
+/// Lets a backend chosen at run time (`Box<dyn Backend>`) drive the estimators.
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn scores(&self, terms: &[Term<'_>], out: &mut [f32]) -> Result<()> {
+        (**self).scores(terms, out)
+    }
+    fn topk(&self, terms: &[Term<'_>], train_offset: usize, acc: &mut TopK) -> Result<()> {
+        (**self).topk(terms, train_offset, acc)
+    }
+    fn self_influence(&self, terms: &[SelfTerm<'_>], out: &mut [f32]) -> Result<()> {
+        (**self).self_influence(terms, out)
+    }
+    fn gemm(
+        &self,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        transpose_b: bool,
+        out: &mut [f32],
+    ) -> Result<()> {
+        (**self).gemm(a, b, transpose_b, out)
+    }
+}
