@@ -7,7 +7,10 @@ use infl::cpu::{CpuBackend, Tiles};
 use infl::{Engine, FactorTerm, TermSet};
 
 fn main() {
-    let a: Vec<usize> = std::env::args().skip(1).map(|s| s.parse().expect("number")).collect();
+    let a: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|s| s.parse().expect("number"))
+        .collect();
     let (threads, q, t) = (a[0], a[1], a[2]);
     let n = a.get(3).copied().unwrap_or(50_000);
     let tt = a.get(4).copied().unwrap_or(1_000);
@@ -29,6 +32,9 @@ fn main() {
             .with_tiles(Tiles { query: q, train: t }),
     );
     let flops = (c * (2 * tt * n * d + 2 * tt * n * k + 3 * tt * n)) as f64;
+    let input_mib = (c * (n + tt) * (d + k) * 4) as f64 / (1 << 20) as f64;
+    let full_mib = (n * tt * 4) as f64 / (1 << 20) as f64;
+    println!("inputs {input_mib:.0} MiB; a full [T, N] f32 matrix would be {full_mib:.0} MiB");
     let mut best = f64::INFINITY;
     for _ in 0..3 {
         let start = std::time::Instant::now();
@@ -37,7 +43,16 @@ fn main() {
         best = best.min(start.elapsed().as_secs_f64());
     }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?");
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm_topk = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?").to_string();
+    println!("peak RSS after top-k: {hwm_topk}");
+    if std::env::var_os("TUNE_NO_GEMM").is_some() {
+        return;
+    }
     // The machine's SGEMM under the same conditions, for the fraction of peak.
     let (m, kk, nn) = (4096, 512, 4096);
     let x = rand_matrix(m, kk, 1);
@@ -46,7 +61,8 @@ fn main() {
     let mut gemm = f64::INFINITY;
     for _ in 0..3 {
         let start = std::time::Instant::now();
-        infl::core::Backend::gemm(engine.backend(), x.view(), y.view(), true, &mut out).expect("gemm");
+        infl::core::Backend::gemm(engine.backend(), x.view(), y.view(), true, &mut out)
+            .expect("gemm");
         gemm = gemm.min(start.elapsed().as_secs_f64());
     }
     let peak = (2 * m * nn * kk) as f64 / gemm / 1e9;
