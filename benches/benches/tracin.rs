@@ -9,8 +9,8 @@
 //! at a small size.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use infl::core::testing::rand_matrix;
 use infl::core::Backend;
+use infl::core::testing::rand_matrix;
 use infl::cpu::CpuBackend;
 use infl::{Engine, FactorTerm, TermSet};
 
@@ -58,7 +58,10 @@ fn term_set(s: &Size) -> TermSet {
                 bias: false,
                 train_a: rand_matrix(s.n, s.d, 10 * c + 1),
                 train_g: rand_matrix(s.n, s.k, 10 * c + 2),
-                test: Some((rand_matrix(s.t, s.d, 10 * c + 3), rand_matrix(s.t, s.k, 10 * c + 4))),
+                test: Some((
+                    rand_matrix(s.t, s.d, 10 * c + 3),
+                    rand_matrix(s.t, s.k, 10 * c + 4),
+                )),
             })
             .collect(),
     }
@@ -99,7 +102,9 @@ fn tracin(cr: &mut Criterion) {
     g.bench_function("scores_full", |b| {
         b.iter(|| engine.scores(&set, &()).expect("scores"))
     });
-    g.throughput(Throughput::Elements((s.c * (2 * s.n * (s.d + s.k) + 3 * s.n)) as u64));
+    g.throughput(Throughput::Elements(
+        (s.c * (2 * s.n * (s.d + s.k) + 3 * s.n)) as u64,
+    ));
     g.bench_function("self_influence", |b| {
         b.iter(|| engine.self_influence(&set).expect("self"))
     });

@@ -58,7 +58,14 @@ fn ci(root: &Path) -> Result<()> {
     run(
         root,
         &cargo,
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &[],
     )?;
     run(root, &cargo, &["test", "--workspace", "--all-targets"], &[])?;
@@ -88,7 +95,12 @@ fn venv(root: &Path, args: &[String]) -> Result<PathBuf> {
     let dir = root.join("target/peers-venv");
     let py = dir.join("bin/python");
     if !py.exists() {
-        run(root, "python3", &["-m", "venv", dir.to_str().unwrap_or_default()], &[])?;
+        run(
+            root,
+            "python3",
+            &["-m", "venv", dir.to_str().unwrap_or_default()],
+            &[],
+        )?;
         run(
             root,
             py.to_str().unwrap_or_default(),
@@ -159,6 +171,8 @@ fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
         ],
         &[],
     )?;
-    eprintln!("xtask bench-compare: criterion results in target/criterion, torch in target/torch_tracin.json");
+    eprintln!(
+        "xtask bench-compare: criterion results in target/criterion, torch in target/torch_tracin.json"
+    );
     Ok(())
 }

@@ -209,11 +209,21 @@ mod tests {
 
     #[test]
     fn natural_order() {
-        let mut v = vec!["checkpoint-10", "checkpoint-2", "checkpoint-1", "checkpoint-02b"];
+        let mut v = vec![
+            "checkpoint-10",
+            "checkpoint-2",
+            "checkpoint-1",
+            "checkpoint-02b",
+        ];
         v.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(
             v,
-            vec!["checkpoint-1", "checkpoint-2", "checkpoint-02b", "checkpoint-10"]
+            vec![
+                "checkpoint-1",
+                "checkpoint-2",
+                "checkpoint-02b",
+                "checkpoint-10"
+            ]
         );
     }
 }

@@ -69,8 +69,7 @@ impl TermSet {
                     weight: t.weight,
                     bias: t.bias,
                     query: Factors::new(qa.view(), qg.view())?,
-                    train: Factors::new(t.train_a.view(), t.train_g.view())?
-                        .slice_rows(t0, t1),
+                    train: Factors::new(t.train_a.view(), t.train_g.view())?.slice_rows(t0, t1),
                 })
             })
             .collect()

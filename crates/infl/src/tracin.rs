@@ -206,7 +206,11 @@ impl TracInCPFast {
         if ex.labels != reference.labels || ex.ids != reference.ids {
             return Err(Error::data(
                 &ex.source,
-                if ex.labels != reference.labels { "labels" } else { "ids" },
+                if ex.labels != reference.labels {
+                    "labels"
+                } else {
+                    "ids"
+                },
                 format!(
                     "expected the same examples in the same order as {}",
                     reference.source.display()

@@ -34,11 +34,20 @@ fn check(loss: Loss, reduction: Reduction, tag: &str) {
     };
     let prepared = est.prepare(engine.backend(), &data).unwrap();
     assert_eq!(prepared.learning_rates, vec![0.5, 0.2, 0.05]);
-    let expected = TensorFile::open(fixtures().join(format!("expected_{tag}.safetensors"))).unwrap();
+    let expected =
+        TensorFile::open(fixtures().join(format!("expected_{tag}.safetensors"))).unwrap();
     let scores = engine.scores(&prepared.set, &()).unwrap();
-    assert_close(&format!("{tag} scores"), &scores, expected.matrix("scores", false).unwrap().data());
+    assert_close(
+        &format!("{tag} scores"),
+        &scores,
+        expected.matrix("scores", false).unwrap().data(),
+    );
     let self_inf = engine.self_influence(&prepared.set).unwrap();
-    assert_close(&format!("{tag} self"), &self_inf, &expected.vector("self_influence").unwrap());
+    assert_close(
+        &format!("{tag} self"),
+        &self_inf,
+        &expected.vector("self_influence").unwrap(),
+    );
     let k: usize = expected.metadata()["k"].parse().unwrap();
     let top = engine.topk(&prepared.set, k, &()).unwrap();
     for (name, rows) in [("proponent", &top.proponents), ("opponent", &top.opponents)] {
@@ -83,7 +92,15 @@ fn ce_sum_with_bias_matches_tracincp_on_the_layer() {
     let prepared = est.prepare(engine.backend(), &data).unwrap();
     let expected = TensorFile::open(fixtures().join("expected_ce_sum_bias.safetensors")).unwrap();
     let scores = engine.scores(&prepared.set, &()).unwrap();
-    assert_close("bias scores", &scores, expected.matrix("scores", false).unwrap().data());
+    assert_close(
+        "bias scores",
+        &scores,
+        expected.matrix("scores", false).unwrap().data(),
+    );
     let self_inf = engine.self_influence(&prepared.set).unwrap();
-    assert_close("bias self", &self_inf, &expected.vector("self_influence").unwrap());
+    assert_close(
+        "bias self",
+        &self_inf,
+        &expected.vector("self_influence").unwrap(),
+    );
 }

@@ -66,23 +66,41 @@ fn write_run(dir: &Path, dtype: Dtype, int: Dtype) {
                 ("head.weight", floats(dtype, vec![k, d], w.data())),
                 ("head.bias", floats(dtype, vec![k], b.data())),
             ],
-            Some(HashMap::from([("learning_rate".into(), format!("{}", 0.5 / (c + 1) as f32))])),
+            Some(HashMap::from([(
+                "learning_rate".into(),
+                format!("{}", 0.5 / (c + 1) as f32),
+            )])),
         );
         for (split, rows, s) in [("train", n, 1u64), ("test", t, 2)] {
             let f = rand_matrix(rows, d, 300 + 10 * c + s).to_vec();
-            let labels: Vec<i64> = (0..rows as i64).map(|i| (i * 7 + s as i64) % k as i64).collect();
+            let labels: Vec<i64> = (0..rows as i64)
+                .map(|i| (i * 7 + s as i64) % k as i64)
+                .collect();
             let lab = match int {
                 Dtype::I64 => labels.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                Dtype::I32 => labels.iter().flat_map(|x| (*x as i32).to_le_bytes()).collect(),
+                Dtype::I32 => labels
+                    .iter()
+                    .flat_map(|x| (*x as i32).to_le_bytes())
+                    .collect(),
                 Dtype::U8 => labels.iter().map(|x| *x as u8).collect(),
-                Dtype::I16 => labels.iter().flat_map(|x| (*x as i16).to_le_bytes()).collect(),
+                Dtype::I16 => labels
+                    .iter()
+                    .flat_map(|x| (*x as i16).to_le_bytes())
+                    .collect(),
                 _ => unreachable!(),
             };
             save(
                 &dir.join(format!("{name}.{split}.safetensors")),
                 vec![
                     ("features", floats(dtype, vec![rows, d], &f)),
-                    ("labels", Raw { dtype: int, shape: vec![rows], data: lab }),
+                    (
+                        "labels",
+                        Raw {
+                            dtype: int,
+                            shape: vec![rows],
+                            data: lab,
+                        },
+                    ),
                 ],
                 None,
             );
@@ -93,9 +111,15 @@ fn write_run(dir: &Path, dtype: Dtype, int: Dtype) {
 fn run_scores(dir: &Path) -> (Vec<f32>, Vec<f32>) {
     let data = load_run(&RunLayout::discover(dir).unwrap(), "head").unwrap();
     let e = Engine::default();
-    let est = TracInCPFast { include_bias: true, ..Default::default() };
+    let est = TracInCPFast {
+        include_bias: true,
+        ..Default::default()
+    };
     let p = est.prepare(e.backend(), &data).unwrap();
-    (e.scores(&p.set, &()).unwrap(), e.self_influence(&p.set).unwrap())
+    (
+        e.scores(&p.set, &()).unwrap(),
+        e.self_influence(&p.set).unwrap(),
+    )
 }
 
 #[test]
@@ -115,15 +139,28 @@ fn low_and_high_precision_inputs_match_f32() {
         let dir = tempfile::tempdir().unwrap();
         write_run(dir.path(), dtype, int);
         let (got, got_self) = run_scores(dir.path());
-        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-        let self_err =
-            got_self.iter().zip(&want_self).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / self_scale;
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale;
+        let self_err = got_self
+            .iter()
+            .zip(&want_self)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / self_scale;
         eprintln!("{dtype:?}: relative error {err}, self {self_err}");
         assert!(err <= eps, "{dtype:?}: max relative error {err} > {eps}");
-        assert!(self_err <= eps, "{dtype:?}: self-influence relative error {self_err} > {eps}");
+        assert!(
+            self_err <= eps,
+            "{dtype:?}: self-influence relative error {self_err} > {eps}"
+        );
         // ... and the error is not zero for the lossy formats (the test can see rounding).
         if dtype != Dtype::F64 {
-            assert!(err > 0.0, "{dtype:?} gave bit-identical scores: was it really converted?");
+            assert!(
+                err > 0.0,
+                "{dtype:?} gave bit-identical scores: was it really converted?"
+            );
         }
     }
 }

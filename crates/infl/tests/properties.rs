@@ -14,7 +14,10 @@ struct Problem {
 fn problem(c: usize, n: usize, t: usize, d: usize, k: usize, seed: u64, bias: bool) -> Problem {
     let labels = |len: usize, s: u64| -> Vec<i64> {
         let m = rand_matrix(len, 1, s);
-        m.data().iter().map(|x| ((x + 1.0) * 0.5 * k as f32) as i64 % k as i64).collect()
+        m.data()
+            .iter()
+            .map(|x| ((x + 1.0) * 0.5 * k as f32) as i64 % k as i64)
+            .collect()
     };
     let (ytr, yte) = (labels(n, seed ^ 0xA5), labels(t, seed ^ 0x5A));
     let data = (0..c as u64)
@@ -58,7 +61,11 @@ fn scores(p: &Problem, est: &TracInCPFast) -> Vec<f32> {
 
 fn est(mse: bool, include_bias: bool) -> TracInCPFast {
     TracInCPFast {
-        loss: if mse { Loss::MeanSquaredError } else { Loss::CrossEntropy },
+        loss: if mse {
+            Loss::MeanSquaredError
+        } else {
+            Loss::CrossEntropy
+        },
         include_bias,
         ..Default::default()
     }
