@@ -102,11 +102,39 @@ fn tracin(cr: &mut Criterion) {
     g.bench_function("scores_full", |b| {
         b.iter(|| engine.scores(&set, &()).expect("scores"))
     });
-    g.throughput(Throughput::Elements(
-        (s.c * (2 * s.n * (s.d + s.k) + 3 * s.n)) as u64,
-    ));
+    g.finish();
+
+    // Self-influence is a single pass over the training factors: compare its bandwidth
+    // with a plain parallel sum over the same bytes (the machine's read bandwidth).
+    let bytes = (s.c * s.n * (s.d + s.k) * 4) as u64;
+    let mut g = cr.benchmark_group(format!("bandwidth_threads{}", threads()));
+    g.sample_size(20);
+    g.throughput(Throughput::Bytes(bytes));
     g.bench_function("self_influence", |b| {
         b.iter(|| engine.self_influence(&set).expect("self"))
+    });
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads())
+        .build()
+        .expect("pool");
+    g.bench_function("read_sum_reference", |b| {
+        b.iter(|| {
+            pool.install(|| {
+                use rayon::prelude::*;
+                set.terms
+                    .iter()
+                    .map(|t| {
+                        let sum = |m: &infl::core::Matrix| -> f32 {
+                            m.data()
+                                .par_chunks(1 << 14)
+                                .map(|c| c.iter().sum::<f32>())
+                                .sum()
+                        };
+                        sum(&t.train_a) + sum(&t.train_g)
+                    })
+                    .sum::<f32>()
+            })
+        })
     });
     g.finish();
 
