@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use infl::io::RunLayout;
-use infl::{CheckpointData, CpuBackend, Engine, Loss, Prepared, Progress, Reduction, TracInCPFast};
+use infl::{
+    Backend, BackendChoice, CheckpointData, Engine, Loss, Prepared, Progress, Reduction,
+    TracInCPFast,
+};
 
 use crate::output;
 use crate::progress::Bar;
@@ -22,6 +25,11 @@ pub struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+
+    /// Compute backend: `auto` (a hardware GPU if present, else the CPU), `cpu`, or `gpu`
+    /// (any wgpu adapter, software included; WGPU_BACKEND / WGPU_ADAPTER_NAME are honoured).
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub backend: BackendArg,
 
     #[command(subcommand)]
     pub command: Command,
@@ -65,6 +73,27 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         top: usize,
     },
+}
+
+/// Backend choice on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum BackendArg {
+    /// A hardware GPU if there is one, else the CPU.
+    Auto,
+    /// The CPU backend.
+    Cpu,
+    /// Any GPU adapter (software included); an error if there is none.
+    Gpu,
+}
+
+impl From<BackendArg> for BackendChoice {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Cpu => BackendChoice::Cpu,
+            BackendArg::Gpu => BackendChoice::Gpu,
+        }
+    }
 }
 
 /// The estimator.
@@ -158,13 +187,20 @@ impl Input {
 
 /// Everything a subcommand needs after loading.
 pub struct Loaded {
-    pub engine: Engine<CpuBackend>,
+    pub engine: Engine<Box<dyn Backend>>,
     pub prepared: Prepared,
     pub layer: String,
     pub settings: TracInCPFast,
 }
 
-fn load(input: &Input, threads: Option<usize>, progress: &Bar, need_test: bool) -> Result<Loaded> {
+/// How to compute: backend choice and CPU threads.
+#[derive(Clone, Copy, Debug)]
+pub struct Compute {
+    pub backend: BackendArg,
+    pub threads: Option<usize>,
+}
+
+fn load(input: &Input, compute: Compute, progress: &Bar, need_test: bool) -> Result<Loaded> {
     let layout = input.layout()?;
     if need_test && !layout.has_test() {
         bail!(
@@ -173,10 +209,10 @@ fn load(input: &Input, threads: Option<usize>, progress: &Bar, need_test: bool) 
             layout.source.display()
         );
     }
-    let backend = match threads {
-        Some(t) => CpuBackend::with_threads(t)?,
-        None => CpuBackend::new(),
-    };
+    let backend = infl::select_backend(compute.backend.into(), compute.threads)?;
+    if !progress.quiet() {
+        eprintln!("backend: {}", backend.name());
+    }
     let engine = Engine::new(backend);
     progress.start("loading", layout.entries.len() as u64);
     let mut data: Vec<CheckpointData> = Vec::with_capacity(layout.entries.len());
@@ -206,9 +242,13 @@ fn load(input: &Input, threads: Option<usize>, progress: &Bar, need_test: bool) 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let bar = Bar::new(cli.quiet);
+    let compute = Compute {
+        backend: cli.backend,
+        threads: cli.threads,
+    };
     match cli.command {
         Command::Scores { input, out } => {
-            let l = load(&input, cli.threads, &bar, true)?;
+            let l = load(&input, compute, &bar, true)?;
             let scores = l.engine.scores(&l.prepared.set, &bar)?;
             output::write_scores(&out, &l, &scores)
                 .with_context(|| format!("writing {}", out.display()))?;
@@ -220,7 +260,7 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
             json,
         } => {
-            let l = load(&input, cli.threads, &bar, true)?;
+            let l = load(&input, compute, &bar, true)?;
             let top = l.engine.topk(&l.prepared.set, k, &bar)?;
             output::write_topk(&out, json.as_deref(), &l, &top)?;
             output::print_topk_summary(&out, &l, &top);
@@ -230,7 +270,7 @@ pub fn run(cli: Cli) -> Result<()> {
             out_dir,
             top,
         } => {
-            let l = load(&input, cli.threads, &bar, false)?;
+            let l = load(&input, compute, &bar, false)?;
             let self_inf = l.engine.self_influence(&l.prepared.set)?;
             let n = self_inf.len();
             let top = if top == 0 { n } else { top.min(n) };

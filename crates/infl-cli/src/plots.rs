@@ -54,7 +54,10 @@ fn atomic_png(
     draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
 ) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("plot.png");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("plot.png");
     let tmp = dir.join(format!(".infl-tmp-{}-{name}", std::process::id()));
     let result = (|| {
         {
@@ -132,10 +135,15 @@ pub fn line_chart(
         for s in series {
             let color = s.color;
             chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    s.points.iter().copied(),
+                    color.stroke_width(2),
+                ))
                 .map_err(|e| anyhow!("{e}"))?
                 .label(&s.label)
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
@@ -182,7 +190,10 @@ fn draw_tile(
                 continue;
             }
             root.draw(&Rectangle::new(
-                [(x0 + x * SCALE, y0 + y * SCALE), (x0 + (x + 1) * SCALE, y0 + (y + 1) * SCALE)],
+                [
+                    (x0 + x * SCALE, y0 + y * SCALE),
+                    (x0 + (x + 1) * SCALE, y0 + (y + 1) * SCALE),
+                ],
                 RGBColor(v, v, v).filled(),
             ))
             .map_err(|e| anyhow!("{e}"))?;
@@ -212,7 +223,13 @@ fn cell(t: &Tile) -> (i32, i32) {
 }
 
 /// A grid of tiles, `columns` wide, under a title (and an optional legend line).
-pub fn image_grid(path: &Path, title: &str, legend: &str, tiles: &[Tile], columns: usize) -> Result<()> {
+pub fn image_grid(
+    path: &Path,
+    title: &str,
+    legend: &str,
+    tiles: &[Tile],
+    columns: usize,
+) -> Result<()> {
     let Some(first) = tiles.first() else {
         return Ok(());
     };
@@ -220,12 +237,23 @@ pub fn image_grid(path: &Path, title: &str, legend: &str, tiles: &[Tile], column
     let cols = columns.max(1).min(tiles.len()) as i32;
     let rows = tiles.len().div_ceil(columns.max(1)) as i32;
     let header = 56;
-    let size = ((cols * cw + 2 * PAD).max(480) as u32, (rows * ch + header + PAD) as u32);
+    let size = (
+        (cols * cw + 2 * PAD).max(480) as u32,
+        (rows * ch + header + PAD) as u32,
+    );
     atomic_png(path, size, |root| {
-        root.draw(&Text::new(title.to_string(), (PAD, 8), ("sans-serif", 20).into_font()))
-            .map_err(|e| anyhow!("{e}"))?;
-        root.draw(&Text::new(legend.to_string(), (PAD, 32), ("sans-serif", 13).into_font()))
-            .map_err(|e| anyhow!("{e}"))?;
+        root.draw(&Text::new(
+            title.to_string(),
+            (PAD, 8),
+            ("sans-serif", 20).into_font(),
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
+        root.draw(&Text::new(
+            legend.to_string(),
+            (PAD, 32),
+            ("sans-serif", 13).into_font(),
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
         for (i, t) in tiles.iter().enumerate() {
             let (r, c) = (i as i32 / cols, i as i32 % cols);
             draw_tile(&root, t, PAD + 2 + c * cw, header + r * ch)?;
@@ -251,21 +279,44 @@ pub fn explanations(path: &Path, title: &str, legend: &str, rows: &[ExplainRow])
         return Ok(());
     };
     let (cw, ch) = cell(&first.test);
-    let k = rows.iter().map(|r| r.proponents.len().max(r.opponents.len())).max().unwrap_or(0) as i32;
+    let k = rows
+        .iter()
+        .map(|r| r.proponents.len().max(r.opponents.len()))
+        .max()
+        .unwrap_or(0) as i32;
     let gap = 28;
     let header = 80;
     let width = PAD + cw + gap + 2 * k * cw + gap + PAD;
-    let size = (width.max(480) as u32, (header + rows.len() as i32 * ch + PAD) as u32);
+    let size = (
+        width.max(480) as u32,
+        (header + rows.len() as i32 * ch + PAD) as u32,
+    );
     atomic_png(path, size, |root| {
-        root.draw(&Text::new(title.to_string(), (PAD, 8), ("sans-serif", 20).into_font()))
-            .map_err(|e| anyhow!("{e}"))?;
-        root.draw(&Text::new(legend.to_string(), (PAD, 32), ("sans-serif", 13).into_font()))
-            .map_err(|e| anyhow!("{e}"))?;
+        root.draw(&Text::new(
+            title.to_string(),
+            (PAD, 8),
+            ("sans-serif", 20).into_font(),
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
+        root.draw(&Text::new(
+            legend.to_string(),
+            (PAD, 32),
+            ("sans-serif", 13).into_font(),
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
         let xp = PAD + cw + gap;
         let xo = xp + k * cw + gap;
-        for (x, label) in [(PAD, "test image"), (xp, "proponents (helped most)"), (xo, "opponents (hurt most)")] {
-            root.draw(&Text::new(label.to_string(), (x, 56), ("sans-serif", 15).into_font()))
-                .map_err(|e| anyhow!("{e}"))?;
+        for (x, label) in [
+            (PAD, "test image"),
+            (xp, "proponents (helped most)"),
+            (xo, "opponents (hurt most)"),
+        ] {
+            root.draw(&Text::new(
+                label.to_string(),
+                (x, 56),
+                ("sans-serif", 15).into_font(),
+            ))
+            .map_err(|e| anyhow!("{e}"))?;
         }
         for (r, row) in rows.iter().enumerate() {
             let y = header + r as i32 * ch;

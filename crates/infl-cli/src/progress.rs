@@ -18,6 +18,11 @@ impl Bar {
         }
     }
 
+    /// True when progress output is off.
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
     fn style() -> ProgressStyle {
         ProgressStyle::with_template("{msg:>14} [{bar:32}] {pos}/{len} ({elapsed}, eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar())

@@ -60,3 +60,22 @@ pub use infl_core as core;
 pub use infl_io as io;
 /// The CPU backend crate.
 pub use infl_cpu as cpu;
+/// The GPU (wgpu) backend crate.
+pub use infl_wgpu as wgpu;
+pub use infl_wgpu::BackendChoice;
+
+/// Opens the backend asked for: `Cpu` → the CPU backend (`threads`, default one per core);
+/// `Gpu` → any wgpu adapter, software included, or an error naming what was searched;
+/// `Auto` → a hardware GPU if there is one, else the CPU backend (never a software adapter).
+/// `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` are honoured.
+pub fn select_backend(choice: BackendChoice, threads: Option<usize>) -> Result<Box<dyn Backend>> {
+    let gpu = infl_wgpu::WgpuBackend::select(choice, infl_wgpu::Options::default())
+        .map_err(infl_core::Error::from)?;
+    Ok(match gpu {
+        Some(g) => Box::new(g),
+        None => Box::new(match threads {
+            Some(t) => CpuBackend::with_threads(t)?,
+            None => CpuBackend::new(),
+        }),
+    })
+}

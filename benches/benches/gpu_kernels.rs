@@ -1,0 +1,188 @@
+//! Criterion benches of the four backend kernels (fused scores, fused top-k,
+//! self-influence, GEMM) on the CPU backend and, when an adapter exists, the GPU backend.
+//! Throughput is reported in FLOPs ("elements" in criterion's output are FLOPs):
+//! fused = terms·(2·T·N·(Da+Dg) + 3·T·N), self-influence = terms·N·(2·(Da+Dg) + 3),
+//! GEMM = 2·m·n·k.
+//!
+//! Shapes come from the environment (defaults are small enough for a software adapter):
+//! `INFL_BENCH_N` train rows (4096), `INFL_BENCH_T` test rows (128), `INFL_BENCH_D` input
+//! width Da (512), `INFL_BENCH_K` output width Dg (10), `INFL_BENCH_TERMS` (1),
+//! `INFL_BENCH_TOPK` (10). `INFL_BENCH_BACKENDS` = `cpu,gpu` (default) selects backends;
+//! the GPU is opened with `--backend gpu` semantics (any adapter, software included).
+//! The full-score bench caps N at 32768 so its output stays in memory; the top-k bench
+//! streams all N through the fused kernel.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use infl_core::{Backend, Factors, Matrix, SelfTerm, Term, TopK};
+use infl_wgpu::{BackendChoice, Options, WgpuBackend};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A seeded matrix with entries in [-1, 1) (SplitMix64).
+fn rand_matrix(rows: usize, cols: usize, seed: u64) -> Matrix {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    Matrix::from_fn(rows, cols, |_, _| {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    })
+}
+
+fn backends() -> Vec<(String, Box<dyn Backend>)> {
+    let wanted = std::env::var("INFL_BENCH_BACKENDS").unwrap_or_else(|_| "cpu,gpu".into());
+    let mut v: Vec<(String, Box<dyn Backend>)> = Vec::new();
+    if wanted.contains("cpu") {
+        v.push(("cpu".into(), Box::new(infl_cpu::CpuBackend::new())));
+    }
+    if wanted.contains("gpu") {
+        match WgpuBackend::select(BackendChoice::Gpu, Options::default()) {
+            Ok(Some(b)) => {
+                eprintln!("gpu_kernels: GPU backend on {}", b.name());
+                v.push(("gpu".into(), Box::new(b)));
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("gpu_kernels: no GPU backend, CPU only: {e}"),
+        }
+    }
+    v
+}
+
+struct Data {
+    terms: Vec<(f32, Matrix, Matrix, Matrix, Matrix)>,
+}
+
+impl Data {
+    fn new(t: usize, n: usize, da: usize, dg: usize, terms: usize) -> Self {
+        Self {
+            terms: (0..terms as u64)
+                .map(|i| {
+                    (
+                        0.5,
+                        rand_matrix(t, da, 4 * i + 1),
+                        rand_matrix(t, dg, 4 * i + 2),
+                        rand_matrix(n, da, 4 * i + 3),
+                        rand_matrix(n, dg, 4 * i + 4),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn terms(&self, n: usize) -> Vec<Term<'_>> {
+        self.terms
+            .iter()
+            .map(|(w, qa, qg, ta, tg)| Term {
+                weight: *w,
+                bias: true,
+                query: Factors::new(qa.view(), qg.view()).expect("rows"),
+                train: Factors::new(ta.view().slice_rows(0, n), tg.view().slice_rows(0, n))
+                    .expect("rows"),
+            })
+            .collect()
+    }
+
+    fn self_terms(&self) -> Vec<SelfTerm<'_>> {
+        self.terms
+            .iter()
+            .map(|(w, _, _, ta, tg)| SelfTerm {
+                weight: *w,
+                bias: true,
+                factors: Factors::new(ta.view(), tg.view()).expect("rows"),
+            })
+            .collect()
+    }
+}
+
+fn kernels(c: &mut Criterion) {
+    let (n, t, da, dg) = (
+        env("INFL_BENCH_N", 4096),
+        env("INFL_BENCH_T", 128),
+        env("INFL_BENCH_D", 512),
+        env("INFL_BENCH_K", 10),
+    );
+    let (nterms, k) = (env("INFL_BENCH_TERMS", 1), env("INFL_BENCH_TOPK", 10));
+    let data = Data::new(t, n, da, dg, nterms);
+    let fused_flops = |n: usize| (nterms * (2 * t * n * (da + dg) + 3 * t * n)) as u64;
+    let backends = backends();
+
+    let mut g = c.benchmark_group(format!(
+        "fused_topk/T{t}_N{n}_D{da}_K{dg}_terms{nterms}_k{k}"
+    ));
+    g.sample_size(10)
+        .throughput(Throughput::Elements(fused_flops(n)));
+    let terms = data.terms(n);
+    for (name, b) in &backends {
+        g.bench_function(name.as_str(), |bench| {
+            bench.iter(|| {
+                let mut acc = TopK::new(t, k.min(n)).expect("k");
+                b.topk(&terms, 0, &mut acc).expect("topk");
+                black_box(acc.finish())
+            })
+        });
+    }
+    g.finish();
+
+    let ns = n.min(32768);
+    let mut g = c.benchmark_group(format!("fused_scores/T{t}_N{ns}_D{da}_K{dg}_terms{nterms}"));
+    g.sample_size(10)
+        .throughput(Throughput::Elements(fused_flops(ns)));
+    let terms = data.terms(ns);
+    let mut out = vec![0.0f32; t * ns];
+    for (name, b) in &backends {
+        g.bench_function(name.as_str(), |bench| {
+            bench.iter(|| {
+                b.scores(&terms, &mut out).expect("scores");
+                black_box(out[0])
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("self_influence/N{n}_D{da}_K{dg}_terms{nterms}"));
+    let self_flops = (nterms * n * (2 * (da + dg) + 3)) as u64;
+    g.sample_size(10)
+        .throughput(Throughput::Elements(self_flops));
+    let self_terms = data.self_terms();
+    let mut out = vec![0.0f32; n];
+    for (name, b) in &backends {
+        g.bench_function(name.as_str(), |bench| {
+            bench.iter(|| {
+                b.self_influence(&self_terms, &mut out)
+                    .expect("self_influence");
+                black_box(out[0])
+            })
+        });
+    }
+    g.finish();
+
+    // GEMM: [m, D] · [D, D]ᵀ, e.g. projecting features.
+    let m = n.min(8192);
+    let a = rand_matrix(m, da, 11);
+    let w = rand_matrix(da, da, 12);
+    let mut g = c.benchmark_group(format!("gemm_abt/{m}x{da}x{da}"));
+    g.sample_size(10)
+        .throughput(Throughput::Elements((2 * m * da * da) as u64));
+    let mut out = vec![0.0f32; m * da];
+    for (name, b) in &backends {
+        g.bench_function(name.as_str(), |bench| {
+            bench.iter(|| {
+                b.gemm(a.view(), w.view(), true, &mut out).expect("gemm");
+                black_box(out[0])
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);

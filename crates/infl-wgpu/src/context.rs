@@ -1,0 +1,267 @@
+//! The device, its pipelines, and the plumbing shared by the kernels: buffers, error
+//! scopes, and a two-slot readback stream that overlaps GPU work with host copies.
+
+use std::borrow::Cow;
+use std::sync::mpsc;
+
+use wgpu::util::DeviceExt;
+
+use crate::Tiles;
+use crate::error::{GpuError, Result};
+use crate::plan::{BlockCaps, ChunkLimits};
+use crate::source::Shader;
+
+/// A compute pipeline and its bind-group layout.
+#[derive(Debug)]
+pub(crate) struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// Everything a [`WgpuBackend`](crate::WgpuBackend) shares between clones.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub info: wgpu::AdapterInfo,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub limits: ChunkLimits,
+    pub caps: BlockCaps,
+    pub tiles: Tiles,
+    pub fused: Kernel,
+    pub topk: Kernel,
+    pub self_influence: Kernel,
+    pub gemm: Kernel,
+}
+
+/// Buffer usages of kernel operands and results.
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
+
+impl Context {
+    /// The adapter's description, for messages.
+    pub fn adapter(&self) -> String {
+        crate::device::describe(&self.info)
+    }
+
+    /// Compiles one kernel with its override constants.
+    pub fn kernel(
+        device: &wgpu::Device,
+        shader: Shader,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader.file_name()),
+            source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(shader.source())),
+        });
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(shader.file_name()),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        })
+    }
+
+    /// Runs `f` inside error scopes and turns any captured device error into a
+    /// [`GpuError::Device`].
+    pub fn scoped<T>(
+        device: &wgpu::Device,
+        op: &'static str,
+        adapter: &str,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let r = f();
+        let errors = [
+            pollster::block_on(validation.pop()),
+            pollster::block_on(internal.pop()),
+            pollster::block_on(oom.pop()),
+        ];
+        if let Some(e) = errors.into_iter().flatten().next() {
+            return Err(GpuError::Device {
+                op,
+                adapter: adapter.to_string(),
+                details: e.to_string(),
+            });
+        }
+        r
+    }
+
+    /// A storage buffer of at least `bytes` bytes (never empty).
+    pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: STORAGE,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn storage_init(&self, label: &str, data: &[u32]) -> wgpu::Buffer {
+        let data: &[u32] = if data.is_empty() { &[0] } else { data };
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(data),
+                usage: STORAGE,
+            })
+    }
+
+    /// A uniform buffer of `words` u32s, written later with [`Context::write`].
+    pub fn uniform(&self, label: &str, words: usize) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (words.max(4) * 4) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Two host-mappable buffers of `bytes` bytes, for [`Context::stream`].
+    pub fn readbacks(&self, label: &str, bytes: u64) -> [wgpu::Buffer; 2] {
+        let make = || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.max(4).next_multiple_of(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        [make(), make()]
+    }
+
+    /// Queues a write of `f32`s at element offset `at` (ordered before the next submit).
+    pub fn write_f32(&self, buf: &wgpu::Buffer, at: usize, data: &[f32]) {
+        if !data.is_empty() {
+            self.queue
+                .write_buffer(buf, (at * 4) as u64, bytemuck::cast_slice(data));
+        }
+    }
+
+    /// Queues a write of `u32`s at the start of `buf`.
+    pub fn write(&self, buf: &wgpu::Buffer, data: &[u32]) {
+        self.queue.write_buffer(buf, 0, bytemuck::cast_slice(data));
+    }
+
+    /// A bind group binding `buffers` to bindings `0..` of `kernel`.
+    pub fn bind(&self, kernel: &Kernel, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &kernel.layout,
+            entries: &entries,
+        })
+    }
+
+    /// Records one dispatch of `kernel`.
+    pub fn dispatch(
+        enc: &mut wgpu::CommandEncoder,
+        kernel: &Kernel,
+        group: &wgpu::BindGroup,
+        x: u32,
+        y: u32,
+    ) {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+    }
+
+    /// Streams blocks through the GPU with two readback slots: block `i + 1` is uploaded
+    /// and submitted before block `i` is mapped and consumed, so the device computes while
+    /// the host copies. `record` uploads a block's inputs, records its commands (ending
+    /// with a copy of its result into the given readback buffer) and returns the number of
+    /// bytes to read back; `consume` receives those bytes as `u32` words.
+    pub fn stream<B>(
+        &self,
+        op: &'static str,
+        readbacks: &[wgpu::Buffer; 2],
+        blocks: impl IntoIterator<Item = B>,
+        mut record: impl FnMut(&B, &mut wgpu::CommandEncoder, &wgpu::Buffer) -> Result<u64>,
+        mut consume: impl FnMut(B, &[u32]) -> Result<()>,
+    ) -> Result<()> {
+        let adapter = self.adapter();
+        Self::scoped(&self.device, op, &adapter, || {
+            let mut pending: Option<(usize, wgpu::SubmissionIndex, u64, B)> = None;
+            let mut slot = 0;
+            for block in blocks {
+                let mut enc = self
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+                let bytes = record(&block, &mut enc, &readbacks[slot])?;
+                let sub = self.queue.submit([enc.finish()]);
+                if let Some((s, sub, bytes, b)) = pending.take() {
+                    self.finish(op, &readbacks[s], sub, bytes, |w| consume(b, w))?;
+                }
+                pending = Some((slot, sub, bytes, block));
+                slot ^= 1;
+            }
+            if let Some((s, sub, bytes, b)) = pending.take() {
+                self.finish(op, &readbacks[s], sub, bytes, |w| consume(b, w))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Maps the first `bytes` of `buf` once submission `sub` is done and hands them over.
+    fn finish(
+        &self,
+        op: &'static str,
+        buf: &wgpu::Buffer,
+        sub: wgpu::SubmissionIndex,
+        bytes: u64,
+        f: impl FnOnce(&[u32]) -> Result<()>,
+    ) -> Result<()> {
+        if bytes == 0 {
+            return f(&[]);
+        }
+        let device_err = |details: String| GpuError::Device {
+            op,
+            adapter: self.adapter(),
+            details,
+        };
+        let slice = buf.slice(..bytes);
+        let (tx, rx) = mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(sub),
+                timeout: None,
+            })
+            .map_err(|e| device_err(format!("waiting for the device: {e}")))?;
+        rx.recv()
+            .map_err(|_| device_err("readback callback was dropped".into()))?
+            .map_err(|e| device_err(format!("mapping the readback buffer: {e}")))?;
+        let r = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| device_err(format!("reading the readback buffer: {e}")))?;
+            match bytemuck::try_cast_slice::<u8, u32>(&view) {
+                Ok(words) => f(words),
+                Err(_) => f(&bytemuck::pod_collect_to_vec::<u8, u32>(&view)),
+            }
+        };
+        buf.unmap();
+        r
+    }
+}
