@@ -48,7 +48,11 @@ fn main() {
         .find(|l| l.starts_with("VmHWM"))
         .unwrap_or("VmHWM: ?");
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm_topk = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?").to_string();
+    let hwm_topk = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .to_string();
     println!("peak RSS after top-k: {hwm_topk}");
     if std::env::var_os("TUNE_NO_GEMM").is_some() {
         return;

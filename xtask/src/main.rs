@@ -121,30 +121,45 @@ fn venv(root: &Path, args: &[String]) -> Result<PathBuf> {
 fn fixtures(root: &Path, args: &[String]) -> Result<()> {
     let py = venv(root, args)?;
     let py = py.to_str().unwrap_or_default();
-    for script in fixture_scripts(root) {
-        run(root, py, &[script.as_str()], &[])?;
-    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Captum TracInCPFast / TracInCP references.
+    run(root, py, &["fixtures/captum/generate.py"], &[])?;
+    // InterpretDL forgetting events: re-record an infl-nn history, then run the port.
+    run(
+        root,
+        &cargo,
+        &[
+            "test",
+            "-p",
+            "infl-nn",
+            "--release",
+            "--test",
+            "record_history",
+            "--",
+            "--ignored",
+        ],
+        &[],
+    )?;
+    run(root, py, &["fixtures/interpretdl/port.py"], &[])?;
+    // infl-nn checkpoints loaded by PyTorch.
+    run(
+        root,
+        &cargo,
+        &[
+            "test",
+            "-p",
+            "infl-nn",
+            "--test",
+            "checkpoints",
+            "--",
+            "--ignored",
+            "write_round_trip_fixture",
+        ],
+        &[],
+    )?;
+    run(root, py, &["fixtures/nn_roundtrip/check.py"], &[])?;
     eprintln!("xtask fixtures: regenerated; review `git diff --stat fixtures/` and commit");
     Ok(())
-}
-
-/// Every `fixtures/*/generate.py`, in name order.
-fn fixture_scripts(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root.join("fixtures"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path().join("generate.py"))
-                .filter(|p| p.is_file())
-                .filter_map(|p| {
-                    p.strip_prefix(root)
-                        .ok()
-                        .map(|p| p.to_string_lossy().into_owned())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 fn bench_compare(root: &Path, args: &[String]) -> Result<()> {

@@ -38,6 +38,10 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Train an MLP on MNIST (bundled subset by default) with injected label noise, record
+    /// forgetting events, compute TracInCPFast self-influence, and report how well each
+    /// finds the mislabelled examples (metrics, results.json, PNG plots).
+    Demo(crate::demo::DemoArgs),
     /// Full influence score matrix [test, train], written as safetensors.
     Scores {
         #[command(flatten)]
@@ -247,6 +251,7 @@ pub fn run(cli: Cli) -> Result<()> {
         threads: cli.threads,
     };
     match cli.command {
+        Command::Demo(args) => crate::demo::run(&args, cli.threads)?,
         Command::Scores { input, out } => {
             let l = load(&input, compute, &bar, true)?;
             let scores = l.engine.scores(&l.prepared.set, &bar)?;

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 use infl::forgetting::ForgettingRecorder;
 use infl::io::RunLayout;
@@ -862,9 +862,6 @@ fn run_inner(args: &DemoArgs) -> Result<()> {
         args.out.display(),
         files.join(", ")
     );
-    if n_explain == 0 && args.explain > 0 {
-        bail!("no test image to explain");
-    }
     Ok(())
 }
 
@@ -903,7 +900,11 @@ fn print_table(methods: &[MethodResult], n_noisy: usize) {
         );
     }
     println!("({n_noisy} mislabelled training examples)");
-    if methods.iter().any(|m| m.name.contains("TIDY") && m.flagged.count == 0) {
+    if n_noisy > 0
+        && methods
+            .iter()
+            .any(|m| m.name.contains("TIDY") && m.flagged.count == 0)
+    {
         println!(
             "note: the TIDY rule flagged nothing: its threshold (mean + 5 std of the scores) is \
              made for low noise rates (about 1%) and long training; its ranking (ROC AUC, found \

@@ -1,14 +1,17 @@
 //! The `infl` command: training-data attribution from safetensors checkpoints and
 //! features.
 //!
-//! Subcommands: `scores` (the full `[test, train]` matrix), `topk` (proponents and
+//! Subcommands: `demo` (train an MLP on MNIST with label noise and judge the mislabel
+//! detectors), `scores` (the full `[test, train]` matrix), `topk` (proponents and
 //! opponents of each test example, streamed), `self-influence` (per training example,
 //! plus a ranked list of likely mislabelled examples). Results go to files, written to a
 //! temporary file and renamed; a short human summary goes to stdout; progress bars to
 //! stderr.
 
 mod cli;
+mod demo;
 mod output;
+mod plots;
 mod progress;
 
 use clap::Parser;

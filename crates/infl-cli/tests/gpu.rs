@@ -39,7 +39,11 @@ fn close(what: &str, got: &[f32], want: &[f32]) {
 #[test]
 fn gpu_equals_cpu_on_the_bundled_example() {
     let dir = tempfile::tempdir().unwrap();
-    let probe = infl("gpu", &["topk", "-k", "5", "--out"], &dir.path().join("gpu-topk.safetensors"));
+    let probe = infl(
+        "gpu",
+        &["topk", "-k", "5", "--out"],
+        &dir.path().join("gpu-topk.safetensors"),
+    );
     if !probe.status.success() {
         let err = String::from_utf8_lossy(&probe.stderr);
         let required = std::env::var("INFL_REQUIRE_GPU").is_ok_and(|v| v == "1");
@@ -66,7 +70,10 @@ fn gpu_equals_cpu_on_the_bundled_example() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let open = |n: &str| TensorFile::open(p(n)).unwrap();
-    let (c, g) = (open("cpu-scores.safetensors"), open("gpu-scores.safetensors"));
+    let (c, g) = (
+        open("cpu-scores.safetensors"),
+        open("gpu-scores.safetensors"),
+    );
     close(
         "scores",
         g.matrix("scores", false).unwrap().data(),
@@ -97,7 +104,10 @@ fn gpu_equals_cpu_on_the_bundled_example() {
     );
     let csv = |b: &str| std::fs::read_to_string(p(b).join("suspicious.csv")).unwrap();
     let ids = |s: String| -> Vec<String> {
-        s.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().to_string()).collect()
+        s.lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(2).unwrap().to_string())
+            .collect()
     };
     assert_eq!(ids(csv("gpu")), ids(csv("cpu")), "suspect ranking");
 }

@@ -253,13 +253,7 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     fn self_influence(&self, terms: &[SelfTerm<'_>], out: &mut [f32]) -> Result<()> {
         (**self).self_influence(terms, out)
     }
-    fn gemm(
-        &self,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        transpose_b: bool,
-        out: &mut [f32],
-    ) -> Result<()> {
+    fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, transpose_b: bool, out: &mut [f32]) -> Result<()> {
         (**self).gemm(a, b, transpose_b, out)
     }
 }

@@ -18,6 +18,7 @@
 mod error;
 pub mod layout;
 mod load;
+pub mod mnist;
 mod tensors;
 mod write;
 

@@ -43,10 +43,15 @@
 
 pub mod engine;
 mod error;
+pub mod forgetting;
+pub mod metrics;
 pub mod tracin;
 
 pub use engine::{Engine, FactorTerm, Progress, TermSet};
 pub use error::{Error, Result};
+pub use forgetting::{
+    ExampleForgetting, ExampleHistory, ForgettingRecorder, ForgettingStats, NoisyLabels,
+};
 pub use infl_core::{Backend, TopKRows};
 pub use infl_cpu::CpuBackend;
 pub use tracin::{
@@ -56,10 +61,10 @@ pub use tracin::{
 
 /// The vocabulary crate.
 pub use infl_core as core;
-/// The file-format crate.
-pub use infl_io as io;
 /// The CPU backend crate.
 pub use infl_cpu as cpu;
+/// The file-format crate.
+pub use infl_io as io;
 /// The GPU (wgpu) backend crate.
 pub use infl_wgpu as wgpu;
 pub use infl_wgpu::BackendChoice;

@@ -1,0 +1,326 @@
+//! Checkpoints, feature files and per-example factor files, in the formats infl reads.
+//!
+//! - **Checkpoint** `NAME.safetensors`: a PyTorch-style state dict, `fc1.weight` `[out, in]`,
+//!   `fc1.bias` `[out]`, ..., `fcL.weight`, `fcL.bias` (f32), loadable with
+//!   `safetensors.torch.load_file` into `nn.Linear` layers of the same names. Metadata:
+//!   `learning_rate` (in force during the epoch that ended at this checkpoint), `epoch`,
+//!   `format` = `infl-nn mlp`, `sizes` (comma-separated layer sizes, input first).
+//! - **Features** `NAME.train.safetensors`, `NAME.test.safetensors`: the penultimate
+//!   features (the input of `fcL`) as `features` `[N, D]` f32, `labels` `[N]` i64 and `ids`
+//!   `[N]` i64 — what `infl_io::load_examples` reads; with the checkpoint they follow the
+//!   directory convention of [`infl_io::layout`].
+//! - **Factors** `factors/NAME.train.safetensors` (and `.test`): for every layer `fcK`,
+//!   `fcK.a` `[N, in_K]`, the layer's input, and `fcK.g` `[N, out_K]`, the gradient of the
+//!   example's own cross-entropy loss (reduction "sum", i.e. `softmax − onehot` at the
+//!   last layer) with respect to the layer's output; plus `labels` and `ids`, and the
+//!   checkpoint's metadata. The example's weight gradient at `fcK` is the outer product
+//!   `fcK.g[i] ⊗ fcK.a[i]` and its bias gradient `fcK.g[i]`. They sit in a subfolder so that
+//!   the directory convention does not take them for checkpoints.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use infl_io::{OutTensor, TensorFile, write_safetensors};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+
+use crate::{Error, Linear, Mlp, Result};
+
+/// Rows per forward pass when exporting (bounds memory; results do not depend on it).
+const EXPORT_BATCH: usize = 1024;
+
+/// Metadata stored with a checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointMeta {
+    /// Learning rate in force during the epoch that ended here.
+    pub learning_rate: Option<f32>,
+    /// Epoch (1-based; 0 for the initial model).
+    pub epoch: Option<usize>,
+}
+
+fn f32_tensor(a: &Array2<f32>) -> OutTensor {
+    OutTensor::F32(vec![a.nrows(), a.ncols()], a.iter().copied().collect())
+}
+
+fn meta_map(meta: &CheckpointMeta, model: &Mlp) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    if let Some(lr) = meta.learning_rate {
+        m.insert("learning_rate".into(), lr.to_string());
+    }
+    if let Some(e) = meta.epoch {
+        m.insert("epoch".into(), e.to_string());
+    }
+    m.insert("format".into(), "infl-nn mlp".into());
+    let sizes: Vec<String> = model.sizes().iter().map(ToString::to_string).collect();
+    m.insert("sizes".into(), sizes.join(","));
+    m
+}
+
+/// Writes `model` as a PyTorch-style state dict (atomically).
+pub fn save_checkpoint(model: &Mlp, path: impl AsRef<Path>, meta: &CheckpointMeta) -> Result<()> {
+    let mut tensors = Vec::new();
+    for (l, layer) in model.layers().iter().enumerate() {
+        let name = Mlp::layer_name(l);
+        tensors.push((format!("{name}.weight"), f32_tensor(&layer.weight)));
+        tensors.push((
+            format!("{name}.bias"),
+            OutTensor::F32(vec![layer.bias.len()], layer.bias.to_vec()),
+        ));
+    }
+    write_safetensors(path, tensors, meta_map(meta, model))?;
+    Ok(())
+}
+
+/// Reads a checkpoint written by [`save_checkpoint`] (or any state dict with layers
+/// `fc1`, `fc2`, ... holding `weight` `[out, in]` and `bias` `[out]`).
+pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<(Mlp, CheckpointMeta)> {
+    let path = path.as_ref();
+    let file = TensorFile::open(path)?;
+    let mut layers = Vec::new();
+    loop {
+        let name = Mlp::layer_name(layers.len());
+        let wname = format!("{name}.weight");
+        if !file.contains(&wname) {
+            break;
+        }
+        let w = file.matrix(&wname, false)?;
+        let bname = format!("{name}.bias");
+        let b = file.vector(&bname)?;
+        let weight = Array2::from_shape_vec((w.rows(), w.cols()), w.to_vec())
+            .map_err(|e| Error::checkpoint(path, &wname, e.to_string()))?;
+        if b.len() != w.rows() {
+            return Err(Error::checkpoint(
+                path,
+                &bname,
+                format!(
+                    "expected shape [{}] to match `{wname}`, found [{}]",
+                    w.rows(),
+                    b.len()
+                ),
+            ));
+        }
+        if let Some(prev) = layers.last().map(Linear::outputs)
+            && prev != w.cols()
+        {
+            return Err(Error::checkpoint(
+                path,
+                &wname,
+                format!(
+                    "expected [out, {prev}] to follow the previous layer's {prev} outputs, found [{}, {}]",
+                    w.rows(),
+                    w.cols()
+                ),
+            ));
+        }
+        layers.push(Linear {
+            weight,
+            bias: Array1::from(b),
+        });
+    }
+    if layers.is_empty() {
+        return Err(Error::checkpoint(
+            path,
+            "fc1.weight",
+            format!(
+                "expected an MLP state dict with fc1.weight, fc2.weight, ...; the file has: {}",
+                file.names().join(", ")
+            ),
+        ));
+    }
+    let get = |key: &str| file.metadata().get(key).map(|s| s.trim().to_string());
+    let learning_rate = get("learning_rate")
+        .map(|s| {
+            s.parse::<f32>().map_err(|_| {
+                Error::checkpoint(
+                    path,
+                    "learning_rate (metadata)",
+                    format!("expected a number, found {s:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let epoch = get("epoch")
+        .map(|s| {
+            s.parse::<usize>().map_err(|_| {
+                Error::checkpoint(
+                    path,
+                    "epoch (metadata)",
+                    format!("expected an integer, found {s:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok((
+        Mlp::from_layers(layers)?,
+        CheckpointMeta {
+            learning_rate,
+            epoch,
+        },
+    ))
+}
+
+/// The penultimate features (input of the last layer) of every row of `x`, `[N, D]`.
+pub fn penultimate_features(model: &Mlp, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+    let d = model.layers()[model.layers().len() - 1].inputs();
+    let mut out = Array2::zeros((x.nrows(), d));
+    for (chunk, mut o) in x
+        .axis_chunks_iter(Axis(0), EXPORT_BATCH)
+        .zip(out.axis_chunks_iter_mut(Axis(0), EXPORT_BATCH))
+    {
+        let f = model.forward(chunk)?;
+        o.assign(f.penultimate());
+    }
+    Ok(out)
+}
+
+/// Per-example factors of one layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerFactors {
+    /// Layer name (`fcK`).
+    pub name: String,
+    /// Layer inputs `[N, in]`.
+    pub a: Array2<f32>,
+    /// Gradients of each example's own loss with respect to the layer's outputs `[N, out]`.
+    pub g: Array2<f32>,
+}
+
+/// Per-example factors of every layer for examples `x` with labels `labels`.
+pub fn per_example_factors(
+    model: &Mlp,
+    x: ArrayView2<'_, f32>,
+    labels: &[i64],
+) -> Result<Vec<LayerFactors>> {
+    if labels.len() != x.nrows() {
+        return Err(Error::shape(
+            "per_example_factors",
+            format!("expected {} labels, found {}", x.nrows(), labels.len()),
+        ));
+    }
+    let mut out: Vec<LayerFactors> = model
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| LayerFactors {
+            name: Mlp::layer_name(l),
+            a: Array2::zeros((x.nrows(), layer.inputs())),
+            g: Array2::zeros((x.nrows(), layer.outputs())),
+        })
+        .collect();
+    for (c, chunk) in x.axis_chunks_iter(Axis(0), EXPORT_BATCH).enumerate() {
+        let r0 = c * EXPORT_BATCH;
+        let r1 = r0 + chunk.nrows();
+        let fwd = model.forward(chunk)?;
+        let back = model.backward(&fwd, &labels[r0..r1])?;
+        for (l, f) in out.iter_mut().enumerate() {
+            f.a.slice_mut(ndarray::s![r0..r1, ..])
+                .assign(&fwd.inputs[l]);
+            f.g.slice_mut(ndarray::s![r0..r1, ..])
+                .assign(&back.output_grads[l]);
+        }
+    }
+    Ok(out)
+}
+
+/// A set of examples to export at each checkpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct Split<'a> {
+    /// Inputs `[N, in]`.
+    pub x: ArrayView2<'a, f32>,
+    /// Labels `[N]` (for training examples: the labels trained on).
+    pub labels: &'a [i64],
+    /// Ids `[N]`.
+    pub ids: &'a [i64],
+}
+
+/// Writes a run in the directory convention of [`infl_io::layout`]: per checkpoint
+/// `NAME.safetensors`, `NAME.train.safetensors`, `NAME.test.safetensors`, and optionally
+/// `factors/NAME.{train,test}.safetensors`.
+#[derive(Clone, Debug)]
+pub struct RunWriter {
+    dir: PathBuf,
+    factors: bool,
+}
+
+impl RunWriter {
+    /// A writer into `dir` (created if needed); `factors` also exports per-example factors
+    /// of every layer (large: `N × Σ(in + out)` floats per checkpoint and split).
+    pub fn new(dir: impl Into<PathBuf>, factors: bool) -> Result<Self> {
+        let dir = dir.into();
+        let sub = if factors {
+            dir.join("factors")
+        } else {
+            dir.clone()
+        };
+        std::fs::create_dir_all(&sub).map_err(|e| infl_io::Error::Io {
+            path: sub.clone(),
+            source: e,
+        })?;
+        Ok(Self { dir, factors })
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes checkpoint `name` of `model` with its features (and factors).
+    pub fn write<'a>(
+        &self,
+        name: &str,
+        model: &Mlp,
+        meta: &CheckpointMeta,
+        train: Split<'a>,
+        test: Option<Split<'a>>,
+    ) -> Result<()> {
+        save_checkpoint(model, self.dir.join(format!("{name}.safetensors")), meta)?;
+        let metadata = meta_map(meta, model);
+        for (split, suffix) in [(Some(train), "train"), (test, "test")] {
+            let Some(s) = split else { continue };
+            if s.labels.len() != s.x.nrows() || s.ids.len() != s.x.nrows() {
+                return Err(Error::shape(
+                    "RunWriter::write",
+                    format!(
+                        "{suffix}: expected {} labels and ids, found {} and {}",
+                        s.x.nrows(),
+                        s.labels.len(),
+                        s.ids.len()
+                    ),
+                ));
+            }
+            let n = s.labels.len();
+            let common = || {
+                vec![
+                    (
+                        "labels".to_string(),
+                        OutTensor::I64(vec![n], s.labels.to_vec()),
+                    ),
+                    ("ids".to_string(), OutTensor::I64(vec![n], s.ids.to_vec())),
+                ]
+            };
+            if self.factors {
+                let mut tensors = common();
+                for f in per_example_factors(model, s.x, s.labels)? {
+                    tensors.push((format!("{}.a", f.name), f32_tensor(&f.a)));
+                    tensors.push((format!("{}.g", f.name), f32_tensor(&f.g)));
+                }
+                write_safetensors(
+                    self.dir
+                        .join("factors")
+                        .join(format!("{name}.{suffix}.safetensors")),
+                    tensors,
+                    metadata.clone(),
+                )?;
+            }
+            let mut tensors = common();
+            tensors.push((
+                "features".to_string(),
+                f32_tensor(&penultimate_features(model, s.x)?),
+            ));
+            write_safetensors(
+                self.dir.join(format!("{name}.{suffix}.safetensors")),
+                tensors,
+                HashMap::new(),
+            )?;
+        }
+        Ok(())
+    }
+}
