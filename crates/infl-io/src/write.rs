@@ -54,10 +54,15 @@ pub fn write_atomic_with(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".infl-tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(path, e))?;
+    // Temp files are created 0600; results are ordinary files (0644).
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".infl-tmp-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(path, e))?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
         f(&mut w).map_err(|e| Error::io(path, e))?;
@@ -67,7 +72,52 @@ pub fn write_atomic_with(
     Ok(())
 }
 
-/// Serialises tensors (and string metadata) as safetensors, written atomically.
+/// Rewrites the JSON header of a serialised safetensors buffer with its keys sorted, so
+/// that the same tensors and metadata always give the same bytes (the metadata is a
+/// `HashMap`, whose order varies between runs). The header keeps its length.
+fn canonical_header(buf: &mut [u8]) {
+    let Some(n) = buf
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(|b: [u8; 8]| u64::from_le_bytes(b) as usize)
+    else {
+        return;
+    };
+    let Some(header) = buf.get(8..8 + n) else {
+        return;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return;
+    };
+    let Ok(sorted) = serde_json::to_vec(&sorted_keys(value)) else {
+        return;
+    };
+    if sorted.len() <= n {
+        let h = &mut buf[8..8 + n];
+        h[..sorted.len()].copy_from_slice(&sorted);
+        h[sorted.len()..].fill(b' ');
+    }
+}
+
+/// The value with every object's keys in sorted order, whatever the map type preserves.
+fn sorted_keys(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        other => other,
+    }
+}
+
+/// Serialises tensors (and string metadata) as safetensors, written atomically. The header
+/// is canonical (sorted keys): equal content gives byte-identical files.
 pub fn write_safetensors(
     path: impl AsRef<Path>,
     tensors: Vec<(String, OutTensor)>,
@@ -93,7 +143,49 @@ pub fn write_safetensors(
         })
         .collect();
     let meta = (!metadata.is_empty()).then_some(metadata);
-    let buf = safetensors::serialize(bytes.iter().map(|(n, b)| (n.as_str(), b)), meta)
+    let mut buf = safetensors::serialize(bytes.iter().map(|(n, b)| (n.as_str(), b)), meta)
         .map_err(|e| Error::bad(path, "(all)", format!("cannot serialise: {e}")))?;
+    canonical_header(&mut buf);
     write_atomic(path, &buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_content_gives_identical_bytes_and_readable_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta: HashMap<String, String> =
+            (0..20).map(|i| (format!("k{i}"), i.to_string())).collect();
+        let tensors = || {
+            (0..10)
+                .map(|i| {
+                    (
+                        format!("t{i}"),
+                        OutTensor::F32(vec![2], vec![i as f32, 1.0]),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (
+            dir.path().join("a.safetensors"),
+            dir.path().join("b.safetensors"),
+        );
+        write_safetensors(&a, tensors(), meta.clone()).expect("write a");
+        // A map with another insertion history (and so, likely, another iteration order).
+        let mut pairs: Vec<(String, String)> = meta.into_iter().collect();
+        pairs.reverse();
+        let meta_b: HashMap<String, String> = pairs.into_iter().collect();
+        write_safetensors(&b, tensors(), meta_b).expect("write b");
+        assert_eq!(std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
+        let f = crate::TensorFile::open(&a).expect("readable");
+        assert_eq!(f.metadata().get("k7").map(String::as_str), Some("7"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&a).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o644, "mode {mode:o}");
+        }
+    }
 }
