@@ -119,6 +119,43 @@ pub fn check_self_terms(terms: &[SelfTerm<'_>]) -> Result<usize> {
     Ok(n)
 }
 
+/// [`check_terms`] plus the output length of [`Backend::scores`]; returns `(queries, train)`.
+pub fn check_scores(terms: &[Term<'_>], out_len: usize) -> Result<(usize, usize)> {
+    let (nq, nt) = check_terms(terms)?;
+    if out_len != nq * nt {
+        return Err(Error::shape(
+            "scores",
+            format!("out has {out_len} elements, expected {nq} x {nt}"),
+        ));
+    }
+    Ok((nq, nt))
+}
+
+/// [`check_terms`] plus the accumulator of [`Backend::topk`]; returns `(queries, train)`.
+pub fn check_topk(terms: &[Term<'_>], acc: &TopK) -> Result<(usize, usize)> {
+    let (nq, nt) = check_terms(terms)?;
+    if acc.queries() != nq {
+        return Err(Error::shape(
+            "topk",
+            format!("accumulator has {} rows, terms have {nq}", acc.queries()),
+        ));
+    }
+    Ok((nq, nt))
+}
+
+/// [`check_self_terms`] plus the output length of [`Backend::self_influence`]; returns
+/// the number of examples.
+pub fn check_self_influence(terms: &[SelfTerm<'_>], out_len: usize) -> Result<usize> {
+    let n = check_self_terms(terms)?;
+    if out_len != n {
+        return Err(Error::shape(
+            "self_influence",
+            format!("out has {out_len} elements, expected {n}"),
+        ));
+    }
+    Ok(n)
+}
+
 /// A compute backend: CPU (infl-cpu) or GPU (infl-wgpu).
 ///
 /// All methods take host views and write host buffers. Implementations block over rows

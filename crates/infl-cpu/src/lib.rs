@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use faer::{Accum, MatMut, MatRef as FMatRef, Par};
-use infl_core::backend::{check_gemm, check_self_terms, check_terms};
+use infl_core::backend::{check_gemm, check_scores, check_self_influence, check_topk};
 use infl_core::{Backend, Error, MatRef, Result, SelfTerm, Term, TopK};
 use rayon::prelude::*;
 
@@ -301,13 +301,7 @@ impl Backend for CpuBackend {
     }
 
     fn scores(&self, terms: &[Term<'_>], out: &mut [f32]) -> Result<()> {
-        let (nq, nt) = check_terms(terms)?;
-        if out.len() != nq * nt {
-            return Err(Error::shape(
-                "scores",
-                format!("out has {} elements, expected {nq} x {nt}", out.len()),
-            ));
-        }
+        let (nq, nt) = check_scores(terms, out.len())?;
         if nq == 0 || nt == 0 {
             return Ok(());
         }
@@ -348,13 +342,7 @@ impl Backend for CpuBackend {
     }
 
     fn topk(&self, terms: &[Term<'_>], train_offset: usize, acc: &mut TopK) -> Result<()> {
-        let (nq, nt) = check_terms(terms)?;
-        if acc.queries() != nq {
-            return Err(Error::shape(
-                "topk",
-                format!("accumulator has {} rows, terms have {nq}", acc.queries()),
-            ));
-        }
+        let (nq, nt) = check_topk(terms, acc)?;
         if nq == 0 || nt == 0 {
             return Ok(());
         }
@@ -394,13 +382,7 @@ impl Backend for CpuBackend {
     }
 
     fn self_influence(&self, terms: &[SelfTerm<'_>], out: &mut [f32]) -> Result<()> {
-        let n = check_self_terms(terms)?;
-        if out.len() != n {
-            return Err(Error::shape(
-                "self_influence",
-                format!("out has {} elements, expected {n}", out.len()),
-            ));
-        }
+        check_self_influence(terms, out.len())?;
         const CHUNK: usize = 1024;
         self.install(|| {
             out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {

@@ -1,7 +1,7 @@
 //! The [`Backend`] implementation: block loops around the four shaders.
 
-use infl_core::backend::{check_gemm, check_self_terms, check_terms};
-use infl_core::{Backend, Error, MatRef, SelfTerm, Term, TopK};
+use infl_core::backend::{check_gemm, check_scores, check_self_influence, check_topk};
+use infl_core::{Backend, MatRef, SelfTerm, Term, TopK};
 
 use crate::WgpuBackend;
 use crate::context::Context;
@@ -391,13 +391,7 @@ impl Backend for WgpuBackend {
     }
 
     fn scores(&self, terms: &[Term<'_>], out: &mut [f32]) -> infl_core::Result<()> {
-        let (nq, nt) = check_terms(terms)?;
-        if out.len() != nq * nt {
-            return Err(Error::shape(
-                "scores",
-                format!("out has {} elements, expected {nq} x {nt}", out.len()),
-            ));
-        }
+        let (nq, nt) = check_scores(terms, out.len())?;
         if nq == 0 || nt == 0 {
             return Ok(());
         }
@@ -410,13 +404,7 @@ impl Backend for WgpuBackend {
         train_offset: usize,
         acc: &mut TopK,
     ) -> infl_core::Result<()> {
-        let (nq, nt) = check_terms(terms)?;
-        if acc.queries() != nq {
-            return Err(Error::shape(
-                "topk",
-                format!("accumulator has {} rows, terms have {nq}", acc.queries()),
-            ));
-        }
+        let (nq, nt) = check_topk(terms, acc)?;
         if nq == 0 || nt == 0 {
             return Ok(());
         }
@@ -432,13 +420,7 @@ impl Backend for WgpuBackend {
     }
 
     fn self_influence(&self, terms: &[SelfTerm<'_>], out: &mut [f32]) -> infl_core::Result<()> {
-        let n = check_self_terms(terms)?;
-        if out.len() != n {
-            return Err(Error::shape(
-                "self_influence",
-                format!("out has {} elements, expected {n}", out.len()),
-            ));
-        }
+        let n = check_self_influence(terms, out.len())?;
         if n == 0 {
             return Ok(());
         }
