@@ -15,6 +15,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use infl_core::testing::rand_matrix;
 use infl_core::{Backend, Factors, Matrix, SelfTerm, Term, TopK};
 use infl_wgpu::{BackendChoice, Options, WgpuBackend};
 
@@ -23,19 +24,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A seeded matrix with entries in [-1, 1) (SplitMix64).
-fn rand_matrix(rows: usize, cols: usize, seed: u64) -> Matrix {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    Matrix::from_fn(rows, cols, |_, _| {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    })
 }
 
 fn backends() -> Vec<(String, Box<dyn Backend>)> {
