@@ -221,15 +221,16 @@ fn load(input: &Input, compute: Compute, progress: &Bar, need_test: bool) -> Res
     progress.start("loading", layout.entries.len() as u64);
     let mut data: Vec<CheckpointData> = Vec::with_capacity(layout.entries.len());
     for e in &layout.entries {
+        let mut entry = e.clone();
+        if !need_test {
+            // Self-influence needs the training features only: don't map the test files.
+            entry.test = None;
+        }
         let one = RunLayout {
             source: layout.source.clone(),
-            entries: vec![e.clone()],
+            entries: vec![entry],
         };
-        let mut d = infl::load_run(&one, &input.layer)?;
-        if !need_test {
-            d.iter_mut().for_each(|d| d.test = None);
-        }
-        data.extend(d);
+        data.extend(infl::load_run(&one, &input.layer)?);
         progress.advance(1);
     }
     progress.finish();
