@@ -176,6 +176,23 @@ const SCALE: i32 = 3;
 const CAPTION_H: i32 = 34;
 const PAD: i32 = 10;
 
+/// The title and one-line legend at the top of an image grid.
+fn draw_heading(
+    root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    legend: &str,
+) -> Result<()> {
+    for (text, y, size) in [(title, 8, 20), (legend, 32, 13)] {
+        root.draw(&Text::new(
+            text.to_string(),
+            (PAD, y),
+            ("sans-serif", size).into_font(),
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
 fn draw_tile(
     root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     t: &Tile,
@@ -242,18 +259,7 @@ pub fn image_grid(
         (rows * ch + header + PAD) as u32,
     );
     atomic_png(path, size, |root| {
-        root.draw(&Text::new(
-            title.to_string(),
-            (PAD, 8),
-            ("sans-serif", 20).into_font(),
-        ))
-        .map_err(|e| anyhow!("{e}"))?;
-        root.draw(&Text::new(
-            legend.to_string(),
-            (PAD, 32),
-            ("sans-serif", 13).into_font(),
-        ))
-        .map_err(|e| anyhow!("{e}"))?;
+        draw_heading(&root, title, legend)?;
         for (i, t) in tiles.iter().enumerate() {
             let (r, c) = (i as i32 / cols, i as i32 % cols);
             draw_tile(&root, t, PAD + 2 + c * cw, header + r * ch)?;
@@ -292,18 +298,7 @@ pub fn explanations(path: &Path, title: &str, legend: &str, rows: &[ExplainRow])
         (header + rows.len() as i32 * ch + PAD) as u32,
     );
     atomic_png(path, size, |root| {
-        root.draw(&Text::new(
-            title.to_string(),
-            (PAD, 8),
-            ("sans-serif", 20).into_font(),
-        ))
-        .map_err(|e| anyhow!("{e}"))?;
-        root.draw(&Text::new(
-            legend.to_string(),
-            (PAD, 32),
-            ("sans-serif", 13).into_font(),
-        ))
-        .map_err(|e| anyhow!("{e}"))?;
+        draw_heading(&root, title, legend)?;
         let xp = PAD + cw + gap;
         let xo = xp + k * cw + gap;
         for (x, label) in [
