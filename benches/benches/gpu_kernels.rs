@@ -8,16 +8,17 @@
 //! `INFL_BENCH_N` train rows (4096), `INFL_BENCH_T` test rows (128), `INFL_BENCH_D` input
 //! width Da (512), `INFL_BENCH_K` output width Dg (10), `INFL_BENCH_TERMS` (1),
 //! `INFL_BENCH_TOPK` (10). `INFL_BENCH_BACKENDS` = `cpu,gpu` (default) selects backends;
-//! the GPU is opened with `--backend gpu` semantics (any adapter, software included).
+//! the GPU is opened with `--backend gpu` semantics
+//! ([`AdapterPolicy::AnyIncludingSoftware`]: any adapter, software included).
 //! The full-score bench caps N at 32768 so its output stays in memory; the top-k bench
 //! streams all N through the fused kernel.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use infl_core::testing::rand_matrix;
-use infl_core::{Backend, Factors, Matrix, SelfTerm, Term, TopK};
-use infl_wgpu::{BackendChoice, Options, WgpuBackend};
+use infl_core::testing::{TermData, rand_matrix};
+use infl_core::{Backend, Bias, Factors, Rhs, SelfTerm, Term, TopK};
+use infl_wgpu::{AdapterPolicy, Options, WgpuBackend};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -33,12 +34,11 @@ fn backends() -> Vec<(String, Box<dyn Backend>)> {
         v.push(("cpu".into(), Box::new(infl_cpu::CpuBackend::new())));
     }
     if wanted.contains("gpu") {
-        match WgpuBackend::select(BackendChoice::Gpu, Options::default()) {
-            Ok(Some(b)) => {
+        match WgpuBackend::new(AdapterPolicy::AnyIncludingSoftware, Options::default()) {
+            Ok(b) => {
                 eprintln!("gpu_kernels: GPU backend on {}", b.name());
                 v.push(("gpu".into(), Box::new(b)));
             }
-            Ok(None) => {}
             Err(e) => eprintln!("gpu_kernels: no GPU backend, CPU only: {e}"),
         }
     }
@@ -46,21 +46,19 @@ fn backends() -> Vec<(String, Box<dyn Backend>)> {
 }
 
 struct Data {
-    terms: Vec<(f32, Matrix, Matrix, Matrix, Matrix)>,
+    terms: Vec<TermData>,
 }
 
 impl Data {
     fn new(t: usize, n: usize, da: usize, dg: usize, terms: usize) -> Self {
         Self {
             terms: (0..terms as u64)
-                .map(|i| {
-                    (
-                        0.5,
-                        rand_matrix(t, da, 4 * i + 1),
-                        rand_matrix(t, dg, 4 * i + 2),
-                        rand_matrix(n, da, 4 * i + 3),
-                        rand_matrix(n, dg, 4 * i + 4),
-                    )
+                .map(|i| TermData {
+                    weight: 0.5,
+                    query_a: rand_matrix(t, da, 4 * i + 1),
+                    query_g: rand_matrix(t, dg, 4 * i + 2),
+                    train_a: rand_matrix(n, da, 4 * i + 3),
+                    train_g: rand_matrix(n, dg, 4 * i + 4),
                 })
                 .collect(),
         }
@@ -69,12 +67,15 @@ impl Data {
     fn terms(&self, n: usize) -> Vec<Term<'_>> {
         self.terms
             .iter()
-            .map(|(w, qa, qg, ta, tg)| Term {
-                weight: *w,
-                bias: true,
-                query: Factors::new(qa.view(), qg.view()).expect("rows"),
-                train: Factors::new(ta.view().slice_rows(0, n), tg.view().slice_rows(0, n))
-                    .expect("rows"),
+            .map(|d| Term {
+                weight: d.weight,
+                bias: Bias::Included,
+                query: Factors::new(d.query_a.view(), d.query_g.view()).expect("rows"),
+                train: Factors::new(
+                    d.train_a.view().slice_rows(0, n),
+                    d.train_g.view().slice_rows(0, n),
+                )
+                .expect("rows"),
             })
             .collect()
     }
@@ -82,10 +83,10 @@ impl Data {
     fn self_terms(&self) -> Vec<SelfTerm<'_>> {
         self.terms
             .iter()
-            .map(|(w, _, _, ta, tg)| SelfTerm {
-                weight: *w,
-                bias: true,
-                factors: Factors::new(ta.view(), tg.view()).expect("rows"),
+            .map(|d| SelfTerm {
+                weight: d.weight,
+                bias: Bias::Included,
+                factors: Factors::new(d.train_a.view(), d.train_g.view()).expect("rows"),
             })
             .collect()
     }
@@ -164,7 +165,8 @@ fn kernels(c: &mut Criterion) {
     for (name, b) in &backends {
         g.bench_function(name.as_str(), |bench| {
             bench.iter(|| {
-                b.gemm(a.view(), w.view(), true, &mut out).expect("gemm");
+                b.gemm(a.view(), w.view(), Rhs::Transposed, &mut out)
+                    .expect("gemm");
                 black_box(out[0])
             })
         });

@@ -9,10 +9,10 @@
 //! at a small size.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use infl::core::Backend;
-use infl::core::testing::rand_matrix;
-use infl::cpu::CpuBackend;
-use infl::{Engine, FactorTerm, TermSet};
+use infl::{Engine, FactorMatrices, FactorTerm, TermSet};
+use infl_core::testing::rand_matrix;
+use infl_core::{Backend, Bias, Matrix, Rhs};
+use infl_cpu::{CpuBackend, Tiles};
 
 struct Size {
     n: usize,
@@ -55,13 +55,15 @@ fn term_set(s: &Size) -> TermSet {
         terms: (0..s.c as u64)
             .map(|c| FactorTerm {
                 weight: 0.1 / (c + 1) as f32,
-                bias: false,
-                train_a: rand_matrix(s.n, s.d, 10 * c + 1),
-                train_g: rand_matrix(s.n, s.k, 10 * c + 2),
-                test: Some((
-                    rand_matrix(s.t, s.d, 10 * c + 3),
-                    rand_matrix(s.t, s.k, 10 * c + 4),
-                )),
+                bias: Bias::Excluded,
+                train: FactorMatrices {
+                    a: rand_matrix(s.n, s.d, 10 * c + 1),
+                    g: rand_matrix(s.n, s.k, 10 * c + 2),
+                },
+                test: Some(FactorMatrices {
+                    a: rand_matrix(s.t, s.d, 10 * c + 3),
+                    g: rand_matrix(s.t, s.k, 10 * c + 4),
+                }),
             })
             .collect(),
     }
@@ -75,16 +77,28 @@ fn score_flops(s: &Size) -> u64 {
 fn tracin(cr: &mut Criterion) {
     let s = size();
     let set = term_set(&s);
-    let mut backend = CpuBackend::with_threads(threads()).expect("thread pool");
-    // INFL_BENCH_TILES=Q,T overrides the tile sizes (for tuning).
-    if let Some((q, t)) = std::env::var("INFL_BENCH_TILES")
+    let engine = Engine::new(backend());
+    fused(cr, &s, &set, &engine);
+    bandwidth(cr, &s, &set, &engine);
+    sgemm(cr, engine.backend());
+}
+
+/// The CPU backend on `threads()` threads; `INFL_BENCH_TILES=Q,T` overrides the tile
+/// sizes (for tuning).
+fn backend() -> CpuBackend {
+    let backend = CpuBackend::with_threads(threads()).expect("thread pool");
+    match std::env::var("INFL_BENCH_TILES")
         .ok()
         .and_then(|v| v.split_once(',').map(|(a, b)| (a.parse(), b.parse())))
         .and_then(|(a, b)| Some((a.ok()?, b.ok()?)))
     {
-        backend = backend.with_tiles(infl::cpu::Tiles { query: q, train: t });
+        Some((q, t)) => backend.with_tiles(Tiles { query: q, train: t }),
+        None => backend,
     }
-    let engine = Engine::new(backend);
+}
+
+/// Fused top-k and full scores.
+fn fused(cr: &mut Criterion, s: &Size, set: &TermSet, engine: &Engine<CpuBackend>) {
     let mut g = cr.benchmark_group(format!(
         "tracin_fast_n{}_t{}_d{}_k{}_c{}_threads{}",
         s.n,
@@ -95,23 +109,25 @@ fn tracin(cr: &mut Criterion) {
         threads()
     ));
     g.sample_size(10);
-    g.throughput(Throughput::Elements(score_flops(&s)));
+    g.throughput(Throughput::Elements(score_flops(s)));
     g.bench_function("topk10", |b| {
-        b.iter(|| engine.topk(&set, 10, &()).expect("topk"))
+        b.iter(|| engine.topk(set, 10, &()).expect("topk"))
     });
     g.bench_function("scores_full", |b| {
-        b.iter(|| engine.scores(&set, &()).expect("scores"))
+        b.iter(|| engine.scores(set, &()).expect("scores"))
     });
     g.finish();
+}
 
-    // Self-influence is a single pass over the training factors: compare its bandwidth
-    // with a plain parallel sum over the same bytes (the machine's read bandwidth).
+/// Self-influence is a single pass over the training factors: compare its bandwidth
+/// with a plain parallel sum over the same bytes (the machine's read bandwidth).
+fn bandwidth(cr: &mut Criterion, s: &Size, set: &TermSet, engine: &Engine<CpuBackend>) {
     let bytes = (s.c * s.n * (s.d + s.k) * 4) as u64;
     let mut g = cr.benchmark_group(format!("bandwidth_threads{}", threads()));
     g.sample_size(20);
     g.throughput(Throughput::Bytes(bytes));
     g.bench_function("self_influence", |b| {
-        b.iter(|| engine.self_influence(&set).expect("self"))
+        b.iter(|| engine.self_influence(set).expect("self"))
     });
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads())
@@ -124,20 +140,23 @@ fn tracin(cr: &mut Criterion) {
                 set.terms
                     .iter()
                     .map(|t| {
-                        let sum = |m: &infl::core::Matrix| -> f32 {
+                        let sum = |m: &Matrix| -> f32 {
                             m.data()
                                 .par_chunks(1 << 14)
                                 .map(|c| c.iter().sum::<f32>())
                                 .sum()
                         };
-                        sum(&t.train_a) + sum(&t.train_g)
+                        sum(&t.train.a) + sum(&t.train.g)
                     })
                     .sum::<f32>()
             })
         })
     });
     g.finish();
+}
 
+/// The machine's SGEMM peak through the backend's faer GEMM.
+fn sgemm(cr: &mut Criterion, backend: &CpuBackend) {
     let (m, k, n) = if std::env::args().any(|a| a == "--bench") {
         (4096, 512, 4096)
     } else {
@@ -146,14 +165,13 @@ fn tracin(cr: &mut Criterion) {
     let a = rand_matrix(m, k, 1);
     let bt = rand_matrix(n, k, 2);
     let mut out = vec![0.0f32; m * n];
-    let backend = engine.backend();
     let mut g = cr.benchmark_group(format!("sgemm_threads{}", threads()));
     g.sample_size(10);
     g.throughput(Throughput::Elements((2 * m * n * k) as u64));
     g.bench_function(format!("faer_{m}x{k}x{n}"), |b| {
         b.iter(|| {
             backend
-                .gemm(a.view(), bt.view(), true, &mut out)
+                .gemm(a.view(), bt.view(), Rhs::Transposed, &mut out)
                 .expect("gemm")
         })
     });

@@ -1,9 +1,9 @@
 //! faer SGEMM efficiency at tile shapes (single thread): which `[q × t] · depth` tiles
 //! reach the large-GEMM peak. `cargo run --release -p infl-benches --example gemm_shapes`.
 
-use infl::core::Backend;
-use infl::core::testing::rand_matrix;
-use infl::cpu::CpuBackend;
+use infl_core::testing::rand_matrix;
+use infl_core::{Backend, Rhs};
+use infl_cpu::CpuBackend;
 
 fn main() {
     let b = CpuBackend::with_threads(1).expect("pool");
@@ -23,7 +23,8 @@ fn main() {
         for _ in 0..3 {
             let t = std::time::Instant::now();
             for _ in 0..reps {
-                b.gemm(x.view(), y.view(), true, &mut out).expect("gemm");
+                b.gemm(x.view(), y.view(), Rhs::Transposed, &mut out)
+                    .expect("gemm");
             }
             best = best.min(t.elapsed().as_secs_f64() / reps as f64);
         }

@@ -2,9 +2,9 @@
 //! time-free GFLOP/s and the peak RSS. `cargo run --release -p infl-benches --example tune
 //! -- THREADS Q T [N T_TEST]`.
 
-use infl::core::testing::rand_matrix;
-use infl::cpu::{CpuBackend, Tiles};
-use infl::{Engine, FactorTerm, TermSet};
+use infl::{Backend, Bias, CpuBackend, Engine, FactorMatrices, FactorTerm, TermSet, Tiles};
+use infl_core::Rhs;
+use infl_core::testing::rand_matrix;
 
 fn main() {
     let a: Vec<usize> = std::env::args()
@@ -15,17 +15,7 @@ fn main() {
     let n = a.get(3).copied().unwrap_or(50_000);
     let tt = a.get(4).copied().unwrap_or(1_000);
     let (d, k, c) = (128, 10, 6);
-    let set = TermSet {
-        terms: (0..c as u64)
-            .map(|i| FactorTerm {
-                weight: 0.1,
-                bias: false,
-                train_a: rand_matrix(n, d, i),
-                train_g: rand_matrix(n, k, i + 100),
-                test: Some((rand_matrix(tt, d, i + 200), rand_matrix(tt, k, i + 300))),
-            })
-            .collect(),
-    };
+    let set = problem(n, tt, d, k, c);
     let engine = Engine::new(
         CpuBackend::with_threads(threads)
             .expect("pool")
@@ -47,35 +37,51 @@ fn main() {
         .lines()
         .find(|l| l.starts_with("VmHWM"))
         .unwrap_or("VmHWM: ?");
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm_topk = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .unwrap_or("VmHWM: ?")
-        .to_string();
-    println!("peak RSS after top-k: {hwm_topk}");
-    if std::env::var_os("TUNE_NO_GEMM").is_some() {
-        return;
+    println!("peak RSS after top-k: {hwm}");
+    if std::env::var_os("TUNE_NO_GEMM").is_none() {
+        let peak = sgemm_peak(engine.backend());
+        println!(
+            "sgemm peak {peak:.1} GFLOP/s; top-k at {:.0}% of it",
+            100.0 * flops / best / 1e9 / peak
+        );
     }
-    // The machine's SGEMM under the same conditions, for the fraction of peak.
-    let (m, kk, nn) = (4096, 512, 4096);
-    let x = rand_matrix(m, kk, 1);
-    let y = rand_matrix(nn, kk, 2);
-    let mut out = vec![0.0f32; m * nn];
-    let mut gemm = f64::INFINITY;
-    for _ in 0..3 {
-        let start = std::time::Instant::now();
-        infl::core::Backend::gemm(engine.backend(), x.view(), y.view(), true, &mut out)
-            .expect("gemm");
-        gemm = gemm.min(start.elapsed().as_secs_f64());
-    }
-    let peak = (2 * m * nn * kk) as f64 / gemm / 1e9;
-    println!(
-        "sgemm peak {peak:.1} GFLOP/s; top-k at {:.0}% of it",
-        100.0 * flops / best / 1e9 / peak
-    );
     println!(
         "threads {threads} tiles {q}x{t} n {n} t {tt}: best {best:.3} s, {:.1} GFLOP/s, {hwm}",
         flops / best / 1e9
     );
+}
+
+/// `c` checkpoint terms of `n` training and `tt` test examples.
+fn problem(n: usize, tt: usize, d: usize, k: usize, c: usize) -> TermSet {
+    TermSet {
+        terms: (0..c as u64)
+            .map(|i| FactorTerm {
+                weight: 0.1,
+                bias: Bias::Excluded,
+                train: FactorMatrices {
+                    a: rand_matrix(n, d, i),
+                    g: rand_matrix(n, k, i + 100),
+                },
+                test: Some(FactorMatrices {
+                    a: rand_matrix(tt, d, i + 200),
+                    g: rand_matrix(tt, k, i + 300),
+                }),
+            })
+            .collect(),
+    }
+}
+
+/// The machine's SGEMM GFLOP/s under the same conditions, for the fraction of peak.
+fn sgemm_peak(backend: &CpuBackend) -> f64 {
+    let (m, depth, nn) = (4096, 512, 4096);
+    let x = rand_matrix(m, depth, 1);
+    let y = rand_matrix(nn, depth, 2);
+    let mut out = vec![0.0f32; m * nn];
+    let mut gemm = f64::INFINITY;
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        Backend::gemm(backend, x.view(), y.view(), Rhs::Transposed, &mut out).expect("gemm");
+        gemm = gemm.min(start.elapsed().as_secs_f64());
+    }
+    (2 * m * nn * depth) as f64 / gemm / 1e9
 }

@@ -6,7 +6,10 @@
 //!   from PyPI, in a venv under `target/`). Not run by CI (CI has no torch).
 //! - `bench-compare`: runs the CPU criterion benchmark and the PyTorch peer
 //!   (`benches/torch_tracin.py`) back to back, for BENCHMARKS.md.
+//! - `compare-outputs --old BIN --new BIN`: checks that two builds of `infl` write
+//!   byte-identical outputs (see `compare.rs`), for refactors.
 
+mod compare;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -21,9 +24,11 @@ fn main() -> Result<()> {
         Some("ci") => ci(&root),
         Some("fixtures") => fixtures(&root, &args[1..]),
         Some("bench-compare") => bench_compare(&root, &args[1..]),
+        Some("compare-outputs") => compare::compare(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | fixtures [--python PY] | bench-compare [--threads N]>"
+                "usage: cargo xtask <ci | fixtures [--python PY] | bench-compare [--threads N] \
+                 | compare-outputs --old BIN --new BIN>"
             );
             bail!("unknown or missing task")
         }

@@ -3,14 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use infl::io::RunLayout;
 use infl::{
-    Backend, BackendChoice, CheckpointData, Engine, Loss, Prepared, Progress, Reduction,
-    TracInCPFast,
+    Backend, BackendChoice, Bias, CheckpointData, Estimator, Loss, Options, Progress, Reduction,
+    Splits, estimators,
 };
 
-use crate::output;
+use crate::output::{self, Provenance};
 use crate::progress::Bar;
 
 /// Training-data attribution: which training examples made a model predict what it
@@ -100,14 +101,6 @@ impl From<BackendArg> for BackendChoice {
     }
 }
 
-/// The estimator.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum Method {
-    /// TracInCPFast on the final linear layer (Pruthi et al. 2020, appendix F; as Captum).
-    #[value(name = "tracincp-fast")]
-    TracInCPFast,
-}
-
 /// Loss head.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum LossArg {
@@ -124,6 +117,15 @@ pub enum ReductionArg {
     Sum,
     /// reduction="mean".
     Mean,
+}
+
+/// `--method`: the names of the registered estimators, with their one-line help.
+fn method_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        estimators::REGISTRY
+            .iter()
+            .map(|r| PossibleValue::new(r.name).help(r.about)),
+    )
 }
 
 /// Where the checkpoints and features are, and how to score them.
@@ -145,8 +147,8 @@ pub struct Input {
     #[arg(long)]
     pub layer: String,
     /// Estimator.
-    #[arg(long, value_enum, default_value = "tracincp-fast")]
-    pub method: Method,
+    #[arg(long, value_parser = method_parser(), default_value = estimators::REGISTRY[0].name)]
+    pub method: String,
     /// Loss head.
     #[arg(long, value_enum, default_value = "ce")]
     pub loss: LossArg,
@@ -170,11 +172,11 @@ impl Input {
         })
     }
 
-    fn estimator(&self) -> Result<TracInCPFast> {
+    fn estimator(&self) -> Result<Box<dyn Estimator>> {
         if !self.learning_rate.is_finite() {
             bail!("--learning-rate must be finite, got {}", self.learning_rate);
         }
-        Ok(TracInCPFast {
+        let options = Options {
             loss: match self.loss {
                 LossArg::Ce => Loss::CrossEntropy,
                 LossArg::Mse => Loss::MeanSquaredError,
@@ -183,18 +185,33 @@ impl Input {
                 ReductionArg::Sum => Reduction::Sum,
                 ReductionArg::Mean => Reduction::Mean,
             },
-            include_bias: self.include_bias,
+            bias: if self.include_bias {
+                Bias::Included
+            } else {
+                Bias::Excluded
+            },
             default_learning_rate: self.learning_rate,
-        })
+        };
+        Ok(estimators::build(&self.method, &options)?)
     }
 }
 
-/// Everything a subcommand needs after loading.
+/// A run loaded for one estimator on one backend.
 pub struct Loaded {
-    pub engine: Engine<Box<dyn Backend>>,
-    pub prepared: Prepared,
+    pub backend: Box<dyn Backend>,
+    pub estimator: Box<dyn Estimator>,
+    pub run: Vec<CheckpointData>,
     pub layer: String,
-    pub settings: TracInCPFast,
+}
+
+impl Loaded {
+    /// Where results come from, for output metadata and summaries.
+    fn provenance(&self) -> Provenance<'_> {
+        Provenance {
+            estimator: &*self.estimator,
+            layer: &self.layer,
+        }
+    }
 }
 
 /// How to compute: backend choice and CPU threads.
@@ -204,9 +221,9 @@ pub struct Compute {
     pub threads: Option<usize>,
 }
 
-fn load(input: &Input, compute: Compute, progress: &Bar, need_test: bool) -> Result<Loaded> {
+fn load(input: &Input, compute: Compute, progress: &Bar, splits: Splits) -> Result<Loaded> {
     let layout = input.layout()?;
-    if need_test && !layout.has_test() {
+    if splits == Splits::TrainAndTest && !layout.has_test() {
         bail!(
             "{}: no test features: this subcommand needs NAME.test.safetensors (or `test` in the \
              manifest) for every checkpoint",
@@ -217,30 +234,18 @@ fn load(input: &Input, compute: Compute, progress: &Bar, need_test: bool) -> Res
     if !progress.quiet() {
         eprintln!("backend: {}", backend.name());
     }
-    let engine = Engine::new(backend);
     progress.start("loading", layout.entries.len() as u64);
-    let mut data: Vec<CheckpointData> = Vec::with_capacity(layout.entries.len());
-    for e in &layout.entries {
-        let mut entry = e.clone();
-        if !need_test {
-            // Self-influence needs the training features only: don't map the test files.
-            entry.test = None;
-        }
-        let one = RunLayout {
-            source: layout.source.clone(),
-            entries: vec![entry],
-        };
-        data.extend(infl::load_run(&one, &input.layer)?);
+    let mut run: Vec<CheckpointData> = Vec::with_capacity(layout.entries.len());
+    for entry in &layout.entries {
+        run.push(infl::load_checkpoint_data(entry, &input.layer, splits)?);
         progress.advance(1);
     }
     progress.finish();
-    let settings = input.estimator()?;
-    let prepared = settings.prepare(engine.backend(), &data)?;
     Ok(Loaded {
-        engine,
-        prepared,
+        backend,
+        estimator: input.estimator()?,
+        run,
         layer: input.layer.clone(),
-        settings,
     })
 }
 
@@ -254,11 +259,11 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => crate::demo::run(&args, cli.threads)?,
         Command::Scores { input, out } => {
-            let l = load(&input, compute, &bar, true)?;
-            let scores = l.engine.scores(&l.prepared.set, &bar)?;
-            output::write_scores(&out, &l, &scores)
+            let l = load(&input, compute, &bar, Splits::TrainAndTest)?;
+            let scores = l.estimator.scores(&*l.backend, &l.run, &bar)?;
+            output::write_scores(&out, &l.provenance(), &scores)
                 .with_context(|| format!("writing {}", out.display()))?;
-            output::print_scores_summary(&out, &l, &scores);
+            output::print_scores_summary(&out, &l.provenance(), &scores);
         }
         Command::Topk {
             input,
@@ -266,24 +271,24 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
             json,
         } => {
-            let l = load(&input, compute, &bar, true)?;
-            let top = l.engine.topk(&l.prepared.set, k, &bar)?;
-            output::write_topk(&out, json.as_deref(), &l, &top)?;
-            output::print_topk_summary(&out, &l, &top);
+            let l = load(&input, compute, &bar, Splits::TrainAndTest)?;
+            let top = l.estimator.topk(&*l.backend, &l.run, k, &bar)?;
+            output::write_topk(&out, json.as_deref(), &l.provenance(), &top)?;
+            output::print_topk_summary(&out, &l.provenance(), &top);
         }
         Command::SelfInfluence {
             input,
             out_dir,
             top,
         } => {
-            let l = load(&input, compute, &bar, false)?;
-            let self_inf = l.engine.self_influence(&l.prepared.set)?;
-            let n = self_inf.len();
+            let l = load(&input, compute, &bar, Splits::TrainOnly)?;
+            let self_inf = l.estimator.self_influence(&*l.backend, &l.run)?;
+            let n = self_inf.values.len();
             let top = if top == 0 { n } else { top.min(n) };
-            let suspects = infl::rank_suspects(&self_inf, &l.prepared.train, top);
+            let suspects = infl::rank_suspects(&self_inf.values, &self_inf.prepared.train, top);
             ensure_dir(&out_dir)?;
-            output::write_self_influence(&out_dir, &l, &self_inf, &suspects)?;
-            output::print_self_summary(&out_dir, &l, &suspects);
+            output::write_self_influence(&out_dir, &l.provenance(), &self_inf, &suspects)?;
+            output::print_self_summary(&out_dir, &l.provenance(), &self_inf, &suspects);
         }
     }
     Ok(())

@@ -6,48 +6,41 @@ use std::path::Path;
 
 use anyhow::Result;
 use infl::io::{OutTensor, write_atomic, write_atomic_with, write_safetensors};
-use infl::{Loss, Suspect, TopKRows};
+use infl::{Attributed, Estimator, Prepared, Ranked, Suspect, TopKRows};
 use serde::Serialize;
 
-use crate::cli::Loaded;
+/// Where results come from: the estimator (its name and settings) and the layer.
+pub struct Provenance<'a> {
+    pub estimator: &'a dyn Estimator,
+    pub layer: &'a str,
+}
 
-fn metadata(l: &Loaded, what: &str) -> HashMap<String, String> {
-    let s = &l.settings;
-    HashMap::from([
+/// Safetensors metadata of a result: what it holds, the estimator's name and settings,
+/// the layer, checkpoints and learning rates, infl's version.
+fn metadata(p: &Provenance<'_>, prepared: &Prepared, what: &str) -> HashMap<String, String> {
+    let mut meta: HashMap<String, String> = p.estimator.metadata().into_iter().collect();
+    meta.extend([
         ("content".into(), what.into()),
-        ("method".into(), "tracincp-fast".into()),
-        ("layer".into(), l.layer.clone()),
-        (
-            "loss".into(),
-            match s.loss {
-                Loss::CrossEntropy => "ce",
-                Loss::MeanSquaredError => "mse",
-            }
-            .into(),
-        ),
-        (
-            "reduction".into(),
-            format!("{:?}", s.reduction).to_lowercase(),
-        ),
-        ("include_bias".into(), s.include_bias.to_string()),
+        ("layer".into(), p.layer.to_string()),
         (
             "checkpoints".into(),
-            serde_json::to_string(&l.prepared.checkpoints).unwrap_or_default(),
+            serde_json::to_string(&prepared.checkpoints).unwrap_or_default(),
         ),
         (
             "learning_rates".into(),
-            serde_json::to_string(&l.prepared.learning_rates).unwrap_or_default(),
+            serde_json::to_string(&prepared.learning_rates).unwrap_or_default(),
         ),
         ("infl_version".into(), env!("CARGO_PKG_VERSION").into()),
-    ])
+    ]);
+    meta
 }
 
 fn ids(v: &[i64]) -> OutTensor {
     OutTensor::I64(vec![v.len()], v.to_vec())
 }
 
-fn test_ids(l: &Loaded) -> Vec<i64> {
-    l.prepared
+fn test_ids(prepared: &Prepared) -> Vec<i64> {
+    prepared
         .test
         .as_ref()
         .map(|t| t.ids.clone())
@@ -55,31 +48,38 @@ fn test_ids(l: &Loaded) -> Vec<i64> {
 }
 
 /// `scores` [T, N] f32, `train_ids` [N], `test_ids` [T].
-pub fn write_scores(path: &Path, l: &Loaded, scores: &[f32]) -> Result<()> {
-    let (t, n) = (l.prepared.set.n_test(), l.prepared.set.n_train());
+pub fn write_scores(path: &Path, p: &Provenance<'_>, scores: &Attributed<Vec<f32>>) -> Result<()> {
+    let prepared = &scores.prepared;
+    let (t, n) = (prepared.set.n_test(), prepared.set.n_train());
     write_safetensors(
         path,
         vec![
-            ("scores".into(), OutTensor::F32(vec![t, n], scores.to_vec())),
-            ("train_ids".into(), ids(&l.prepared.train.ids)),
-            ("test_ids".into(), ids(&test_ids(l))),
+            (
+                "scores".into(),
+                OutTensor::F32(vec![t, n], scores.values.to_vec()),
+            ),
+            ("train_ids".into(), ids(&prepared.train.ids)),
+            ("test_ids".into(), ids(&test_ids(prepared))),
         ],
-        metadata(l, "scores [test, train]"),
+        metadata(p, prepared, "scores [test, train]"),
     )?;
     Ok(())
 }
 
-pub fn print_scores_summary(path: &Path, l: &Loaded, scores: &[f32]) {
-    let (t, n) = (l.prepared.set.n_test(), l.prepared.set.n_train());
+pub fn print_scores_summary(path: &Path, p: &Provenance<'_>, scores: &Attributed<Vec<f32>>) {
+    let prepared = &scores.prepared;
+    let (t, n) = (prepared.set.n_test(), prepared.set.n_train());
     let (lo, hi) = scores
+        .values
         .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
             (a.min(x), b.max(x))
         });
     println!(
-        "TracInCPFast scores: {t} test x {n} train over {} checkpoints (learning rates {:?})",
-        l.prepared.checkpoints.len(),
-        l.prepared.learning_rates
+        "{} scores: {t} test x {n} train over {} checkpoints (learning rates {:?})",
+        p.estimator.label(),
+        prepared.checkpoints.len(),
+        prepared.learning_rates
     );
     println!("score range: [{lo:.6e}, {hi:.6e}]");
     println!("wrote {}", path.display());
@@ -102,9 +102,28 @@ struct JsonTest {
 
 /// Per list: indices [T, k] (training rows), ids [T, k], scores [T, k]. Rows are padded
 /// with index -1 and score NaN only if fewer than k candidates exist (never, as k <= N).
-pub fn write_topk(path: &Path, json: Option<&Path>, l: &Loaded, top: &TopKRows) -> Result<()> {
+pub fn write_topk(
+    path: &Path,
+    json: Option<&Path>,
+    p: &Provenance<'_>,
+    result: &Attributed<TopKRows>,
+) -> Result<()> {
+    let prepared = &result.prepared;
+    let mut meta = metadata(p, prepared, "top-k proponents and opponents");
+    meta.insert("k".into(), result.values.k.to_string());
+    let json_bytes = json.map(|_| topk_json(result)).transpose()?;
+    write_safetensors(path, topk_tensors(result), meta)?;
+    if let (Some(p), Some(b)) = (json, json_bytes) {
+        write_atomic(p, &b)?;
+    }
+    Ok(())
+}
+
+/// Indices, ids and scores `[T, k]` of both lists, and the test ids.
+fn topk_tensors(result: &Attributed<TopKRows>) -> Vec<(String, OutTensor)> {
+    let (top, prepared) = (&result.values, &result.prepared);
     let (t, k) = (top.proponents.len(), top.k);
-    let train_ids = &l.prepared.train.ids;
+    let train_ids = &prepared.train.ids;
     let mut tensors = Vec::new();
     for (name, rows) in [("proponent", &top.proponents), ("opponent", &top.opponents)] {
         let idx: Vec<i64> = rows.iter().flatten().map(|r| r.index as i64).collect();
@@ -114,53 +133,51 @@ pub fn write_topk(path: &Path, json: Option<&Path>, l: &Loaded, top: &TopKRows) 
         tensors.push((format!("{name}_ids"), OutTensor::I64(vec![t, k], id)));
         tensors.push((format!("{name}_scores"), OutTensor::F32(vec![t, k], sc)));
     }
-    tensors.push(("test_ids".into(), ids(&test_ids(l))));
-    let mut meta = metadata(l, "top-k proponents and opponents");
-    meta.insert("k".into(), k.to_string());
-    let json_bytes = match json {
-        Some(_) => {
-            let tids = test_ids(l);
-            let conv = |v: &Vec<infl::core::Ranked>| {
-                v.iter()
-                    .map(|r| JsonRanked {
-                        index: r.index,
-                        id: train_ids[r.index],
-                        score: r.score,
-                    })
-                    .collect()
-            };
-            let list: Vec<JsonTest> = (0..t)
-                .map(|q| JsonTest {
-                    test_index: q,
-                    test_id: tids[q],
-                    proponents: conv(&top.proponents[q]),
-                    opponents: conv(&top.opponents[q]),
-                })
-                .collect();
-            Some(serde_json::to_vec_pretty(&list)?)
-        }
-        None => None,
-    };
-    write_safetensors(path, tensors, meta)?;
-    if let (Some(p), Some(b)) = (json, json_bytes) {
-        write_atomic(p, &b)?;
-    }
-    Ok(())
+    tensors.push(("test_ids".into(), ids(&test_ids(prepared))));
+    tensors
 }
 
-pub fn print_topk_summary(path: &Path, l: &Loaded, top: &TopKRows) {
-    let tids = test_ids(l);
-    let train_ids = &l.prepared.train.ids;
+/// The lists as pretty JSON, one object per test example.
+fn topk_json(result: &Attributed<TopKRows>) -> Result<Vec<u8>> {
+    let (top, prepared) = (&result.values, &result.prepared);
+    let train_ids = &prepared.train.ids;
+    let conv = |v: &Vec<Ranked>| {
+        v.iter()
+            .map(|r| JsonRanked {
+                index: r.index,
+                id: train_ids[r.index],
+                score: r.score,
+            })
+            .collect()
+    };
+    let list: Vec<JsonTest> = test_ids(prepared)
+        .into_iter()
+        .enumerate()
+        .map(|(q, test_id)| JsonTest {
+            test_index: q,
+            test_id,
+            proponents: conv(&top.proponents[q]),
+            opponents: conv(&top.opponents[q]),
+        })
+        .collect();
+    Ok(serde_json::to_vec_pretty(&list)?)
+}
+
+pub fn print_topk_summary(path: &Path, p: &Provenance<'_>, result: &Attributed<TopKRows>) {
+    let (top, prepared) = (&result.values, &result.prepared);
+    let tids = test_ids(prepared);
+    let train_ids = &prepared.train.ids;
     println!(
-        "TracInCPFast top-{}: {} test x {} train over {} checkpoints",
+        "{} top-{}: {} test x {} train over {} checkpoints",
+        p.estimator.label(),
         top.k,
         tids.len(),
-        l.prepared.set.n_train(),
-        l.prepared.checkpoints.len()
+        prepared.set.n_train(),
+        prepared.checkpoints.len()
     );
     let show = tids.len().min(5);
     for (q, tid) in tids.iter().enumerate().take(show) {
-        let fmt = |v: &Vec<infl::core::Ranked>| {
+        let fmt = |v: &Vec<Ranked>| {
             v.iter()
                 .take(3)
                 .map(|r| format!("{} ({:+.3e})", train_ids[r.index], r.score))
@@ -190,10 +207,11 @@ struct JsonSuspect {
 /// suspicious.json. All content is serialised before the first file is written.
 pub fn write_self_influence(
     dir: &Path,
-    l: &Loaded,
-    self_inf: &[f32],
+    p: &Provenance<'_>,
+    result: &Attributed<Vec<f32>>,
     suspects: &[Suspect],
 ) -> Result<()> {
+    let (self_inf, prepared) = (&result.values, &result.prepared);
     let json: Vec<JsonSuspect> = suspects
         .iter()
         .map(|s| JsonSuspect {
@@ -214,9 +232,9 @@ pub fn write_self_influence(
                 "self_influence".into(),
                 OutTensor::F32(vec![self_inf.len()], self_inf.to_vec()),
             ),
-            ("ids".into(), ids(&l.prepared.train.ids)),
+            ("ids".into(), ids(&prepared.train.ids)),
         ],
-        metadata(l, "self-influence [train]"),
+        metadata(p, prepared, "self-influence [train]"),
     )?;
     write_atomic_with(dir.join("suspicious.csv"), |w| {
         writeln!(w, "rank,index,id,self_influence,label,predicted")?;
@@ -238,11 +256,17 @@ pub fn write_self_influence(
     Ok(())
 }
 
-pub fn print_self_summary(dir: &Path, l: &Loaded, suspects: &[Suspect]) {
+pub fn print_self_summary(
+    dir: &Path,
+    p: &Provenance<'_>,
+    result: &Attributed<Vec<f32>>,
+    suspects: &[Suspect],
+) {
     println!(
-        "TracInCPFast self-influence of {} training examples over {} checkpoints",
-        l.prepared.set.n_train(),
-        l.prepared.checkpoints.len()
+        "{} self-influence of {} training examples over {} checkpoints",
+        p.estimator.label(),
+        result.prepared.set.n_train(),
+        result.prepared.checkpoints.len()
     );
     println!(
         "most suspicious (highest self-influence; label = given, predicted = last checkpoint):"

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -85,66 +86,71 @@ pub struct Series {
     pub color: RGBColor,
 }
 
-/// Colours for up to a few series.
-pub const PALETTE: [RGBColor; 4] = [
+/// Colours of a chart's series, in order (tab10's blue, red and green first, then the
+/// rest of tab10 but [`IDEAL`]'s purple); more series than colours reuse them.
+pub const PALETTE: [RGBColor; 9] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(127, 127, 127),
 ];
 
-/// A line chart on `[0, x_max] × [0, 1]` with a legend; `diagonal` adds the chance line
-/// `y = x / x_max` (dashed grey).
-pub fn line_chart(
-    path: &Path,
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    x_max: f64,
-    series: &[Series],
-    diagonal: bool,
-) -> Result<()> {
+/// The colour of the `i`-th series of a chart.
+pub fn series_color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// The colour of a reference curve (e.g. the ideal detector), distinct from [`PALETTE`].
+pub const IDEAL: RGBColor = RGBColor(148, 103, 189);
+
+/// Whether a line chart shows the chance line `y = x / x_max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChanceLine {
+    /// Dashed grey, labelled "chance" (ROC curves).
+    Drawn,
+    /// None.
+    Omitted,
+}
+
+/// The frame of a line chart on `[0, x_max] × [0, 1]`.
+#[derive(Clone, Copy, Debug)]
+pub struct LineChart<'a> {
+    /// Caption above the chart.
+    pub title: &'a str,
+    /// Description of the x axis.
+    pub x_desc: &'a str,
+    /// Description of the y axis.
+    pub y_desc: &'a str,
+    /// Right end of the x axis.
+    pub x_max: f64,
+    /// Whether the chance line is drawn.
+    pub chance: ChanceLine,
+}
+
+/// A line chart framed by `frame`, with a legend.
+pub fn line_chart(path: &Path, frame: &LineChart<'_>, series: &[Series]) -> Result<()> {
     atomic_png(path, (720, 540), |root| {
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
+            .caption(frame.title, ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(44)
             .y_label_area_size(56)
-            .build_cartesian_2d(0.0..x_max, 0.0..1.0f64)
+            .build_cartesian_2d(0.0..frame.x_max, 0.0..1.0f64)
             .map_err(|e| anyhow!("{e}"))?;
         chart
             .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc)
+            .x_desc(frame.x_desc)
+            .y_desc(frame.y_desc)
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 16))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
-        if diagonal {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(0.0, 0.0), (x_max, 1.0)],
-                    6,
-                    4,
-                    RGBColor(150, 150, 150).stroke_width(1),
-                ))
-                .map_err(|e| anyhow!("{e}"))?
-                .label("chance")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RGBColor(150, 150, 150)));
-        }
-        for s in series {
-            let color = s.color;
-            chart
-                .draw_series(LineSeries::new(
-                    s.points.iter().copied(),
-                    color.stroke_width(2),
-                ))
-                .map_err(|e| anyhow!("{e}"))?
-                .label(&s.label)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-        }
+        draw_curves(&mut chart, frame, series)?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
@@ -155,6 +161,39 @@ pub fn line_chart(
             .map_err(|e| anyhow!("{e}"))?;
         Ok(())
     })
+}
+
+/// A line chart's drawing context.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The chance line (when drawn) and the series, each with its legend entry.
+fn draw_curves(chart: &mut Chart<'_, '_>, frame: &LineChart<'_>, series: &[Series]) -> Result<()> {
+    if frame.chance == ChanceLine::Drawn {
+        let grey = RGBColor(150, 150, 150);
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, 0.0), (frame.x_max, 1.0)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("chance")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey));
+    }
+    for s in series {
+        let color = s.color;
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(&s.label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    Ok(())
 }
 
 /// A small grayscale image with a caption (two lines at most) and a frame colour.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use infl::io::{OutTensor, TensorFile, write_safetensors};
+use infl::io::{OutTensor, Rank, TensorFile, write_safetensors};
 
 fn fixture_run() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum/run")
@@ -29,14 +29,14 @@ fn replace(dir: &Path, file: &str, name: &str, value: Option<OutTensor>) {
         if n == name {
             continue;
         }
-        let (dtype, shape) = f.info(&n).unwrap();
-        let shape = shape.to_vec();
+        let info = f.info(&n).unwrap();
+        let (dtype, shape) = (info.dtype, info.shape.to_vec());
         let t = if format!("{dtype:?}").starts_with('I') {
             OutTensor::I64(shape, f.integers_flat(&n).unwrap())
         } else if shape.len() == 1 {
             OutTensor::F32(shape, f.vector(&n).unwrap())
         } else {
-            OutTensor::F32(shape, f.matrix(&n, false).unwrap().to_vec())
+            OutTensor::F32(shape, f.matrix(&n, Rank::Matrix).unwrap().to_vec())
         };
         tensors.push((n, t));
     }

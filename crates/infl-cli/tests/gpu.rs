@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use infl::io::TensorFile;
+use infl::io::{Rank, TensorFile};
 
 fn run_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum/run")
@@ -76,8 +76,8 @@ fn gpu_equals_cpu_on_the_bundled_example() {
     );
     close(
         "scores",
-        g.matrix("scores", false).unwrap().data(),
-        c.matrix("scores", false).unwrap().data(),
+        g.matrix("scores", Rank::Matrix).unwrap().data(),
+        c.matrix("scores", Rank::Matrix).unwrap().data(),
     );
     let (c, g) = (open("cpu-topk.safetensors"), open("gpu-topk.safetensors"));
     for name in ["proponents", "opponents"] {
@@ -89,8 +89,8 @@ fn gpu_equals_cpu_on_the_bundled_example() {
         let s = format!("{}_scores", name.trim_end_matches('s'));
         close(
             &s,
-            g.matrix(&s, false).unwrap().data(),
-            c.matrix(&s, false).unwrap().data(),
+            g.matrix(&s, Rank::Matrix).unwrap().data(),
+            c.matrix(&s, Rank::Matrix).unwrap().data(),
         );
     }
     let (c, g) = (

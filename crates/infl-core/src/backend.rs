@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{Error, MatRef, Result, TopK};
+use crate::{Error, MatRef, Matrix, Result, TopK, ranges};
 
 /// Per-example factors of one linear layer: layer inputs `a` `[n, da]` and output
 /// gradients `g` `[n, dg]`. The example's weight gradient is `g ⊗ a`.
@@ -40,6 +40,38 @@ impl<'a> Factors<'a> {
     }
 }
 
+/// Whether a layer's bias gradient is part of the gradient: its "input" is the constant 1,
+/// so including it adds 1 to every input dot product `a_i·a_j` (Captum leaves it out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum Bias {
+    /// Weight gradient only (Captum's `TracInCPFast`).
+    #[default]
+    Excluded,
+    /// Weight and bias gradient (Captum's `TracInCP` over a layer with a bias).
+    Included,
+}
+
+impl Bias {
+    /// What the bias adds to an input dot product: 1 when included, else 0.
+    #[inline]
+    pub fn input_dot(self) -> f32 {
+        match self {
+            Bias::Excluded => 0.0,
+            Bias::Included => 1.0,
+        }
+    }
+}
+
+/// How [`Backend::gemm`] reads its right operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rhs {
+    /// `out = a · b` with `b` `[k, n]`.
+    AsIs,
+    /// `out = a · bᵀ` with `b` `[n, k]` (e.g. logits from features and an `nn.Linear`
+    /// weight `[out, in]`).
+    Transposed,
+}
+
 /// One (checkpoint, layer) contribution to a score block:
 /// `weight · (G_q G_tᵀ) ⊙ (A_q A_tᵀ + bias)` where `bias` is 1 when the layer's bias
 /// gradient is included (its "input" is the constant 1) and 0 otherwise.
@@ -52,7 +84,15 @@ pub struct Term<'a> {
     /// Training factors.
     pub train: Factors<'a>,
     /// Whether the bias gradient is part of the dot product.
-    pub bias: bool,
+    pub bias: Bias,
+}
+
+impl Term<'_> {
+    /// What the bias adds to every input dot product (see [`Bias::input_dot`]).
+    #[inline]
+    pub fn bias_dot(&self) -> f32 {
+        self.bias.input_dot()
+    }
 }
 
 /// One (checkpoint, layer) contribution to self-influence:
@@ -64,7 +104,15 @@ pub struct SelfTerm<'a> {
     /// The examples' factors.
     pub factors: Factors<'a>,
     /// Whether the bias gradient is part of the norm.
-    pub bias: bool,
+    pub bias: Bias,
+}
+
+impl SelfTerm<'_> {
+    /// What the bias adds to every squared input norm (see [`Bias::input_dot`]).
+    #[inline]
+    pub fn bias_dot(&self) -> f32 {
+        self.bias.input_dot()
+    }
 }
 
 /// Checks that all terms agree in shape; returns `(queries, train)` row counts.
@@ -158,6 +206,13 @@ pub fn check_self_influence(terms: &[SelfTerm<'_>], out_len: usize) -> Result<us
 
 /// A compute backend: CPU (infl-cpu) or GPU (infl-wgpu).
 ///
+/// Three methods are required ([`name`](Backend::name), [`scores`](Backend::scores),
+/// [`gemm`](Backend::gemm)); everything else is provided on top of them, as ripgrep's
+/// `Matcher` provides its searches on top of `find_at`. A new primitive that a solver needs
+/// is added here as a provided method with a plain default, so every backend runs it at
+/// once; a backend overrides it only to be faster (both backends override
+/// [`topk`](Backend::topk) and [`self_influence`](Backend::self_influence)).
+///
 /// All methods take host views and write host buffers. Implementations block over rows
 /// internally and must not allocate anything proportional to `queries × train` except the
 /// caller's `out` of [`Backend::scores`].
@@ -169,35 +224,101 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// row-major `[queries, train]`, overwritten.
     fn scores(&self, terms: &[Term<'_>], out: &mut [f32]) -> Result<()>;
 
+    /// General matrix product `out = a · b` or `a · bᵀ` (see [`Rhs`]), row-major,
+    /// overwritten.
+    fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, rhs: Rhs, out: &mut [f32]) -> Result<()>;
+
     /// Streams the same scores into `acc`; score column `t` is training index
     /// `train_offset + t`. Rows of `acc` are the query rows.
-    fn topk(&self, terms: &[Term<'_>], train_offset: usize, acc: &mut TopK) -> Result<()>;
+    ///
+    /// Default: [`scores`](Backend::scores) over blocks of training rows of at most
+    /// [`DEFAULT_BLOCK_ELEMENTS`] scores each, offered row by row.
+    fn topk(&self, terms: &[Term<'_>], train_offset: usize, acc: &mut TopK) -> Result<()> {
+        let (nq, nt) = check_topk(terms, acc)?;
+        if nq == 0 || nt == 0 {
+            return Ok(());
+        }
+        let mut block = Vec::new();
+        for cols in ranges(nt, (DEFAULT_BLOCK_ELEMENTS / nq).max(1)) {
+            let part: Vec<Term<'_>> = terms
+                .iter()
+                .map(|t| Term {
+                    train: t.train.slice_rows(cols.start, cols.end),
+                    ..*t
+                })
+                .collect();
+            block.resize(nq * cols.len(), 0.0);
+            self.scores(&part, &mut block)?;
+            for (q, row) in block.chunks_exact(cols.len()).enumerate() {
+                acc.offer_row(q, train_offset + cols.start, row);
+            }
+        }
+        Ok(())
+    }
 
     /// Self-influence: `out[n] = Σ_terms w ‖g_n‖² (‖a_n‖² + bias)`, overwritten.
-    fn self_influence(&self, terms: &[SelfTerm<'_>], out: &mut [f32]) -> Result<()>;
+    ///
+    /// Default: a single-threaded host loop accumulating in f64 ([`reference::self_influence`]).
+    fn self_influence(&self, terms: &[SelfTerm<'_>], out: &mut [f32]) -> Result<()> {
+        check_self_influence(terms, out.len())?;
+        out.copy_from_slice(&reference::self_influence(terms)?);
+        Ok(())
+    }
 
-    /// General matrix product `out = a · bᵀ` (`transpose_b`) or `out = a · b`,
-    /// row-major, overwritten.
-    fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, transpose_b: bool, out: &mut [f32]) -> Result<()>;
+    /// Summed outer products `out = aᵀ · b` (`a` `[n, p]`, `b` `[n, q]`, `out` `[p, q]`):
+    /// the uncentred covariance of K-FAC-style curvature estimates.
+    ///
+    /// Default: transposes `a` on the host and calls [`gemm`](Backend::gemm).
+    fn sum_outer(&self, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32]) -> Result<()> {
+        check_sum_outer(a, b, out.len())?;
+        let (n, p) = (a.rows(), a.cols());
+        let mut at = vec![0.0f32; p * n];
+        for i in 0..n {
+            for (j, &v) in a.row(i).iter().enumerate() {
+                at[j * n + i] = v;
+            }
+        }
+        let at = Matrix::from_vec(p, n, at)?;
+        self.gemm(at.view(), b, Rhs::AsIs, out)
+    }
+}
+
+/// Scores per block of the default [`Backend::topk`] (4 Mi `f32`, 16 MiB).
+pub const DEFAULT_BLOCK_ELEMENTS: usize = 1 << 22;
+
+/// Checks the operands of [`Backend::sum_outer`]: `a` `[n, p]`, `b` `[n, q]`, `out` `p·q`.
+pub fn check_sum_outer(a: MatRef<'_>, b: MatRef<'_>, out_len: usize) -> Result<()> {
+    if a.rows() != b.rows() || out_len != a.cols() * b.cols() {
+        return Err(Error::shape(
+            "sum_outer",
+            format!(
+                "a is {}x{}, b is {}x{}, out has {out_len} elements",
+                a.rows(),
+                a.cols(),
+                b.rows(),
+                b.cols(),
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks GEMM operand shapes; returns `(m, n, k)`.
 pub fn check_gemm(
     a: MatRef<'_>,
     b: MatRef<'_>,
-    transpose_b: bool,
+    rhs: Rhs,
     out_len: usize,
 ) -> Result<(usize, usize, usize)> {
-    let (bk, n) = if transpose_b {
-        (b.cols(), b.rows())
-    } else {
-        (b.rows(), b.cols())
+    let (bk, n) = match rhs {
+        Rhs::Transposed => (b.cols(), b.rows()),
+        Rhs::AsIs => (b.rows(), b.cols()),
     };
     if a.cols() != bk || out_len != a.rows() * n {
         return Err(Error::shape(
             "gemm",
             format!(
-                "a is {}x{}, b is {}x{} (transpose_b={transpose_b}), out has {out_len} elements",
+                "a is {}x{}, b is {}x{} ({rhs:?}), out has {out_len} elements",
                 a.rows(),
                 a.cols(),
                 b.rows(),
@@ -225,8 +346,8 @@ pub mod reference {
             for t in 0..nt {
                 let mut s = 0.0f64;
                 for term in terms {
-                    let ga = dot(term.query.a.row(q), term.train.a.row(t))
-                        + if term.bias { 1.0 } else { 0.0 };
+                    let ga =
+                        dot(term.query.a.row(q), term.train.a.row(t)) + f64::from(term.bias_dot());
                     let gg = dot(term.query.g.row(q), term.train.g.row(t));
                     s += term.weight as f64 * ga * gg;
                 }
@@ -246,7 +367,7 @@ pub mod reference {
                     .map(|t| {
                         let a = t.factors.a.row(i);
                         let g = t.factors.g.row(i);
-                        t.weight as f64 * dot(g, g) * (dot(a, a) + if t.bias { 1.0 } else { 0.0 })
+                        t.weight as f64 * dot(g, g) * (dot(a, a) + f64::from(t.bias_dot()))
                     })
                     .sum::<f64>() as f32
             })
@@ -254,18 +375,20 @@ pub mod reference {
     }
 
     /// Reference for [`Backend::gemm`].
-    pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, transpose_b: bool) -> Result<Vec<f32>> {
-        let n = if transpose_b { b.rows() } else { b.cols() };
-        let (m, n, k) = check_gemm(a, b, transpose_b, a.rows() * n)?;
+    pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, rhs: Rhs) -> Result<Vec<f32>> {
+        let n = match rhs {
+            Rhs::Transposed => b.rows(),
+            Rhs::AsIs => b.cols(),
+        };
+        let (m, n, k) = check_gemm(a, b, rhs, a.rows() * n)?;
         let mut out = vec![0.0f32; m * n];
         for i in 0..m {
             for j in 0..n {
                 let mut s = 0.0f64;
                 for l in 0..k {
-                    let bv = if transpose_b {
-                        b.row(j)[l]
-                    } else {
-                        b.row(l)[j]
+                    let bv = match rhs {
+                        Rhs::Transposed => b.row(j)[l],
+                        Rhs::AsIs => b.row(l)[j],
                     };
                     s += a.row(i)[l] as f64 * bv as f64;
                 }
@@ -276,21 +399,33 @@ pub mod reference {
     }
 }
 
-/// Lets a backend chosen at run time (`Box<dyn Backend>`) drive the estimators.
-impl<B: Backend + ?Sized> Backend for Box<B> {
-    fn name(&self) -> String {
-        (**self).name()
-    }
-    fn scores(&self, terms: &[Term<'_>], out: &mut [f32]) -> Result<()> {
-        (**self).scores(terms, out)
-    }
-    fn topk(&self, terms: &[Term<'_>], train_offset: usize, acc: &mut TopK) -> Result<()> {
-        (**self).topk(terms, train_offset, acc)
-    }
-    fn self_influence(&self, terms: &[SelfTerm<'_>], out: &mut [f32]) -> Result<()> {
-        (**self).self_influence(terms, out)
-    }
-    fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, transpose_b: bool, out: &mut [f32]) -> Result<()> {
-        (**self).gemm(a, b, transpose_b, out)
-    }
+/// Forwards every method, provided ones included, so that a wrapped backend's overrides
+/// are kept.
+macro_rules! forward_backend {
+    ($($wrapper:ty),*) => {$(
+        impl<B: Backend + ?Sized> Backend for $wrapper {
+            fn name(&self) -> String {
+                (**self).name()
+            }
+            fn scores(&self, terms: &[Term<'_>], out: &mut [f32]) -> Result<()> {
+                (**self).scores(terms, out)
+            }
+            fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, rhs: Rhs, out: &mut [f32]) -> Result<()> {
+                (**self).gemm(a, b, rhs, out)
+            }
+            fn topk(&self, terms: &[Term<'_>], train_offset: usize, acc: &mut TopK) -> Result<()> {
+                (**self).topk(terms, train_offset, acc)
+            }
+            fn self_influence(&self, terms: &[SelfTerm<'_>], out: &mut [f32]) -> Result<()> {
+                (**self).self_influence(terms, out)
+            }
+            fn sum_outer(&self, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32]) -> Result<()> {
+                (**self).sum_outer(a, b, out)
+            }
+        }
+    )*};
 }
+
+// A backend chosen at run time (`Box<dyn Backend>`) or borrowed (`&dyn Backend`) drives the
+// estimators like the backend itself.
+forward_backend!(Box<B>, &B);

@@ -1,6 +1,40 @@
-//! The error type of infl-core and of the backends' kernels.
+//! The error type of infl-core and of the backends' kernels, and [`TensorError`], the one
+//! "file + tensor + what was expected" error every crate reuses.
 
+use std::fmt;
 use std::path::PathBuf;
+
+/// A tensor (or metadata entry) of an input file is not what infl expects. Every crate's
+/// error enum wraps this one type, so messages about tensors read the same everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: tensor `{tensor}`: {details}", path.display())]
+pub struct TensorError {
+    /// The file the tensor comes from (empty for in-memory data).
+    pub path: PathBuf,
+    /// The tensor's name (or `KEY (metadata)`).
+    pub tensor: String,
+    /// What was expected and what was found.
+    pub details: String,
+}
+
+impl TensorError {
+    /// A tensor error naming `path`, `tensor` and `details`.
+    pub fn new(
+        path: impl Into<PathBuf>,
+        tensor: impl Into<String>,
+        details: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            tensor: tensor.into(),
+            details: details.into(),
+        }
+    }
+}
+
+/// The error of a backend, kept whole so that callers can walk its `source()` chain or
+/// downcast it (e.g. to the GPU backend's error to tell "too large" from "device lost").
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Errors raised by core types and backend kernels.
 #[derive(Debug, thiserror::Error)]
@@ -23,22 +57,16 @@ pub enum Error {
         details: String,
     },
     /// A tensor in an input file is not what infl expects.
-    #[error("{path}: tensor `{tensor}`: {details}")]
-    BadTensor {
-        /// The file the tensor comes from.
-        path: PathBuf,
-        /// The tensor's name.
-        tensor: String,
-        /// What was expected and what was found.
-        details: String,
-    },
-    /// A backend failed (device lost, out of memory, unsupported feature...).
-    #[error("backend {backend}: {details}")]
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    /// A backend failed (device lost, out of memory, a block too large...). The backend's
+    /// own error is the source.
+    #[error("backend {backend}: {source}")]
     Backend {
         /// Name of the backend.
         backend: String,
-        /// What went wrong.
-        details: String,
+        /// The backend's error.
+        source: BoxedError,
     },
 }
 
@@ -56,6 +84,25 @@ impl Error {
         Self::Invalid {
             what: what.into(),
             details: details.into(),
+        }
+    }
+
+    /// Wraps a backend's own error, keeping it as the source.
+    pub fn backend(
+        backend: impl fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Backend {
+            backend: backend.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    /// The backend's own error of type `E`, if this is a backend error of that type.
+    pub fn backend_error<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Self::Backend { source, .. } => source.downcast_ref::<E>(),
+            _ => None,
         }
     }
 }

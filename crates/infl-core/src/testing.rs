@@ -6,7 +6,7 @@
 //! them for a backend, so every backend runs exactly the same checks.
 
 use crate::backend::reference;
-use crate::{Backend, Factors, Matrix, SelfTerm, Term, TopK, TopKRows};
+use crate::{Backend, Bias, Factors, MatRef, Matrix, Rhs, SelfTerm, Term, TopK, TopKRows};
 
 /// Row counts that break workgroup and tile multiples.
 pub const ODD_ROWS: [usize; 4] = [1, 63, 137, 257];
@@ -46,13 +46,40 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], dot_len: usize) {
     }
 }
 
+/// One term's random factors.
+#[derive(Debug)]
+pub struct TermData {
+    /// The term's weight.
+    pub weight: f32,
+    /// Query layer inputs.
+    pub query_a: Matrix,
+    /// Query output gradients.
+    pub query_g: Matrix,
+    /// Training layer inputs.
+    pub train_a: Matrix,
+    /// Training output gradients.
+    pub train_g: Matrix,
+}
+
+impl TermData {
+    /// Every matrix, for transformations applied to all of them.
+    pub fn matrices_mut(&mut self) -> [&mut Matrix; 4] {
+        [
+            &mut self.query_a,
+            &mut self.query_g,
+            &mut self.train_a,
+            &mut self.train_g,
+        ]
+    }
+}
+
 /// Random factor data for `terms` terms.
 #[derive(Debug)]
 pub struct Problem {
-    /// Per term: (weight, query a, query g, train a, train g).
-    pub data: Vec<(f32, Matrix, Matrix, Matrix, Matrix)>,
-    /// Bias flag applied to every term.
-    pub bias: bool,
+    /// One entry per term.
+    pub data: Vec<TermData>,
+    /// Bias applied to every term.
+    pub bias: Bias,
 }
 
 impl Problem {
@@ -61,27 +88,30 @@ impl Problem {
         let data = (0..terms as u64)
             .map(|i| {
                 let s = seed.wrapping_mul(31).wrapping_add(i * 7919);
-                (
-                    0.5 + i as f32 * 0.25,
-                    rand_matrix(nq, da, s + 1),
-                    rand_matrix(nq, dg, s + 2),
-                    rand_matrix(nt, da, s + 3),
-                    rand_matrix(nt, dg, s + 4),
-                )
+                TermData {
+                    weight: 0.5 + i as f32 * 0.25,
+                    query_a: rand_matrix(nq, da, s + 1),
+                    query_g: rand_matrix(nq, dg, s + 2),
+                    train_a: rand_matrix(nt, da, s + 3),
+                    train_g: rand_matrix(nt, dg, s + 4),
+                }
             })
             .collect();
-        Self { data, bias: false }
+        Self {
+            data,
+            bias: Bias::Excluded,
+        }
     }
 
     /// Kernel terms.
     pub fn terms(&self) -> Vec<Term<'_>> {
         self.data
             .iter()
-            .map(|(w, qa, qg, ta, tg)| Term {
-                weight: *w,
+            .map(|d| Term {
+                weight: d.weight,
                 bias: self.bias,
-                query: Factors::new(qa.view(), qg.view()).expect("rows"),
-                train: Factors::new(ta.view(), tg.view()).expect("rows"),
+                query: Factors::new(d.query_a.view(), d.query_g.view()).expect("rows"),
+                train: Factors::new(d.train_a.view(), d.train_g.view()).expect("rows"),
             })
             .collect()
     }
@@ -90,10 +120,10 @@ impl Problem {
     pub fn self_terms(&self) -> Vec<SelfTerm<'_>> {
         self.data
             .iter()
-            .map(|(w, _, _, ta, tg)| SelfTerm {
-                weight: *w,
+            .map(|d| SelfTerm {
+                weight: d.weight,
                 bias: self.bias,
-                factors: Factors::new(ta.view(), tg.view()).expect("rows"),
+                factors: Factors::new(d.train_a.view(), d.train_g.view()).expect("rows"),
             })
             .collect()
     }
@@ -101,7 +131,7 @@ impl Problem {
     fn dot_len(&self) -> usize {
         self.data
             .first()
-            .map_or(1, |d| d.1.cols() * d.2.cols() * self.data.len())
+            .map_or(1, |d| d.query_a.cols() * d.query_g.cols() * self.data.len())
     }
 }
 
@@ -165,11 +195,45 @@ pub fn check_gemm(b: &dyn Backend, m: usize, n: usize, k: usize, seed: u64) {
     let x = rand_matrix(m, k, seed);
     let y = rand_matrix(n, k, seed + 1);
     let yt = Matrix::from_fn(k, n, |r, c| y.view().row(c)[r]);
-    for (rhs, transpose) in [(y.view(), true), (yt.view(), false)] {
-        let want = reference::gemm(x.view(), rhs, transpose).expect("reference");
+    for (operand, rhs) in [(y.view(), Rhs::Transposed), (yt.view(), Rhs::AsIs)] {
+        let want = reference::gemm(x.view(), operand, rhs).expect("reference");
         let mut got = vec![f32::NAN; m * n];
-        b.gemm(x.view(), rhs, transpose, &mut got).expect("gemm");
+        b.gemm(x.view(), operand, rhs, &mut got).expect("gemm");
         assert_close(&format!("{} gemm {m}x{n}x{k}", b.name()), &got, &want, k);
+    }
+}
+
+/// Body: summed outer products `aᵀ · b` equal the reference.
+pub fn check_sum_outer(b: &dyn Backend, n: usize, p: usize, q: usize, seed: u64) {
+    let x = rand_matrix(n, p, seed);
+    let y = rand_matrix(n, q, seed + 1);
+    let xt = Matrix::from_fn(p, n, |r, c| x.view().row(c)[r]);
+    let want = reference::gemm(xt.view(), y.view(), Rhs::AsIs).expect("reference");
+    let mut got = vec![f32::NAN; p * q];
+    b.sum_outer(x.view(), y.view(), &mut got)
+        .expect("sum_outer");
+    assert_close(
+        &format!("{} sum_outer {n}x{p}x{q}", b.name()),
+        &got,
+        &want,
+        n,
+    );
+}
+
+/// A backend seen through its required methods only, so that the provided defaults of
+/// [`Backend`] run on top of it (tested for every backend by [`backend_tests!`]).
+#[derive(Debug)]
+pub struct RequiredOnly<'a>(pub &'a dyn Backend);
+
+impl Backend for RequiredOnly<'_> {
+    fn name(&self) -> String {
+        format!("{} (provided defaults)", self.0.name())
+    }
+    fn scores(&self, terms: &[Term<'_>], out: &mut [f32]) -> crate::Result<()> {
+        self.0.scores(terms, out)
+    }
+    fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, rhs: Rhs, out: &mut [f32]) -> crate::Result<()> {
+        self.0.gemm(a, b, rhs, out)
     }
 }
 
@@ -192,7 +256,9 @@ macro_rules! backend_tests {
                 for (j, &nt) in ODD_ROWS.iter().enumerate() {
                     let (da, dg) = [(1, 1), (63, 10), (137, 3), (257, 17)][(i + j) % 4];
                     let mut p = Problem::new(nq, nt, da, dg, 1 + (i + j) % 3, (i * 4 + j) as u64);
-                    p.bias = (i + j) % 2 == 1;
+                    if (i + j) % 2 == 1 {
+                        p.bias = $crate::Bias::Included;
+                    }
                     check_scores(&*b, &p);
                 }
             }
@@ -219,10 +285,9 @@ macro_rules! backend_tests {
             for round in [&f16 as &dyn Fn(f32) -> f32, &bf16] {
                 let mut p = Problem::new(63, 257, 128, 10, 2, 5);
                 for d in &mut p.data {
-                    d.1 = round_through(&d.1, round);
-                    d.2 = round_through(&d.2, round);
-                    d.3 = round_through(&d.3, round);
-                    d.4 = round_through(&d.4, round);
+                    for m in d.matrices_mut() {
+                        *m = round_through(m, round);
+                    }
                 }
                 check_scores(&*b, &p);
             }
@@ -257,7 +322,9 @@ macro_rules! backend_tests {
                     3,
                     i as u64,
                 );
-                p.bias = i % 2 == 0;
+                if i % 2 == 0 {
+                    p.bias = $crate::Bias::Included;
+                }
                 check_self_influence(&*b, &p);
             }
         }
@@ -271,6 +338,27 @@ macro_rules! backend_tests {
                 let k = [1, 63, 1000, 257][i];
                 check_gemm(&*b, m, n, k, i as u64);
             }
+        }
+
+        #[test]
+        fn sum_outer_on_odd_shapes() {
+            let Some(b) = __backend() else { return };
+            use $crate::testing::*;
+            for (i, &n) in ODD_ROWS.iter().enumerate() {
+                check_sum_outer(&*b, n, ODD_ROWS[(i + 1) % 4], [1, 10, 63, 3][i], i as u64);
+            }
+        }
+
+        #[test]
+        fn provided_defaults_agree_with_the_reference() {
+            let Some(b) = __backend() else { return };
+            use $crate::testing::*;
+            let defaults = RequiredOnly(&*b);
+            let mut p = Problem::new(63, 257, 33, 5, 2, 21);
+            p.bias = $crate::Bias::Included;
+            check_topk(&defaults, &p, 7);
+            check_self_influence(&defaults, &p);
+            check_sum_outer(&defaults, 137, 17, 5, 3);
         }
     };
 }

@@ -4,7 +4,11 @@
 //! Ties are broken by the lower training index, so the result is a function of the score
 //! matrix alone: it does not depend on how the training set was split into blocks, on the
 //! order blocks were merged, or on the number of threads. `-0.0` and `0.0` compare equal.
+//! The order is [`crate::order`]'s, the one ranking order of infl.
 
+use std::cmp::Ordering;
+
+use crate::order::{Direction, compare};
 use crate::{Error, Result};
 
 /// One ranked candidate: a training index and its score.
@@ -16,16 +20,24 @@ pub struct Ranked {
     pub score: f32,
 }
 
+impl Ranked {
+    /// Compares two candidates in `direction` (see [`crate::order::compare`]).
+    #[inline]
+    pub fn compare(direction: Direction, a: Ranked, b: Ranked) -> Ordering {
+        compare(direction, (a.score, a.index), (b.score, b.index))
+    }
+}
+
 /// True when `a` ranks before `b` as a proponent (higher score, then lower index).
 #[inline]
 pub fn proponent_before(a: Ranked, b: Ranked) -> bool {
-    a.score > b.score || (a.score == b.score && a.index < b.index)
+    Ranked::compare(Direction::Descending, a, b) == Ordering::Less
 }
 
 /// True when `a` ranks before `b` as an opponent (lower score, then lower index).
 #[inline]
 pub fn opponent_before(a: Ranked, b: Ranked) -> bool {
-    a.score < b.score || (a.score == b.score && a.index < b.index)
+    Ranked::compare(Direction::Ascending, a, b) == Ordering::Less
 }
 
 /// The best `k` of a stream of candidates, kept sorted best first.
@@ -202,20 +214,9 @@ impl TopKRows {
                 .enumerate()
                 .map(|(index, &score)| Ranked { index, score })
                 .collect();
-            let cmp = |f: fn(Ranked, Ranked) -> bool| {
-                move |a: &Ranked, b: &Ranked| {
-                    if f(*a, *b) {
-                        std::cmp::Ordering::Less
-                    } else if f(*b, *a) {
-                        std::cmp::Ordering::Greater
-                    } else {
-                        std::cmp::Ordering::Equal
-                    }
-                }
-            };
-            all.sort_by(cmp(proponent_before));
+            all.sort_by(|a, b| Ranked::compare(Direction::Descending, *a, *b));
             proponents.push(all.iter().take(k).copied().collect());
-            all.sort_by(cmp(opponent_before));
+            all.sort_by(|a, b| Ranked::compare(Direction::Ascending, *a, *b));
             opponents.push(all.iter().take(k).copied().collect());
         }
         Self {

@@ -14,14 +14,20 @@
 //!   sizes alone, and top-k merging uses a total order.
 //! - Memory beyond the inputs is `O(threads × tile)` for scores and
 //!   `O(queries × k × threads)` for top-k: nothing grows with `queries × train`.
+//! - GEMM and summed outer products (`aᵀ·b`, read transposed in place) are single faer
+//!   products parallelised by faer itself on the backend's threads.
 
 #![deny(missing_docs)]
 
+use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use faer::{Accum, MatMut, MatRef as FMatRef, Par};
-use infl_core::backend::{check_gemm, check_scores, check_self_influence, check_topk};
-use infl_core::{Backend, Error, MatRef, Result, SelfTerm, Term, TopK};
+use infl_core::backend::{
+    check_gemm, check_scores, check_self_influence, check_sum_outer, check_topk,
+};
+use infl_core::{Backend, Error, MatRef, Result, Rhs, SelfTerm, Term, TopK, ranges};
 use rayon::prelude::*;
 
 /// Tile sizes of the fused kernels.
@@ -72,10 +78,7 @@ impl CpuBackend {
             .num_threads(threads)
             .thread_name(|i| format!("infl-cpu-{i}"))
             .build()
-            .map_err(|e| Error::Backend {
-                backend: "cpu".into(),
-                details: format!("cannot start {threads} threads: {e}"),
-            })?;
+            .map_err(|source| Error::backend("cpu", ThreadPoolError { threads, source }))?;
         Ok(Self {
             pool: Some(Arc::new(pool)),
             tiles: Tiles::default(),
@@ -107,17 +110,32 @@ impl CpuBackend {
 
     /// Splits `nt` train rows into contiguous runs so that there are about four tasks
     /// per thread in all; runs are whole train tiles.
-    fn train_runs(&self, query_blocks: usize, nt: usize) -> Vec<(usize, usize)> {
-        let tb = self.tiles.train;
-        let tiles = nt.div_ceil(tb).max(1);
+    fn train_runs(&self, query_blocks: usize, nt: usize) -> Vec<Range<usize>> {
+        let tiles = nt.div_ceil(self.tiles.train).max(1);
         let want = (4 * self.threads())
             .div_ceil(query_blocks.max(1))
             .clamp(1, tiles);
-        let per = tiles.div_ceil(want);
-        (0..tiles)
-            .step_by(per)
-            .map(|t| (t * tb, ((t + per) * tb).min(nt)))
-            .collect()
+        ranges(nt, tiles.div_ceil(want) * self.tiles.train).collect()
+    }
+}
+
+/// The error of [`CpuBackend::with_threads`] when rayon cannot start the pool; it is the
+/// source of the returned [`infl_core::Error::Backend`].
+#[derive(Debug)]
+pub struct ThreadPoolError {
+    threads: usize,
+    source: rayon::ThreadPoolBuildError,
+}
+
+impl fmt::Display for ThreadPoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot start {} threads: {}", self.threads, self.source)
+    }
+}
+
+impl std::error::Error for ThreadPoolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 
@@ -162,16 +180,20 @@ impl Scratch {
     }
 }
 
-/// `acc (=|+=) w · (ga + b) ⊙ gg` over one row or tile.
+/// `acc (=|+=) w · (ga + b) ⊙ gg` over one row or tile: [`Accum::Replace`] for a tile's
+/// first term, [`Accum::Add`] for the others.
 #[inline(always)]
-fn fuse(first: bool, w: f32, b: f32, acc: &mut [f32], ga: &[f32], gg: &[f32]) {
-    if first {
-        for ((o, a), g) in acc.iter_mut().zip(ga).zip(gg) {
-            *o = w * ((a + b) * g);
+fn fuse(accum: Accum, w: f32, b: f32, acc: &mut [f32], ga: &[f32], gg: &[f32]) {
+    match accum {
+        Accum::Replace => {
+            for ((o, a), g) in acc.iter_mut().zip(ga).zip(gg) {
+                *o = w * ((a + b) * g);
+            }
         }
-    } else {
-        for ((o, a), g) in acc.iter_mut().zip(ga).zip(gg) {
-            *o += w * ((a + b) * g);
+        Accum::Add => {
+            for ((o, a), g) in acc.iter_mut().zip(ga).zip(gg) {
+                *o += w * ((a + b) * g);
+            }
         }
     }
 }
@@ -180,7 +202,7 @@ fn fuse(first: bool, w: f32, b: f32, acc: &mut [f32], ga: &[f32], gg: &[f32]) {
 /// running CPU (AVX-512, AVX2+FMA or baseline) through pulp's runtime dispatch; the loops
 /// inside are plain iterators that the compiler vectorises for that level.
 struct FuseTerm<'a> {
-    first: bool,
+    accum: Accum,
     w: f32,
     b: f32,
     /// Query gradients of the tile `[nq, dg]`.
@@ -215,7 +237,7 @@ impl pulp::WithSimd for FuseTerm<'_> {
             }
             let span = r * nt..(r + 1) * nt;
             fuse(
-                self.first,
+                self.accum,
                 self.w,
                 self.b,
                 &mut self.acc[span.clone()],
@@ -228,7 +250,7 @@ impl pulp::WithSimd for FuseTerm<'_> {
 
 /// [`fuse`] over a whole tile, with runtime SIMD dispatch.
 struct FuseTile<'a> {
-    first: bool,
+    accum: Accum,
     w: f32,
     b: f32,
     acc: &'a mut [f32],
@@ -241,28 +263,29 @@ impl pulp::WithSimd for FuseTile<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        fuse(self.first, self.w, self.b, self.acc, self.ga, self.gg);
+        fuse(self.accum, self.w, self.b, self.acc, self.ga, self.gg);
     }
 }
 
-/// Evaluates one tile into `s.acc[..(q1-q0)*(t1-t0)]` (row-major).
+/// Evaluates the tile `queries × train` into `s.acc[..queries.len() * train.len()]`
+/// (row-major).
 ///
 /// The input gram `A_q A_tᵀ` is a faer GEMM. For narrow output gradients (`K ≤ 64`, the
 /// usual classifier head) the gradient gram is not materialised: each query row's
 /// `G_q[i] · G_tᵀ` is built in L1 from the transposed train gradients (K axpys of one
 /// tile row) and fused into the accumulator at once.
-fn tile(terms: &[Term<'_>], q: (usize, usize), t: (usize, usize), s: &mut Scratch) {
-    let (nq, nt) = (q.1 - q.0, t.1 - t.0);
-    let len = nq * nt;
+fn tile(terms: &[Term<'_>], queries: Range<usize>, train: Range<usize>, s: &mut Scratch) {
+    let len = queries.len() * train.len();
     let arch = pulp::Arch::new();
     for (i, term) in terms.iter().enumerate() {
-        let qf = term.query.slice_rows(q.0, q.1);
-        let tf = term.train.slice_rows(t.0, t.1);
+        let qf = term.query.slice_rows(queries.start, queries.end);
+        let tf = term.train.slice_rows(train.start, train.end);
         gemm_abt(qf.a, tf.a, &mut s.ga);
-        let (w, b) = (term.weight, if term.bias { 1.0f32 } else { 0.0 });
+        let accum = if i == 0 { Accum::Replace } else { Accum::Add };
+        let (w, b) = (term.weight, term.bias_dot());
         if tf.g.cols() <= SMALL_G {
             arch.dispatch(FuseTerm {
-                first: i == 0,
+                accum,
                 w,
                 b,
                 gq: qf.g,
@@ -275,7 +298,7 @@ fn tile(terms: &[Term<'_>], q: (usize, usize), t: (usize, usize), s: &mut Scratc
         } else {
             gemm_abt(qf.g, tf.g, &mut s.gg);
             arch.dispatch(FuseTile {
-                first: i == 0,
+                accum,
                 w,
                 b,
                 acc: &mut s.acc[..len],
@@ -286,13 +309,67 @@ fn tile(terms: &[Term<'_>], q: (usize, usize), t: (usize, usize), s: &mut Scratc
     }
 }
 
-/// A scores task: first query row, train run, and the output row slices it owns.
-type ScoreTask<'a> = (usize, (usize, usize), Vec<&'a mut [f32]>);
+/// `start + r`: a range relative to `start` made absolute.
+fn offset(start: usize, r: Range<usize>) -> Range<usize> {
+    start + r.start..start + r.end
+}
 
-fn blocks(n: usize, size: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..n)
-        .step_by(size.max(1))
-        .map(move |s| (s, (s + size).min(n)))
+/// A top-k task: a block of query rows against a run of training rows.
+struct Task {
+    queries: Range<usize>,
+    train: Range<usize>,
+}
+
+/// A scores task: query rows from `first_query` on against the run `train`, owning the
+/// slice of each of those output rows that the run covers.
+struct ScoreTask<'a> {
+    first_query: usize,
+    train: Range<usize>,
+    rows: Vec<&'a mut [f32]>,
+}
+
+/// Cuts `out` (`[queries, nt]`, row-major) into one task per (block of `query_tile` rows,
+/// train run), each owning its slices of the output rows.
+fn score_tasks<'a>(
+    out: &'a mut [f32],
+    nt: usize,
+    query_tile: usize,
+    runs: &[Range<usize>],
+) -> Vec<ScoreTask<'a>> {
+    let mut tasks = Vec::new();
+    for (qb, block) in out.chunks_mut(query_tile * nt).enumerate() {
+        let mut per_run: Vec<Vec<&mut [f32]>> = runs.iter().map(|_| Vec::new()).collect();
+        for row in block.chunks_mut(nt) {
+            let mut rest = row;
+            for (r, run) in runs.iter().enumerate() {
+                let (head, tail) = rest.split_at_mut(run.len());
+                per_run[r].push(head);
+                rest = tail;
+            }
+        }
+        tasks.extend(per_run.into_iter().zip(runs).map(|(rows, run)| ScoreTask {
+            first_query: qb * query_tile,
+            train: run.clone(),
+            rows,
+        }));
+    }
+    tasks
+}
+
+impl CpuBackend {
+    /// `out = lhs · rhs` (row-major) with one faer GEMM on this backend's threads.
+    fn matmul(&self, lhs: FMatRef<'_, f32>, rhs: FMatRef<'_, f32>, out: &mut [f32]) {
+        let threads = self.threads();
+        let par = if threads > 1 {
+            Par::rayon(threads)
+        } else {
+            Par::Seq
+        };
+        self.install(|| {
+            let dst = MatMut::from_row_major_slice_mut(out, lhs.nrows(), rhs.ncols());
+            faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, par);
+        });
+    }
 }
 
 impl Backend for CpuBackend {
@@ -307,32 +384,22 @@ impl Backend for CpuBackend {
         }
         let tiles = self.tiles;
         let runs = self.train_runs(nq.div_ceil(tiles.query), nt);
-        // One task per (query block, train run), owning its slices of the output rows.
-        let mut tasks: Vec<ScoreTask<'_>> = Vec::new();
-        for (qb, block) in out.chunks_mut(tiles.query * nt).enumerate() {
-            let mut per_run: Vec<Vec<&mut [f32]>> = runs.iter().map(|_| Vec::new()).collect();
-            for row in block.chunks_mut(nt) {
-                let mut rest = row;
-                for (r, &(t0, t1)) in runs.iter().enumerate() {
-                    let (head, tail) = rest.split_at_mut(t1 - t0);
-                    per_run[r].push(head);
-                    rest = tail;
-                }
-            }
-            for (r, rows) in per_run.into_iter().enumerate() {
-                tasks.push((qb * tiles.query, runs[r], rows));
-            }
-        }
+        let tasks = score_tasks(out, nt, tiles.query, &runs);
         self.install(|| {
             tasks.into_par_iter().for_each_init(
                 || Scratch::new(tiles),
-                |s, (q0, (r0, r1), mut rows)| {
-                    let q1 = q0 + rows.len();
-                    for (t0, t1) in blocks(r1 - r0, tiles.train) {
-                        let w = t1 - t0;
-                        tile(terms, (q0, q1), (r0 + t0, r0 + t1), s);
-                        for (i, row) in rows.iter_mut().enumerate() {
-                            row[t0..t1].copy_from_slice(&s.acc[i * w..(i + 1) * w]);
+                |s, mut task| {
+                    let queries = task.first_query..task.first_query + task.rows.len();
+                    for cols in ranges(task.train.len(), tiles.train) {
+                        let w = cols.len();
+                        tile(
+                            terms,
+                            queries.clone(),
+                            offset(task.train.start, cols.clone()),
+                            s,
+                        );
+                        for (i, row) in task.rows.iter_mut().enumerate() {
+                            row[cols.clone()].copy_from_slice(&s.acc[i * w..(i + 1) * w]);
                         }
                     }
                 },
@@ -348,28 +415,30 @@ impl Backend for CpuBackend {
         }
         let (tiles, k) = (self.tiles, acc.k());
         let runs = self.train_runs(nq.div_ceil(tiles.query), nt);
-        let tasks: Vec<((usize, usize), (usize, usize))> = blocks(nq, tiles.query)
-            .flat_map(|q| runs.iter().map(move |&r| (q, r)))
+        let tasks: Vec<Task> = ranges(nq, tiles.query)
+            .flat_map(|queries| {
+                runs.iter().map(move |train| Task {
+                    queries: queries.clone(),
+                    train: train.clone(),
+                })
+            })
             .collect();
         let parts: Vec<Result<(usize, TopK)>> = self.install(|| {
             tasks
                 .into_par_iter()
                 .map_init(
                     || Scratch::new(tiles),
-                    |s, ((q0, q1), (r0, r1))| {
-                        let mut part = TopK::new(q1 - q0, k)?;
-                        for (t0, t1) in blocks(r1 - r0, tiles.train) {
-                            let w = t1 - t0;
-                            tile(terms, (q0, q1), (r0 + t0, r0 + t1), s);
-                            for i in 0..q1 - q0 {
-                                part.offer_row(
-                                    i,
-                                    train_offset + r0 + t0,
-                                    &s.acc[i * w..(i + 1) * w],
-                                );
+                    |s, Task { queries, train }| {
+                        let mut part = TopK::new(queries.len(), k)?;
+                        for cols in ranges(train.len(), tiles.train) {
+                            let (w, cols) = (cols.len(), offset(train.start, cols));
+                            let first = train_offset + cols.start;
+                            tile(terms, queries.clone(), cols, s);
+                            for i in 0..queries.len() {
+                                part.offer_row(i, first, &s.acc[i * w..(i + 1) * w]);
                             }
                         }
-                        Ok((q0, part))
+                        Ok((queries.start, part))
                     },
                 )
                 .collect()
@@ -395,7 +464,7 @@ impl Backend for CpuBackend {
                         let g = t.factors.g.row(r);
                         let na: f32 = a.iter().map(|x| x * x).sum();
                         let ng: f32 = g.iter().map(|x| x * x).sum();
-                        s += t.weight * (ng * (na + if t.bias { 1.0 } else { 0.0 }));
+                        s += t.weight * (ng * (na + t.bias_dot()));
                     }
                     *v = s;
                 }
@@ -404,23 +473,60 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, transpose_b: bool, out: &mut [f32]) -> Result<()> {
-        let (m, n, _) = check_gemm(a, b, transpose_b, out.len())?;
-        let threads = self.threads();
-        self.install(|| {
-            let dst = MatMut::from_row_major_slice_mut(out, m, n);
-            let rhs = if transpose_b {
-                fmat(b).transpose()
-            } else {
-                fmat(b)
-            };
-            let par = if threads > 1 {
-                Par::rayon(threads)
-            } else {
-                Par::Seq
-            };
-            faer::linalg::matmul::matmul(dst, Accum::Replace, fmat(a), rhs, 1.0, par);
-        });
+    fn gemm(&self, a: MatRef<'_>, b: MatRef<'_>, rhs: Rhs, out: &mut [f32]) -> Result<()> {
+        check_gemm(a, b, rhs, out.len())?;
+        let rhs = match rhs {
+            Rhs::AsIs => fmat(b),
+            Rhs::Transposed => fmat(b).transpose(),
+        };
+        self.matmul(fmat(a), rhs, out);
         Ok(())
+    }
+
+    /// `aᵀ · b` as one faer GEMM reading `a` transposed in place (no host transpose).
+    fn sum_outer(&self, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32]) -> Result<()> {
+        check_sum_outer(a, b, out.len())?;
+        self.matmul(fmat(a).transpose(), fmat(b), out);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `train_runs` cuts exactly where the former `step_by` split did, so tile boundaries,
+    /// and with them every score, are unchanged.
+    #[test]
+    fn train_runs_are_whole_tiles_as_before() {
+        for threads in [1, 3, 8] {
+            let b = CpuBackend::with_threads(threads)
+                .expect("pool")
+                .with_tiles(Tiles { query: 5, train: 7 });
+            for query_blocks in [1usize, 2, 9] {
+                for nt in 1usize..200 {
+                    let tiles = nt.div_ceil(7);
+                    let want = (4 * threads).div_ceil(query_blocks).clamp(1, tiles);
+                    let per = tiles.div_ceil(want);
+                    let before: Vec<_> = (0..tiles)
+                        .step_by(per)
+                        .map(|t| t * 7..((t + per) * 7).min(nt))
+                        .collect();
+                    assert_eq!(b.train_runs(query_blocks, nt), before, "{nt} rows");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sum_outer_handles_empty_operands() {
+        let b = CpuBackend::new();
+        let a = MatRef::new(&[], 0, 3).expect("a");
+        let g = MatRef::new(&[], 0, 2).expect("g");
+        let mut out = vec![f32::NAN; 6];
+        b.sum_outer(a, g, &mut out).expect("no rows");
+        assert_eq!(out, vec![0.0; 6]);
+        let err = b.sum_outer(a, g, &mut out[..5]).expect_err("shape");
+        assert!(err.to_string().contains("out has 5 elements"), "{err}");
     }
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use infl_core::TensorError;
+
 /// Errors raised while reading or writing infl's files.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -33,16 +35,10 @@ pub enum Error {
         /// The tensors the file does have.
         available: Vec<String>,
     },
-    /// A tensor or metadata entry has the wrong dtype, shape or values.
-    #[error("{path}: tensor `{tensor}`: {details}")]
-    BadTensor {
-        /// The file.
-        path: PathBuf,
-        /// The tensor (or metadata key).
-        tensor: String,
-        /// What was expected and what was found.
-        details: String,
-    },
+    /// A tensor or metadata entry has the wrong dtype, shape or values (infl-core's one
+    /// "file + tensor + what was expected" error).
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
     /// Checkpoints and feature files do not pair up, or a manifest is malformed.
     #[error("{path}: {details}")]
     Layout {
@@ -69,11 +65,7 @@ impl Error {
         tensor: impl Into<String>,
         details: impl Into<String>,
     ) -> Self {
-        Self::BadTensor {
-            path: path.into(),
-            tensor: tensor.into(),
-            details: details.into(),
-        }
+        Self::Tensor(TensorError::new(path, tensor, details))
     }
 
     pub(crate) fn layout(path: impl Into<PathBuf>, details: impl Into<String>) -> Self {

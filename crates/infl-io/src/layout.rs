@@ -50,47 +50,21 @@ impl RunLayout {
     /// Discovers a run in `dir` by the directory convention.
     pub fn discover(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let read = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-        let mut checkpoints = Vec::new();
-        let mut trains = Vec::new();
-        let mut tests = Vec::new();
-        for entry in read {
-            let entry = entry.map_err(|e| Error::io(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".safetensors") else {
-                continue;
-            };
-            if let Some(s) = stem.strip_suffix(".train") {
-                trains.push(s.to_string());
-            } else if let Some(s) = stem.strip_suffix(".test") {
-                tests.push(s.to_string());
-            } else {
-                checkpoints.push(stem.to_string());
-            }
-        }
-        if checkpoints.is_empty() {
+        let mut listing = Listing::read(dir)?;
+        if listing.checkpoints.is_empty() {
             return Err(Error::layout(
                 dir,
                 "no checkpoints: expected NAME.safetensors files beside NAME.train.safetensors \
                  feature files",
             ));
         }
-        checkpoints.sort_by(|a, b| natural_cmp(a, b));
-        for orphan in trains.iter().chain(&tests) {
-            if !checkpoints.contains(orphan) {
-                return Err(Error::layout(
-                    dir,
-                    format!("feature file for `{orphan}` has no checkpoint `{orphan}.safetensors`"),
-                ));
-            }
-        }
-        if !tests.is_empty() && tests.len() != checkpoints.len() {
-            let missing: Vec<_> = checkpoints.iter().filter(|c| !tests.contains(c)).collect();
-            return Err(Error::layout(
-                dir,
-                format!("test features exist for some checkpoints but not for {missing:?}"),
-            ));
-        }
+        listing.checkpoints.sort_by(|a, b| natural_cmp(a, b));
+        listing.check_features(dir)?;
+        let Listing {
+            checkpoints,
+            trains,
+            tests,
+        } = listing;
         let entries = checkpoints
             .iter()
             .map(|c| {
@@ -164,6 +138,68 @@ impl RunLayout {
     /// True when every checkpoint has test features.
     pub fn has_test(&self) -> bool {
         self.entries.iter().all(|e| e.test.is_some())
+    }
+}
+
+/// The safetensors files of a run directory by role, as names without their suffixes.
+struct Listing {
+    /// `NAME.safetensors`.
+    checkpoints: Vec<String>,
+    /// `NAME.train.safetensors`.
+    trains: Vec<String>,
+    /// `NAME.test.safetensors`.
+    tests: Vec<String>,
+}
+
+impl Listing {
+    /// Lists the `.safetensors` files of `dir` (other files are ignored).
+    fn read(dir: &Path) -> Result<Self> {
+        let read = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        let mut listing = Self {
+            checkpoints: Vec::new(),
+            trains: Vec::new(),
+            tests: Vec::new(),
+        };
+        for entry in read {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".safetensors") else {
+                continue;
+            };
+            if let Some(s) = stem.strip_suffix(".train") {
+                listing.trains.push(s.to_string());
+            } else if let Some(s) = stem.strip_suffix(".test") {
+                listing.tests.push(s.to_string());
+            } else {
+                listing.checkpoints.push(stem.to_string());
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Every feature file has its checkpoint, and test features exist for every
+    /// checkpoint or for none.
+    fn check_features(&self, dir: &Path) -> Result<()> {
+        let checkpoints = &self.checkpoints;
+        for orphan in self.trains.iter().chain(&self.tests) {
+            if !checkpoints.contains(orphan) {
+                return Err(Error::layout(
+                    dir,
+                    format!("feature file for `{orphan}` has no checkpoint `{orphan}.safetensors`"),
+                ));
+            }
+        }
+        if !self.tests.is_empty() && self.tests.len() != checkpoints.len() {
+            let missing: Vec<_> = checkpoints
+                .iter()
+                .filter(|c| !self.tests.contains(c))
+                .collect();
+            return Err(Error::layout(
+                dir,
+                format!("test features exist for some checkpoints but not for {missing:?}"),
+            ));
+        }
+        Ok(())
     }
 }
 

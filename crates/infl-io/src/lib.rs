@@ -1,17 +1,21 @@
-//! File formats of infl: safetensors in, safetensors/CSV/JSON out.
+//! File formats of infl: safetensors, MNIST IDX and run manifests in; safetensors and
+//! other result files out, written atomically.
 //!
 //! - [`TensorFile`] memory-maps a safetensors file and parses only its header; tensors
 //!   are read on demand. Aligned little-endian f32 data is used in place (no copy);
 //!   f16, bf16 and f64 are converted to f32 once. Integer tensors of any width are read
 //!   as i64.
-//! - [`load_checkpoint`] reads one layer of a PyTorch-style state dict;
+//! - [`load_checkpoint`] reads one layer of a PyTorch-style state dict (its learning rate
+//!   through [`parse_learning_rate`], which infl-nn's loader shares);
 //!   [`load_examples`] reads a feature file (`features`, `labels`, `targets`, `ids`).
+//! - [`mnist`] reads MNIST's IDX files, raw or gzip-compressed.
 //! - [`RunLayout`] pairs checkpoints with feature files (directory convention or JSON
 //!   manifest; see [`layout`]).
 //! - [`write_safetensors`] and [`write_atomic`] never leave a partial file behind.
 //!
 //! Every error names the file, and the tensor where there is one, and says what was
-//! expected.
+//! expected; tensor errors are infl-core's [`infl_core::TensorError`], wrapped by
+//! [`Error::Tensor`].
 
 #![deny(missing_docs)]
 
@@ -24,6 +28,6 @@ mod write;
 
 pub use error::{Error, Result};
 pub use layout::{RunEntry, RunLayout, natural_cmp};
-pub use load::{load_checkpoint, load_examples};
-pub use tensors::TensorFile;
+pub use load::{LEARNING_RATE_KEY, load_checkpoint, load_examples, parse_learning_rate};
+pub use tensors::{Rank, TensorFile, TensorInfo};
 pub use write::{OutTensor, write_atomic, write_atomic_with, write_safetensors};

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use infl_core::{Checkpoint, Examples, MatRef};
 
-use crate::{Error, Result, TensorFile};
+use crate::{Error, Rank, Result, TensorFile};
 
 fn check_finite(path: &Path, tensor: &str, m: MatRef<'_>) -> Result<()> {
     if let Some((r, c)) = m.first_non_finite() {
@@ -18,58 +18,45 @@ fn check_finite(path: &Path, tensor: &str, m: MatRef<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The metadata key of a checkpoint's learning rate (written by infl-nn, read here).
+pub const LEARNING_RATE_KEY: &str = "learning_rate";
+
+/// Parses the value `raw` of a checkpoint's `learning_rate` metadata entry (surrounding
+/// whitespace ignored). Anything but a finite number is an error naming `path`.
+pub fn parse_learning_rate(path: &Path, raw: &str) -> Result<f32> {
+    raw.trim()
+        .parse::<f32>()
+        .ok()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| {
+            Error::bad(
+                path,
+                format!("{LEARNING_RATE_KEY} (metadata)"),
+                format!("expected a finite number, found {raw:?}"),
+            )
+        })
+}
+
 /// Loads layer `layer` of a safetensors state dict: `{layer}.weight` `[K, D]` and, when
 /// present, `{layer}.bias` `[K]`; the learning rate from the metadata key
-/// `learning_rate`, if present. Values must be finite.
+/// `learning_rate`, if present (see [`parse_learning_rate`]). Values must be finite.
 pub fn load_checkpoint(path: impl AsRef<Path>, layer: &str) -> Result<Checkpoint> {
     let path = path.as_ref();
     let file = TensorFile::open(path)?;
     let wname = format!("{layer}.weight");
-    let weight = file.matrix(&wname, false)?;
+    let weight = file.matrix(&wname, Rank::Matrix)?;
     check_finite(path, &wname, weight.view())?;
     let bname = format!("{layer}.bias");
     let bias = if file.contains(&bname) {
-        let b = file.vector(&bname)?;
-        if b.len() != weight.rows() {
-            return Err(Error::bad(
-                path,
-                &bname,
-                format!(
-                    "expected shape [{}] to match `{wname}` [{}, {}], found [{}]",
-                    weight.rows(),
-                    weight.rows(),
-                    weight.cols(),
-                    b.len()
-                ),
-            ));
-        }
-        if let Some(i) = b.iter().position(|x| !x.is_finite()) {
-            return Err(Error::bad(
-                path,
-                &bname,
-                format!("expected finite values, found {} at [{i}]", b[i]),
-            ));
-        }
-        Some(b)
+        Some(load_bias(&file, &bname, &wname, weight.view())?)
     } else {
         None
     };
-    let learning_rate = match file.metadata().get("learning_rate") {
-        None => None,
-        Some(s) => Some(
-            s.trim()
-                .parse::<f32>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| {
-                    Error::bad(
-                        path,
-                        "learning_rate (metadata)",
-                        format!("expected a finite number, found {s:?}"),
-                    )
-                })?,
-        ),
-    };
+    let learning_rate = file
+        .metadata()
+        .get(LEARNING_RATE_KEY)
+        .map(|raw| parse_learning_rate(path, raw))
+        .transpose()?;
     Ok(Checkpoint {
         name: path
             .file_stem()
@@ -82,13 +69,40 @@ pub fn load_checkpoint(path: impl AsRef<Path>, layer: &str) -> Result<Checkpoint
     })
 }
 
+/// The bias `bname` of a layer whose weight `wname` is `weight` `[K, D]`: `[K]`, finite.
+fn load_bias(file: &TensorFile, bname: &str, wname: &str, weight: MatRef<'_>) -> Result<Vec<f32>> {
+    let path = file.path();
+    let b = file.vector(bname)?;
+    if b.len() != weight.rows() {
+        return Err(Error::bad(
+            path,
+            bname,
+            format!(
+                "expected shape [{}] to match `{wname}` [{}, {}], found [{}]",
+                weight.rows(),
+                weight.rows(),
+                weight.cols(),
+                b.len()
+            ),
+        ));
+    }
+    if let Some(i) = b.iter().position(|x| !x.is_finite()) {
+        return Err(Error::bad(
+            path,
+            bname,
+            format!("expected finite values, found {} at [{i}]", b[i]),
+        ));
+    }
+    Ok(b)
+}
+
 /// Loads an example file: `features` `[N, D]` float (required), and when present
 /// `labels` `[N]` (any integer dtype), `targets` `[N, K]` or `[N]` float, `ids` `[N]`
 /// integer. Features and targets must be finite; lengths must agree.
 pub fn load_examples(path: impl AsRef<Path>) -> Result<Examples> {
     let path = path.as_ref();
     let file = TensorFile::open(path)?;
-    let features = file.matrix("features", false)?;
+    let features = file.matrix("features", Rank::Matrix)?;
     check_finite(path, "features", features.view())?;
     let n = features.rows();
     let check_len = |name: &str, len: usize| {
@@ -110,7 +124,7 @@ pub fn load_examples(path: impl AsRef<Path>) -> Result<Examples> {
         None
     };
     let targets = if file.contains("targets") {
-        let t = file.matrix("targets", true)?;
+        let t = file.matrix("targets", Rank::MatrixOrVector)?;
         check_len("targets", t.rows())?;
         check_finite(path, "targets", t.view())?;
         Some(t)
@@ -131,4 +145,26 @@ pub fn load_examples(path: impl AsRef<Path>) -> Result<Examples> {
         targets,
         ids,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_rates_must_be_finite_numbers() {
+        let path = Path::new("ckpt.safetensors");
+        assert_eq!(parse_learning_rate(path, " 0.25\n").unwrap(), 0.25);
+        for raw in ["inf", "-inf", "NaN", "fast", ""] {
+            let e = parse_learning_rate(path, raw).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "ckpt.safetensors: tensor `learning_rate (metadata)`: expected a finite \
+                     number, found {raw:?}"
+                )
+            );
+            assert!(matches!(e, Error::Tensor(_)), "{e:?}");
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! says what was expected: a wrong magic number, a type or rank other than expected,
 //! images and labels of different lengths, a truncated file, labels outside 0–9.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -79,23 +80,70 @@ pub struct Mnist {
 
 /// Decodes an IDX array from bytes (gzip-compressed or not); `path` is named in errors.
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
-    let raw;
-    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                Error::bad(
-                    path,
-                    "gzip stream",
-                    format!("expected a complete gzip stream: {e}"),
-                )
-            })?;
-        raw = out;
-        &raw[..]
-    } else {
-        bytes
-    };
+    let bytes = decompress(bytes, path)?;
+    let header = parse_header(&bytes, path)?;
+    let dims = header.dims;
+    let len = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::bad(path, "IDX header", format!("dimensions {dims:?} overflow")))?;
+    let body = &bytes[header.len..];
+    if body.len() < len {
+        return Err(Error::bad(
+            path,
+            "IDX data",
+            format!(
+                "expected {len} bytes of data for dimensions {dims:?}, found {}: the file is \
+                 truncated",
+                body.len()
+            ),
+        ));
+    }
+    if body.len() > len {
+        return Err(Error::bad(
+            path,
+            "IDX data",
+            format!(
+                "expected {len} bytes of data for dimensions {dims:?}, found {} ({} extra)",
+                body.len(),
+                body.len() - len
+            ),
+        ));
+    }
+    Ok(IdxArray {
+        dims,
+        data: body.to_vec(),
+    })
+}
+
+/// The bytes themselves, or their gzip decompression when they start with gzip's magic
+/// bytes.
+fn decompress<'a>(bytes: &'a [u8], path: &Path) -> Result<Cow<'a, [u8]>> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            Error::bad(
+                path,
+                "gzip stream",
+                format!("expected a complete gzip stream: {e}"),
+            )
+        })?;
+    Ok(Cow::Owned(out))
+}
+
+/// An IDX header: the dimensions and the header's length in bytes.
+struct IdxHeader {
+    dims: Vec<usize>,
+    len: usize,
+}
+
+/// Checks the magic number (unsigned bytes, rank at least 1) and reads the dimensions.
+/// (Long only because each of its four checks spells out its message.)
+fn parse_header(bytes: &[u8], path: &Path) -> Result<IdxHeader> {
     if bytes.len() < 4 {
         return Err(Error::bad(
             path,
@@ -129,55 +177,25 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
         ));
     }
     let rank = bytes[3] as usize;
-    let header = 4 + 4 * rank;
-    if rank == 0 || bytes.len() < header {
+    let len = 4 + 4 * rank;
+    if rank == 0 || bytes.len() < len {
         return Err(Error::bad(
             path,
             "IDX header",
             format!(
-                "expected {rank} dimension(s) (at least one) in a {header}-byte header, the file \
+                "expected {rank} dimension(s) (at least one) in a {len}-byte header, the file \
                  has {} bytes",
                 bytes.len()
             ),
         ));
     }
-    let dims: Vec<usize> = (0..rank)
+    let dims = (0..rank)
         .map(|d| {
             let o = 4 + 4 * d;
             u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
         })
         .collect();
-    let len = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| Error::bad(path, "IDX header", format!("dimensions {dims:?} overflow")))?;
-    let body = &bytes[header..];
-    if body.len() < len {
-        return Err(Error::bad(
-            path,
-            "IDX data",
-            format!(
-                "expected {len} bytes of data for dimensions {dims:?}, found {}: the file is \
-                 truncated",
-                body.len()
-            ),
-        ));
-    }
-    if body.len() > len {
-        return Err(Error::bad(
-            path,
-            "IDX data",
-            format!(
-                "expected {len} bytes of data for dimensions {dims:?}, found {} ({} extra)",
-                body.len(),
-                body.len() - len
-            ),
-        ));
-    }
-    Ok(IdxArray {
-        dims,
-        data: body.to_vec(),
-    })
+    Ok(IdxHeader { dims, len })
 }
 
 /// Reads an IDX file (gzip-compressed or not).
@@ -204,9 +222,20 @@ pub fn split_from_idx(
             ),
         ));
     };
+    check_labels(&labels, labels_path, n, images_path)?;
+    Ok(MnistSplit {
+        images: images.data,
+        labels: labels.data,
+        rows,
+        cols,
+    })
+}
+
+/// Labels are `[n]`, one per image of `images_path`, each a digit 0–9.
+fn check_labels(labels: &IdxArray, path: &Path, n: usize, images_path: &Path) -> Result<()> {
     let [m] = labels.dims[..] else {
         return Err(Error::bad(
-            labels_path,
+            path,
             "IDX header",
             format!(
                 "expected labels of 1 dimension [n], found {:?}",
@@ -216,7 +245,7 @@ pub fn split_from_idx(
     };
     if m != n {
         return Err(Error::bad(
-            labels_path,
+            path,
             "IDX header",
             format!(
                 "expected {n} labels, one per image of {}, found {m}",
@@ -226,7 +255,7 @@ pub fn split_from_idx(
     }
     if let Some(i) = labels.data.iter().position(|&l| l > 9) {
         return Err(Error::bad(
-            labels_path,
+            path,
             "IDX data",
             format!(
                 "expected digit labels 0-9, found {} at [{i}]",
@@ -234,12 +263,7 @@ pub fn split_from_idx(
             ),
         ));
     }
-    Ok(MnistSplit {
-        images: images.data,
-        labels: labels.data,
-        rows,
-        cols,
-    })
+    Ok(())
 }
 
 /// Reads one split from its image and label files.

@@ -1,6 +1,7 @@
 //! Reading tensors from a memory-mapped safetensors file.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,8 +22,44 @@ pub struct TensorFile {
     path: PathBuf,
     map: Arc<Mmap>,
     data_start: usize,
-    tensors: HashMap<String, (Dtype, Vec<usize>, usize, usize)>,
+    tensors: HashMap<String, Entry>,
     metadata: HashMap<String, String>,
+}
+
+/// Dtype, shape and position of one tensor, from the header.
+#[derive(Debug)]
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Byte offsets relative to the start of the data section.
+    offsets: Range<usize>,
+}
+
+/// One tensor's header entry and its bytes in the map.
+struct Raw<'a> {
+    dtype: Dtype,
+    shape: &'a [usize],
+    bytes: &'a [u8],
+    /// Offset of `bytes` from the start of the map (for alignment).
+    start: usize,
+}
+
+/// Dtype and shape of a tensor (see [`TensorFile::info`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorInfo<'a> {
+    /// The stored element type.
+    pub dtype: Dtype,
+    /// The shape, outermost dimension first.
+    pub shape: &'a [usize],
+}
+
+/// Which tensor ranks [`TensorFile::matrix`] accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rank {
+    /// Only 2-D tensors `[rows, cols]`.
+    Matrix,
+    /// 2-D tensors, or 1-D tensors `[rows]` read as one column.
+    MatrixOrVector,
 }
 
 struct MappedF32 {
@@ -56,8 +93,13 @@ impl TensorFile {
             .tensors()
             .into_iter()
             .map(|(name, info)| {
-                let (s, e) = info.data_offsets;
-                (name, (info.dtype, info.shape.clone(), s, e))
+                let (start, end) = info.data_offsets;
+                let entry = Entry {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    offsets: start..end,
+                };
+                (name, entry)
             })
             .collect();
         Ok(Self {
@@ -92,12 +134,15 @@ impl TensorFile {
     }
 
     /// Dtype and shape of tensor `name`.
-    pub fn info(&self, name: &str) -> Result<(Dtype, &[usize])> {
-        let (d, s, _, _) = self.get(name)?;
-        Ok((*d, s))
+    pub fn info(&self, name: &str) -> Result<TensorInfo<'_>> {
+        let e = self.get(name)?;
+        Ok(TensorInfo {
+            dtype: e.dtype,
+            shape: &e.shape,
+        })
     }
 
-    fn get(&self, name: &str) -> Result<&(Dtype, Vec<usize>, usize, usize)> {
+    fn get(&self, name: &str) -> Result<&Entry> {
         self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
             path: self.path.clone(),
             tensor: name.to_string(),
@@ -105,27 +150,38 @@ impl TensorFile {
         })
     }
 
-    fn bytes(&self, name: &str) -> Result<(Dtype, Vec<usize>, &[u8], usize)> {
-        let (d, s, b, e) = self.get(name)?;
-        let start = self.data_start + b;
-        Ok((*d, s.clone(), &self.map[start..self.data_start + e], start))
+    fn raw(&self, name: &str) -> Result<Raw<'_>> {
+        let e = self.get(name)?;
+        let start = self.data_start + e.offsets.start;
+        Ok(Raw {
+            dtype: e.dtype,
+            shape: &e.shape,
+            bytes: &self.map[start..self.data_start + e.offsets.end],
+            start,
+        })
     }
 
     /// A float tensor as an `[rows, cols]` f32 matrix. 2-D tensors keep their shape;
-    /// 1-D tensors become one column when `allow_vector` is set.
-    pub fn matrix(&self, name: &str, allow_vector: bool) -> Result<Matrix> {
-        let (dtype, shape, bytes, start) = self.bytes(name)?;
-        let (rows, cols) = match shape.as_slice() {
-            [r, c] => (*r, *c),
-            [r] if allow_vector => (*r, 1),
+    /// 1-D tensors become one column when `rank` is [`Rank::MatrixOrVector`].
+    pub fn matrix(&self, name: &str, rank: Rank) -> Result<Matrix> {
+        let Raw {
+            dtype,
+            shape,
+            bytes,
+            start,
+        } = self.raw(name)?;
+        let (rows, cols) = match (shape, rank) {
+            ([r, c], _) => (*r, *c),
+            ([r], Rank::MatrixOrVector) => (*r, 1),
             _ => {
+                let expected = match rank {
+                    Rank::Matrix => "2-D",
+                    Rank::MatrixOrVector => "1-D or 2-D",
+                };
                 return Err(Error::bad(
                     &self.path,
                     name,
-                    format!(
-                        "expected a {} tensor, found shape {shape:?}",
-                        if allow_vector { "1-D or 2-D" } else { "2-D" }
-                    ),
+                    format!("expected a {expected} tensor, found shape {shape:?}"),
                 ));
             }
         };
@@ -143,7 +199,12 @@ impl TensorFile {
 
     /// A 1-D float tensor as `Vec<f32>`.
     pub fn vector(&self, name: &str) -> Result<Vec<f32>> {
-        let (dtype, shape, bytes, _) = self.bytes(name)?;
+        let Raw {
+            dtype,
+            shape,
+            bytes,
+            ..
+        } = self.raw(name)?;
         if shape.len() != 1 {
             return Err(Error::bad(
                 &self.path,
@@ -172,7 +233,7 @@ impl TensorFile {
 
     /// A 1-D integer tensor (any integer dtype) as `Vec<i64>`.
     pub fn integers(&self, name: &str) -> Result<Vec<i64>> {
-        let (_, shape) = self.info(name)?;
+        let shape = self.info(name)?.shape;
         if shape.len() != 1 {
             return Err(Error::bad(
                 &self.path,
@@ -185,7 +246,7 @@ impl TensorFile {
 
     /// An integer tensor of any shape (any integer dtype), flattened row-major.
     pub fn integers_flat(&self, name: &str) -> Result<Vec<i64>> {
-        let (dtype, _, bytes, _) = self.bytes(name)?;
+        let Raw { dtype, bytes, .. } = self.raw(name)?;
         let v: Vec<i64> = match dtype {
             Dtype::I64 => pod::<i64>(bytes),
             Dtype::I32 => pod::<i32>(bytes).into_iter().map(i64::from).collect(),

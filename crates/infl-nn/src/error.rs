@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use infl_core::TensorError;
+
 /// Errors raised while building, training, saving or loading a model.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -12,16 +14,10 @@ pub enum Error {
     /// A core type rejected its input.
     #[error(transparent)]
     Core(#[from] infl_core::Error),
-    /// A checkpoint does not describe an MLP infl-nn can load.
-    #[error("{path}: tensor `{tensor}`: {details}")]
-    Checkpoint {
-        /// The checkpoint file.
-        path: PathBuf,
-        /// The tensor (or metadata key).
-        tensor: String,
-        /// What was expected and what was found.
-        details: String,
-    },
+    /// A checkpoint does not describe an MLP infl-nn can load (infl-core's one
+    /// "file + tensor + what was expected" error).
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
     /// Inputs have the wrong shape for the model (or for each other).
     #[error("shape mismatch in {op}: {details}")]
     Shape {
@@ -72,11 +68,7 @@ impl Error {
         tensor: impl Into<String>,
         details: impl Into<String>,
     ) -> Self {
-        Self::Checkpoint {
-            path: path.into(),
-            tensor: tensor.into(),
-            details: details.into(),
-        }
+        Self::Tensor(TensorError::new(path, tensor, details))
     }
 }
 

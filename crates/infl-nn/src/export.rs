@@ -20,8 +20,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use infl_io::{OutTensor, TensorFile, write_safetensors};
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use infl_core::ranges;
+use infl_io::{
+    LEARNING_RATE_KEY, OutTensor, Rank, TensorFile, parse_learning_rate, write_safetensors,
+};
+use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 
 use crate::{Error, Linear, Mlp, Result};
 
@@ -44,7 +47,7 @@ fn f32_tensor(a: &Array2<f32>) -> OutTensor {
 fn meta_map(meta: &CheckpointMeta, model: &Mlp) -> HashMap<String, String> {
     let mut m = HashMap::new();
     if let Some(lr) = meta.learning_rate {
-        m.insert("learning_rate".into(), lr.to_string());
+        m.insert(LEARNING_RATE_KEY.into(), lr.to_string());
     }
     if let Some(e) = meta.epoch {
         m.insert("epoch".into(), e.to_string());
@@ -71,54 +74,17 @@ pub fn save_checkpoint(model: &Mlp, path: impl AsRef<Path>, meta: &CheckpointMet
 }
 
 /// Reads a checkpoint written by [`save_checkpoint`] (or any state dict with layers
-/// `fc1`, `fc2`, ... holding `weight` `[out, in]` and `bias` `[out]`).
+/// `fc1`, `fc2`, ... holding `weight` `[out, in]` and `bias` `[out]`). The learning rate
+/// must be finite ([`infl_io::parse_learning_rate`], as for attribution).
 pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<(Mlp, CheckpointMeta)> {
-    let path = path.as_ref();
-    let file = TensorFile::open(path)?;
-    let mut layers = Vec::new();
-    loop {
-        let name = Mlp::layer_name(layers.len());
-        let wname = format!("{name}.weight");
-        if !file.contains(&wname) {
-            break;
-        }
-        let w = file.matrix(&wname, false)?;
-        let bname = format!("{name}.bias");
-        let b = file.vector(&bname)?;
-        let weight = Array2::from_shape_vec((w.rows(), w.cols()), w.to_vec())
-            .map_err(|e| Error::checkpoint(path, &wname, e.to_string()))?;
-        if b.len() != w.rows() {
-            return Err(Error::checkpoint(
-                path,
-                &bname,
-                format!(
-                    "expected shape [{}] to match `{wname}`, found [{}]",
-                    w.rows(),
-                    b.len()
-                ),
-            ));
-        }
-        if let Some(prev) = layers.last().map(Linear::outputs)
-            && prev != w.cols()
-        {
-            return Err(Error::checkpoint(
-                path,
-                &wname,
-                format!(
-                    "expected [out, {prev}] to follow the previous layer's {prev} outputs, found [{}, {}]",
-                    w.rows(),
-                    w.cols()
-                ),
-            ));
-        }
-        layers.push(Linear {
-            weight,
-            bias: Array1::from(b),
-        });
+    let file = TensorFile::open(path.as_ref())?;
+    let mut layers: Vec<Linear> = Vec::new();
+    while let Some(layer) = load_layer(&file, layers.len(), layers.last())? {
+        layers.push(layer);
     }
     if layers.is_empty() {
         return Err(Error::checkpoint(
-            path,
+            file.path(),
             "fc1.weight",
             format!(
                 "expected an MLP state dict with fc1.weight, fc2.weight, ...; the file has: {}",
@@ -126,19 +92,66 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<(Mlp, CheckpointMeta)> 
             ),
         ));
     }
-    let get = |key: &str| file.metadata().get(key).map(|s| s.trim().to_string());
-    let learning_rate = get("learning_rate")
-        .map(|s| {
-            s.parse::<f32>().map_err(|_| {
-                Error::checkpoint(
-                    path,
-                    "learning_rate (metadata)",
-                    format!("expected a number, found {s:?}"),
-                )
-            })
-        })
+    let meta = load_meta(&file)?;
+    Ok((Mlp::from_layers(layers)?, meta))
+}
+
+/// Layer `l` (`fc{l+1}`) of a state dict, `None` past the last one; it must take the
+/// outputs of `prev` as inputs.
+fn load_layer(file: &TensorFile, l: usize, prev: Option<&Linear>) -> Result<Option<Linear>> {
+    let path = file.path();
+    let name = Mlp::layer_name(l);
+    let wname = format!("{name}.weight");
+    if !file.contains(&wname) {
+        return Ok(None);
+    }
+    let w = file.matrix(&wname, Rank::Matrix)?;
+    let bname = format!("{name}.bias");
+    let b = file.vector(&bname)?;
+    let weight = Array2::from_shape_vec((w.rows(), w.cols()), w.to_vec())
+        .map_err(|e| Error::checkpoint(path, &wname, e.to_string()))?;
+    if b.len() != w.rows() {
+        return Err(Error::checkpoint(
+            path,
+            &bname,
+            format!(
+                "expected shape [{}] to match `{wname}`, found [{}]",
+                w.rows(),
+                b.len()
+            ),
+        ));
+    }
+    if let Some(prev) = prev.map(Linear::outputs)
+        && prev != w.cols()
+    {
+        return Err(Error::checkpoint(
+            path,
+            &wname,
+            format!(
+                "expected [out, {prev}] to follow the previous layer's {prev} outputs, found [{}, {}]",
+                w.rows(),
+                w.cols()
+            ),
+        ));
+    }
+    Ok(Some(Linear {
+        weight,
+        bias: Array1::from(b),
+    }))
+}
+
+/// The metadata entries `learning_rate` and `epoch`, when present.
+fn load_meta(file: &TensorFile) -> Result<CheckpointMeta> {
+    let path = file.path();
+    let learning_rate = file
+        .metadata()
+        .get(LEARNING_RATE_KEY)
+        .map(|raw| parse_learning_rate(path, raw))
         .transpose()?;
-    let epoch = get("epoch")
+    let epoch = file
+        .metadata()
+        .get("epoch")
+        .map(|s| s.trim())
         .map(|s| {
             s.parse::<usize>().map_err(|_| {
                 Error::checkpoint(
@@ -149,13 +162,10 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<(Mlp, CheckpointMeta)> 
             })
         })
         .transpose()?;
-    Ok((
-        Mlp::from_layers(layers)?,
-        CheckpointMeta {
-            learning_rate,
-            epoch,
-        },
-    ))
+    Ok(CheckpointMeta {
+        learning_rate,
+        epoch,
+    })
 }
 
 /// The penultimate features (input of the last layer) of every row of `x`, `[N, D]`.
@@ -205,19 +215,31 @@ pub fn per_example_factors(
             g: Array2::zeros((x.nrows(), layer.outputs())),
         })
         .collect();
-    for (c, chunk) in x.axis_chunks_iter(Axis(0), EXPORT_BATCH).enumerate() {
-        let r0 = c * EXPORT_BATCH;
-        let r1 = r0 + chunk.nrows();
-        let fwd = model.forward(chunk)?;
-        let back = model.backward(&fwd, &labels[r0..r1])?;
+    for rows in ranges(x.nrows(), EXPORT_BATCH) {
+        let fwd = model.forward(x.slice(s![rows.clone(), ..]))?;
+        let back = model.backward(&fwd, &labels[rows.clone()])?;
         for (l, f) in out.iter_mut().enumerate() {
-            f.a.slice_mut(ndarray::s![r0..r1, ..])
-                .assign(&fwd.inputs[l]);
-            f.g.slice_mut(ndarray::s![r0..r1, ..])
+            f.a.slice_mut(s![rows.clone(), ..]).assign(&fwd.inputs[l]);
+            f.g.slice_mut(s![rows.clone(), ..])
                 .assign(&back.output_grads[l]);
         }
     }
     Ok(out)
+}
+
+/// The `labels` and `ids` tensors of a split, common to its feature and factor files.
+fn labels_and_ids(split: Split<'_>) -> Vec<(String, OutTensor)> {
+    let n = split.labels.len();
+    vec![
+        (
+            "labels".to_string(),
+            OutTensor::I64(vec![n], split.labels.to_vec()),
+        ),
+        (
+            "ids".to_string(),
+            OutTensor::I64(vec![n], split.ids.to_vec()),
+        ),
+    ]
 }
 
 /// A set of examples to export at each checkpoint.
@@ -231,24 +253,33 @@ pub struct Split<'a> {
     pub ids: &'a [i64],
 }
 
+/// Whether a [`RunWriter`] also writes per-example factor files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactorFiles {
+    /// Checkpoints and features only.
+    Skip,
+    /// Also `factors/NAME.{train,test}.safetensors` with every layer's factors (large:
+    /// `N × Σ(in + out)` floats per checkpoint and split).
+    Write,
+}
+
 /// Writes a run in the directory convention of [`infl_io::layout`]: per checkpoint
-/// `NAME.safetensors`, `NAME.train.safetensors`, `NAME.test.safetensors`, and optionally
-/// `factors/NAME.{train,test}.safetensors`.
+/// `NAME.safetensors`, `NAME.train.safetensors`, `NAME.test.safetensors`, and with
+/// [`FactorFiles::Write`] `factors/NAME.{train,test}.safetensors`.
 #[derive(Clone, Debug)]
 pub struct RunWriter {
     dir: PathBuf,
-    factors: bool,
+    factors: FactorFiles,
 }
 
 impl RunWriter {
-    /// A writer into `dir` (created if needed); `factors` also exports per-example factors
-    /// of every layer (large: `N × Σ(in + out)` floats per checkpoint and split).
-    pub fn new(dir: impl Into<PathBuf>, factors: bool) -> Result<Self> {
+    /// A writer into `dir` (created if needed, with its `factors` subfolder when
+    /// `factors` is [`FactorFiles::Write`]).
+    pub fn new(dir: impl Into<PathBuf>, factors: FactorFiles) -> Result<Self> {
         let dir = dir.into();
-        let sub = if factors {
-            dir.join("factors")
-        } else {
-            dir.clone()
+        let sub = match factors {
+            FactorFiles::Write => dir.join("factors"),
+            FactorFiles::Skip => dir.clone(),
         };
         std::fs::create_dir_all(&sub).map_err(|e| infl_io::Error::Io {
             path: sub.clone(),
@@ -274,53 +305,58 @@ impl RunWriter {
         save_checkpoint(model, self.dir.join(format!("{name}.safetensors")), meta)?;
         let metadata = meta_map(meta, model);
         for (split, suffix) in [(Some(train), "train"), (test, "test")] {
-            let Some(s) = split else { continue };
-            if s.labels.len() != s.x.nrows() || s.ids.len() != s.x.nrows() {
-                return Err(Error::shape(
-                    "RunWriter::write",
-                    format!(
-                        "{suffix}: expected {} labels and ids, found {} and {}",
-                        s.x.nrows(),
-                        s.labels.len(),
-                        s.ids.len()
-                    ),
-                ));
+            if let Some(split) = split {
+                self.write_split(name, suffix, model, &metadata, split)?;
             }
-            let n = s.labels.len();
-            let common = || {
-                vec![
-                    (
-                        "labels".to_string(),
-                        OutTensor::I64(vec![n], s.labels.to_vec()),
-                    ),
-                    ("ids".to_string(), OutTensor::I64(vec![n], s.ids.to_vec())),
-                ]
-            };
-            if self.factors {
-                let mut tensors = common();
-                for f in per_example_factors(model, s.x, s.labels)? {
-                    tensors.push((format!("{}.a", f.name), f32_tensor(&f.a)));
-                    tensors.push((format!("{}.g", f.name), f32_tensor(&f.g)));
-                }
-                write_safetensors(
-                    self.dir
-                        .join("factors")
-                        .join(format!("{name}.{suffix}.safetensors")),
-                    tensors,
-                    metadata.clone(),
-                )?;
-            }
-            let mut tensors = common();
-            tensors.push((
-                "features".to_string(),
-                f32_tensor(&penultimate_features(model, s.x)?),
+        }
+        Ok(())
+    }
+
+    /// Writes the feature file (and factor file) `NAME.{suffix}.safetensors` of `split`.
+    fn write_split(
+        &self,
+        name: &str,
+        suffix: &str,
+        model: &Mlp,
+        metadata: &HashMap<String, String>,
+        split: Split<'_>,
+    ) -> Result<()> {
+        if split.labels.len() != split.x.nrows() || split.ids.len() != split.x.nrows() {
+            return Err(Error::shape(
+                "RunWriter::write",
+                format!(
+                    "{suffix}: expected {} labels and ids, found {} and {}",
+                    split.x.nrows(),
+                    split.labels.len(),
+                    split.ids.len()
+                ),
             ));
+        }
+        let common = || labels_and_ids(split);
+        if self.factors == FactorFiles::Write {
+            let mut tensors = common();
+            for f in per_example_factors(model, split.x, split.labels)? {
+                tensors.push((format!("{}.a", f.name), f32_tensor(&f.a)));
+                tensors.push((format!("{}.g", f.name), f32_tensor(&f.g)));
+            }
             write_safetensors(
-                self.dir.join(format!("{name}.{suffix}.safetensors")),
+                self.dir
+                    .join("factors")
+                    .join(format!("{name}.{suffix}.safetensors")),
                 tensors,
-                HashMap::new(),
+                metadata.clone(),
             )?;
         }
+        let mut tensors = common();
+        tensors.push((
+            "features".to_string(),
+            f32_tensor(&penultimate_features(model, split.x)?),
+        ));
+        write_safetensors(
+            self.dir.join(format!("{name}.{suffix}.safetensors")),
+            tensors,
+            HashMap::new(),
+        )?;
         Ok(())
     }
 }

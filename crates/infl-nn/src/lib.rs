@@ -35,8 +35,8 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use export::{
-    CheckpointMeta, LayerFactors, RunWriter, Split, load_checkpoint, penultimate_features,
-    per_example_factors, save_checkpoint,
+    CheckpointMeta, FactorFiles, LayerFactors, RunWriter, Split, load_checkpoint,
+    penultimate_features, per_example_factors, save_checkpoint,
 };
-pub use mlp::{Backward, Forward, Linear, LinearGrad, Mlp, argmax};
+pub use mlp::{Backward, Forward, Linear, LinearGrad, Mlp};
 pub use train::{Dataset, EpochStats, TrainConfig, TrainHooks, train};

@@ -9,12 +9,15 @@
 //! `ℓ_i = −log softmax(z_i)[y_i]` with respect to every layer output, `g_l = ∂ℓ_i/∂z_l`
 //! `[B, out]`. These are the per-example factors: the weight gradient of example `i` at
 //! layer `l` is the outer product `g_{l,i} ⊗ a_{l,i}` and its bias gradient is `g_{l,i}`.
-//! A minibatch step on the mean loss uses `(1/B) Σ_i` of those.
+//! A minibatch step on the mean loss uses `(1/B) Σ_i` of those. The head's arithmetic
+//! (argmax, `softmax − onehot` and the loss) is infl-core's [`infl_core::head`], shared
+//! with the estimators.
 //!
 //! Matrix products run on ndarray's GEMM over fixed chunks of rows in parallel (rayon):
 //! every output element is computed by the same sequence of operations whatever the
 //! number of threads, so results do not depend on it.
 
+use infl_core::head::{argmax, cross_entropy_gradient_in_place};
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul, s};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -99,15 +102,29 @@ pub struct LinearGrad {
     pub bias: Array1<f32>,
 }
 
-/// The index of the first maximum (NaN never wins).
-pub fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (j, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = j;
-        }
+/// Checks that there is one label per row of `logits` `[B, K]`, each in `[0, K)`.
+fn check_labels(labels: &[i64], logits: ArrayView2<'_, f32>) -> Result<()> {
+    let (b, k) = logits.dim();
+    if labels.len() != b {
+        return Err(Error::shape(
+            "Mlp::backward",
+            format!(
+                "expected {b} labels, one per example, found {}",
+                labels.len()
+            ),
+        ));
     }
-    best
+    if let Some((i, y)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, y)| **y < 0 || **y >= k as i64)
+    {
+        return Err(Error::config(
+            "labels",
+            format!("expected class labels in [0, {k}), found {y} at [{i}]"),
+        ));
+    }
+    Ok(())
 }
 
 /// `out = a · b` (`a` `[m, k]`, `b` `[k, n]`, any strides), in parallel over fixed row
@@ -290,41 +307,20 @@ impl Mlp {
 
     /// Per-example losses and output gradients for class labels `labels` (in `[0, K)`).
     pub fn backward(&self, fwd: &Forward, labels: &[i64]) -> Result<Backward> {
-        let (b, k) = fwd.logits.dim();
-        if labels.len() != b {
-            return Err(Error::shape(
-                "Mlp::backward",
-                format!(
-                    "expected {b} labels, one per example, found {}",
-                    labels.len()
-                ),
-            ));
-        }
-        if let Some((i, y)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, y)| **y < 0 || **y >= k as i64)
-        {
-            return Err(Error::config(
-                "labels",
-                format!("expected class labels in [0, {k}), found {y} at [{i}]"),
-            ));
-        }
-        let mut g = fwd.logits.clone();
-        let mut losses = Vec::with_capacity(b);
-        for (mut row, &y) in g.rows_mut().into_iter().zip(labels) {
-            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut s = 0.0f32;
-            for v in row.iter_mut() {
-                *v = (*v - m).exp();
-                s += *v;
-            }
-            let y = y as usize;
-            // ℓ = logsumexp(z) − z_y = log s + m − z_y = −log(p_y)
-            losses.push(-(row[y] / s).ln());
-            row.mapv_inplace(|v| v / s);
-            row[y] -= 1.0;
-        }
+        check_labels(labels, fwd.logits.view())?;
+        // ℓ = −ln softmax(z)[y], ∂ℓ/∂z = softmax(z) − onehot(y), row by row in place.
+        let mut g = fwd.logits.as_standard_layout().into_owned();
+        let losses = g
+            .rows_mut()
+            .into_iter()
+            .zip(labels)
+            .map(|(mut row, &y)| {
+                let row = row
+                    .as_slice_mut()
+                    .expect("rows of a standard-layout array are contiguous");
+                cross_entropy_gradient_in_place(row, y as usize)
+            })
+            .collect();
         let n = self.layers.len();
         let mut grads = vec![Array2::zeros((0, 0)); n];
         grads[n - 1] = g;
@@ -433,12 +429,6 @@ mod tests {
             Mlp::new(7, &[5], 3, 9).unwrap(),
             Mlp::new(7, &[5], 3, 10).unwrap()
         );
-    }
-
-    #[test]
-    fn argmax_takes_first_maximum() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
-        assert_eq!(argmax(&[0.0]), 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{Error, Mlp, Result};
+use crate::{Backward, Error, Forward, LinearGrad, Mlp, Result};
 
 /// Training settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,6 +90,53 @@ pub fn train(
     observer: &mut dyn TrainingObserver,
     hooks: &mut dyn TrainHooks,
 ) -> Result<Vec<EpochStats>> {
+    check_inputs(data, config)?;
+    let n = data.x.nrows();
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    // Momentum buffers, shaped like each layer's gradient.
+    let mut velocity: Vec<LinearGrad> = model
+        .layers()
+        .iter()
+        .map(|l| LinearGrad {
+            weight: Array2::zeros(l.weight.dim()),
+            bias: Array1::zeros(l.bias.len()),
+        })
+        .collect();
+    let batches = n.div_ceil(config.batch_size);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut stats = Vec::with_capacity(config.epochs);
+    let mut scratch = BatchScratch::new(config.batch_size);
+    for epoch in 1..=config.epochs {
+        shuffle(&mut order, &mut rng);
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        for (b, rows) in order.chunks(config.batch_size).enumerate() {
+            let pass = present(model, data, rows, &mut scratch, observer)?;
+            correct += pass.correct;
+            let batch_loss = pass.back.losses.iter().sum::<f32>() / rows.len() as f32;
+            if !batch_loss.is_finite() {
+                return Err(Error::Diverged {
+                    epoch,
+                    batch: b,
+                    loss: batch_loss,
+                });
+            }
+            loss_sum += f64::from(batch_loss) * rows.len() as f64;
+            let grads = model.gradients(&pass.fwd, &pass.back, 1.0 / rows.len() as f32);
+            sgd_step(model, &grads, &mut velocity, config);
+            hooks.on_batch(epoch, b, batches, batch_loss);
+        }
+        hooks.on_epoch_end(epoch, model, config.learning_rate)?;
+        stats.push(EpochStats {
+            epoch,
+            loss: (loss_sum / n as f64) as f32,
+            accuracy: correct as f32 / n as f32,
+        });
+    }
+    Ok(stats)
+}
+
+/// Checks the data's lengths and the settings' ranges before any training.
+fn check_inputs(data: Dataset<'_>, config: &TrainConfig) -> Result<()> {
     let n = data.x.nrows();
     if data.labels.len() != n {
         return Err(Error::shape(
@@ -114,6 +161,11 @@ pub fn train(
             "expected at least one example, found none",
         ));
     }
+    check_config(config)
+}
+
+/// Checks the batch size and the optimizer's settings.
+fn check_config(config: &TrainConfig) -> Result<()> {
     if config.batch_size == 0 {
         return Err(Error::config("batch size", "expected at least 1, found 0"));
     }
@@ -134,77 +186,91 @@ pub fn train(
             ),
         ));
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut velocity: Vec<(Array2<f32>, Array1<f32>)> = model
-        .layers()
-        .iter()
-        .map(|l| (Array2::zeros(l.weight.dim()), Array1::zeros(l.bias.len())))
-        .collect();
-    let batches = n.div_ceil(config.batch_size);
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut stats = Vec::with_capacity(config.epochs);
-    let mut presentations = Vec::with_capacity(config.batch_size);
-    let mut labels = Vec::with_capacity(config.batch_size);
-    for epoch in 1..=config.epochs {
-        // Fisher–Yates with the seeded generator.
-        for i in (1..n).rev() {
-            let j = rng.random_range(0..=i);
-            order.swap(i, j);
+    Ok(())
+}
+
+/// Fisher–Yates with the seeded generator.
+fn shuffle(order: &mut [usize], rng: &mut ChaCha8Rng) {
+    for i in (1..order.len()).rev() {
+        let j = rng.random_range(0..=i);
+        order.swap(i, j);
+    }
+}
+
+/// Buffers reused from one minibatch to the next.
+struct BatchScratch {
+    labels: Vec<i64>,
+    presentations: Vec<Presentation>,
+}
+
+impl BatchScratch {
+    fn new(batch_size: usize) -> Self {
+        Self {
+            labels: Vec::with_capacity(batch_size),
+            presentations: Vec::with_capacity(batch_size),
         }
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for (b, rows) in order.chunks(config.batch_size).enumerate() {
-            let x = data.x.select(Axis(0), rows);
-            labels.clear();
-            labels.extend(rows.iter().map(|&r| data.labels[r]));
-            let fwd = model.forward(x.view())?;
-            let back = model.backward(&fwd, &labels)?;
-            presentations.clear();
-            for ((&r, &y), p) in rows.iter().zip(&labels).zip(fwd.predicted()) {
-                presentations.push(Presentation {
-                    id: data.ids.map_or(r, |ids| ids[r]),
-                    predicted: p,
-                    correct: p == y,
-                });
-            }
-            correct += presentations.iter().filter(|p| p.correct).count();
-            observer.observe(&presentations);
-            let batch_loss = back.losses.iter().sum::<f32>() / rows.len() as f32;
-            if !batch_loss.is_finite() {
-                return Err(Error::Diverged {
-                    epoch,
-                    batch: b,
-                    loss: batch_loss,
-                });
-            }
-            loss_sum += f64::from(batch_loss) * rows.len() as f64;
-            let grads = model.gradients(&fwd, &back, 1.0 / rows.len() as f32);
-            let (lr, mu, wd) = (config.learning_rate, config.momentum, config.weight_decay);
-            for ((layer, grad), (vw, vb)) in
-                model.layers_mut().iter_mut().zip(&grads).zip(&mut velocity)
-            {
-                Zip::from(&mut layer.weight)
-                    .and(&grad.weight)
-                    .and(vw)
-                    .par_for_each(|w, &g, v| {
-                        *v = mu * *v + g + wd * *w;
-                        *w -= lr * *v;
-                    });
-                Zip::from(&mut layer.bias)
-                    .and(&grad.bias)
-                    .and(vb)
-                    .for_each(|w, &g, v| {
-                        *v = mu * *v + g + wd * *w;
-                        *w -= lr * *v;
-                    });
-            }
-            hooks.on_batch(epoch, b, batches, batch_loss);
-        }
-        hooks.on_epoch_end(epoch, model, config.learning_rate)?;
-        stats.push(EpochStats {
-            epoch,
-            loss: (loss_sum / n as f64) as f32,
-            accuracy: correct as f32 / n as f32,
+    }
+}
+
+/// One minibatch's training-mode passes, as reported to the observer.
+struct Pass {
+    fwd: Forward,
+    back: Backward,
+    /// How many pre-step predictions were correct.
+    correct: usize,
+}
+
+/// Runs the forward and backward pass of the examples `rows` and reports every
+/// prediction to `observer`, before any optimizer step.
+fn present(
+    model: &Mlp,
+    data: Dataset<'_>,
+    rows: &[usize],
+    scratch: &mut BatchScratch,
+    observer: &mut dyn TrainingObserver,
+) -> Result<Pass> {
+    let x = data.x.select(Axis(0), rows);
+    let labels = &mut scratch.labels;
+    labels.clear();
+    labels.extend(rows.iter().map(|&r| data.labels[r]));
+    let fwd = model.forward(x.view())?;
+    let back = model.backward(&fwd, labels)?;
+    let presentations = &mut scratch.presentations;
+    presentations.clear();
+    for ((&r, &y), p) in rows.iter().zip(labels.iter()).zip(fwd.predicted()) {
+        presentations.push(Presentation {
+            id: data.ids.map_or(r, |ids| ids[r]),
+            predicted: p,
+            correct: p == y,
         });
     }
-    Ok(stats)
+    let correct = presentations.iter().filter(|p| p.correct).count();
+    observer.observe(presentations);
+    Ok(Pass { fwd, back, correct })
+}
+
+/// PyTorch's SGD update of every parameter: `v = μ·v + ∇ + wd·θ; θ −= lr·v`.
+fn sgd_step(
+    model: &mut Mlp,
+    grads: &[LinearGrad],
+    velocity: &mut [LinearGrad],
+    config: &TrainConfig,
+) {
+    let (lr, mu, wd) = (config.learning_rate, config.momentum, config.weight_decay);
+    for ((layer, grad), v) in model.layers_mut().iter_mut().zip(grads).zip(velocity) {
+        Zip::from(&mut layer.weight)
+            .and(&grad.weight)
+            .and(&mut v.weight)
+            .par_for_each(|w, &g, v| {
+                *v = mu * *v + g + wd * *w;
+                *w -= lr * *v;
+            });
+        Zip::from(&mut layer.bias)
+            .and(&grad.bias)
+            .and(&mut v.bias)
+            .for_each(|w, &g, v| {
+                *v = mu * *v + g + wd * *w;
+                *w -= lr * *v;
+            });
+    }
 }

@@ -3,9 +3,12 @@
 
 use std::path::Path;
 
-use infl_io::{RunLayout, TensorFile, load_checkpoint as io_checkpoint, load_examples};
+use infl_io::{
+    Rank, RunLayout, TensorFile, TensorInfo, load_checkpoint as io_checkpoint, load_examples,
+};
 use infl_nn::{
-    CheckpointMeta, Mlp, RunWriter, Split, load_checkpoint, penultimate_features, save_checkpoint,
+    CheckpointMeta, FactorFiles, Mlp, RunWriter, Split, load_checkpoint, penultimate_features,
+    save_checkpoint,
 };
 use ndarray::Array2;
 use safetensors::Dtype;
@@ -38,18 +41,30 @@ fn checkpoint_names_shapes_and_metadata() {
     );
     assert_eq!(
         f.info("fc1.weight").unwrap(),
-        (Dtype::F32, &[4usize, 5][..])
+        TensorInfo {
+            dtype: Dtype::F32,
+            shape: &[4, 5]
+        }
     );
-    assert_eq!(f.info("fc2.bias").unwrap(), (Dtype::F32, &[3usize][..]));
+    assert_eq!(
+        f.info("fc2.bias").unwrap(),
+        TensorInfo {
+            dtype: Dtype::F32,
+            shape: &[3]
+        }
+    );
     assert_eq!(
         f.info("fc3.weight").unwrap(),
-        (Dtype::F32, &[2usize, 3][..])
+        TensorInfo {
+            dtype: Dtype::F32,
+            shape: &[2, 3]
+        }
     );
     assert_eq!(f.metadata()["learning_rate"], "0.25");
     assert_eq!(f.metadata()["epoch"], "3");
     assert_eq!(f.metadata()["sizes"], "5,4,3,2");
     // Weights are stored [out, in] row-major, as nn.Linear.
-    let w = f.matrix("fc1.weight", false).unwrap();
+    let w = f.matrix("fc1.weight", Rank::Matrix).unwrap();
     assert_eq!(
         w.view().row(2),
         model.layers()[0].weight.row(2).to_vec().as_slice()
@@ -108,6 +123,33 @@ fn bad_checkpoints_are_explained() {
     assert!(e.contains("fc2.weight") && e.contains("[out, 2]"), "{e}");
 }
 
+/// The learning rate is parsed by infl-io's one parser: a non-finite value is rejected by
+/// the trainer's loader exactly as by attribution's.
+#[test]
+fn non_finite_learning_rates_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lr.safetensors");
+    save_checkpoint(
+        &Mlp::new(3, &[], 2, 0).unwrap(),
+        &path,
+        &CheckpointMeta {
+            learning_rate: Some(f32::INFINITY),
+            epoch: Some(1),
+        },
+    )
+    .unwrap();
+    let expected = format!(
+        "{}: tensor `learning_rate (metadata)`: expected a finite number, found \"inf\"",
+        path.display()
+    );
+    let e = load_checkpoint(&path).unwrap_err();
+    assert_eq!(e.to_string(), expected);
+    assert_eq!(
+        io_checkpoint(&path, "fc1").unwrap_err().to_string(),
+        expected
+    );
+}
+
 #[test]
 fn run_directory_follows_the_convention() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,7 +158,7 @@ fn run_directory_follows_the_convention() {
     let (yt, ys) = (vec![0, 1, 2, 0, 1, 2, 0, 1, 2i64], vec![2, 1, 0, 0i64]);
     let idt: Vec<i64> = (10..19).collect();
     let ids: Vec<i64> = (0..4).collect();
-    let w = RunWriter::new(dir.path(), true).unwrap();
+    let w = RunWriter::new(dir.path(), FactorFiles::Write).unwrap();
     for e in 1..=2 {
         let meta = CheckpointMeta {
             learning_rate: Some(0.1 * e as f32),
@@ -156,8 +198,8 @@ fn run_directory_follows_the_convention() {
         fac.names(),
         vec!["fc1.a", "fc1.g", "fc2.a", "fc2.g", "ids", "labels"]
     );
-    assert_eq!(fac.info("fc1.a").unwrap().1, &[4, 6]);
-    assert_eq!(fac.info("fc2.g").unwrap().1, &[4, 3]);
+    assert_eq!(fac.info("fc1.a").unwrap().shape, &[4, 6]);
+    assert_eq!(fac.info("fc2.g").unwrap().shape, &[4, 3]);
     assert_eq!(fac.metadata()["learning_rate"], "0.2");
 }
 
@@ -171,8 +213,8 @@ fn pytorch_round_trip_fixture() {
     assert_eq!(model.sizes(), vec![12, 16, 8, 5]);
     assert_eq!(meta.epoch, Some(2));
     let data = TensorFile::open(dir.join("torch_logits.safetensors")).unwrap();
-    let x = data.matrix("inputs", false).unwrap();
-    let torch = data.matrix("logits", false).unwrap();
+    let x = data.matrix("inputs", Rank::Matrix).unwrap();
+    let torch = data.matrix("logits", Rank::Matrix).unwrap();
     let x = Array2::from_shape_vec((x.rows(), x.cols()), x.to_vec()).unwrap();
     let ours = model.logits(x.view()).unwrap();
     assert_eq!(ours.dim(), (torch.rows(), torch.cols()));

@@ -1,13 +1,16 @@
-//! The device, its pipelines, and the plumbing shared by the kernels: buffers, error
-//! scopes, and a two-slot readback stream that overlaps GPU work with host copies.
+//! The device, its pipelines (a table indexed by [`Shader`]), and the plumbing shared by
+//! the kernels: typed parameter buffers, storage buffers, error scopes, and a two-slot
+//! readback stream that overlaps GPU work with host copies.
 
 use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::sync::mpsc;
 
 use wgpu::util::DeviceExt;
 
 use crate::Tiles;
 use crate::error::{GpuError, Result};
+use crate::kernels::{self, Workgroups};
 use crate::plan::{BlockCaps, ChunkLimits};
 use crate::source::Shader;
 
@@ -16,6 +19,31 @@ use crate::source::Shader;
 pub(crate) struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
+}
+
+impl Kernel {
+    /// Compiles `shader` with its override constants.
+    fn compile(device: &wgpu::Device, shader: Shader, constants: &[(&str, f64)]) -> Self {
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader.file_name()),
+            source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(shader.source())),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(shader.file_name()),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        Self {
+            layout: pipeline.get_bind_group_layout(0),
+            pipeline,
+        }
+    }
 }
 
 /// Everything a [`WgpuBackend`](crate::WgpuBackend) shares between clones.
@@ -27,10 +55,42 @@ pub(crate) struct Context {
     pub limits: ChunkLimits,
     pub caps: BlockCaps,
     pub tiles: Tiles,
-    pub fused: Kernel,
-    pub topk: Kernel,
-    pub self_influence: Kernel,
-    pub gemm: Kernel,
+    /// One pipeline per shader, at [`Shader::index`].
+    kernels: [Kernel; Shader::ALL.len()],
+}
+
+/// A uniform buffer holding one `P`, the parameter struct of a shader (see
+/// [`kernels`](crate::kernels)); written only through [`Context::write_params`].
+#[derive(Debug)]
+pub(crate) struct Uniform<P> {
+    buffer: wgpu::Buffer,
+    params: PhantomData<P>,
+}
+
+impl<P> Uniform<P> {
+    /// The buffer, for bind groups.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+/// Work streamed block by block through [`Context::stream`].
+pub(crate) trait Streamed {
+    /// What identifies a block (its rows, or its rows and columns).
+    type Block;
+
+    /// Uploads `block`'s inputs and records its commands, ending with a copy of its result
+    /// into `readback`; returns the number of bytes to read back.
+    fn record(
+        &mut self,
+        ctx: &Context,
+        block: &Self::Block,
+        enc: &mut wgpu::CommandEncoder,
+        readback: &wgpu::Buffer,
+    ) -> Result<u64>;
+
+    /// Receives the block's result as `u32` words.
+    fn consume(&mut self, block: Self::Block, words: &[u32]) -> Result<()>;
 }
 
 /// Buffer usages of kernel operands and results.
@@ -39,32 +99,44 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC);
 
 impl Context {
-    /// The adapter's description, for messages.
-    pub fn adapter(&self) -> String {
-        crate::device::describe(&self.info)
+    /// Compiles every shader (inside error scopes, so a compilation failure is an error).
+    pub fn new(
+        info: wgpu::AdapterInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        limits: ChunkLimits,
+        caps: BlockCaps,
+        workgroups: Workgroups,
+    ) -> Result<Self> {
+        let adapter = crate::adapter::describe(&info);
+        let kernels = Self::scoped(&device, "compiling kernels", &adapter, || {
+            Ok(Shader::ALL
+                .map(|s| Kernel::compile(&device, s, &kernels::overrides(s, &workgroups))))
+        })?;
+        Ok(Self {
+            info,
+            device,
+            queue,
+            limits,
+            caps,
+            tiles: workgroups.tiles,
+            kernels,
+        })
     }
 
-    /// Compiles one kernel with its override constants.
-    pub fn kernel(
-        device: &wgpu::Device,
-        shader: Shader,
-        constants: &[(&str, f64)],
-    ) -> wgpu::ComputePipeline {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(shader.file_name()),
-            source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(shader.source())),
-        });
-        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(shader.file_name()),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        })
+    /// The adapter's description, for messages.
+    pub fn adapter(&self) -> String {
+        crate::adapter::describe(&self.info)
+    }
+
+    /// The pipeline of `shader`.
+    pub fn kernel(&self, shader: Shader) -> &Kernel {
+        &self.kernels[shader.index()]
+    }
+
+    /// Most workgroups (rows, for the one-workgroup-per-row kernels) of one dispatch.
+    pub fn max_workgroups(&self) -> usize {
+        self.limits.max_workgroups_per_dim.max(1) as usize
     }
 
     /// Runs `f` inside error scopes and turns any captured device error into a
@@ -104,25 +176,35 @@ impl Context {
         })
     }
 
-    /// A storage buffer holding `data`.
-    pub fn storage_init(&self, label: &str, data: &[u32]) -> wgpu::Buffer {
-        let data: &[u32] = if data.is_empty() { &[0] } else { data };
+    /// A storage buffer holding `data` (a table of a shader's structs, e.g.
+    /// [`TermDesc`](crate::kernels::TermDesc)); 4 zero bytes when `data` is empty.
+    pub fn storage_init<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
-                contents: bytemuck::cast_slice(data),
+                contents: if bytes.is_empty() { &[0; 4] } else { bytes },
                 usage: STORAGE,
             })
     }
 
-    /// A uniform buffer of `words` u32s, written later with [`Context::write`].
-    pub fn uniform(&self, label: &str, words: usize) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: (words.max(4) * 4) as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
+    /// A uniform buffer for one `P`, written later with [`Context::write_params`].
+    pub fn uniform<P: bytemuck::Pod>(&self, label: &str) -> Uniform<P> {
+        Uniform {
+            buffer: self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size_of::<P>().max(16) as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            params: PhantomData,
+        }
+    }
+
+    /// Queues a write of a shader's parameters (ordered before the next submit).
+    pub fn write_params<P: bytemuck::Pod>(&self, uniform: &Uniform<P>, params: &P) {
+        self.queue
+            .write_buffer(&uniform.buffer, 0, bytemuck::bytes_of(params));
     }
 
     /// Two host-mappable buffers of `bytes` bytes, for [`Context::stream`].
@@ -146,13 +228,8 @@ impl Context {
         }
     }
 
-    /// Queues a write of `u32`s at the start of `buf`.
-    pub fn write(&self, buf: &wgpu::Buffer, data: &[u32]) {
-        self.queue.write_buffer(buf, 0, bytemuck::cast_slice(data));
-    }
-
-    /// A bind group binding `buffers` to bindings `0..` of `kernel`.
-    pub fn bind(&self, kernel: &Kernel, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+    /// A bind group binding `buffers` to bindings `0..` of `shader`'s pipeline.
+    pub fn bind(&self, shader: Shader, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
             .iter()
             .enumerate()
@@ -162,60 +239,58 @@ impl Context {
             })
             .collect();
         self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &kernel.layout,
+            label: Some(shader.file_name()),
+            layout: &self.kernel(shader).layout,
             entries: &entries,
         })
     }
 
-    /// Records one dispatch of `kernel`.
+    /// Records one dispatch of `shader` over `x × y` workgroups.
     pub fn dispatch(
+        &self,
         enc: &mut wgpu::CommandEncoder,
-        kernel: &Kernel,
+        shader: Shader,
         group: &wgpu::BindGroup,
         x: u32,
         y: u32,
     ) {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
+            label: Some(shader.file_name()),
             timestamp_writes: None,
         });
-        pass.set_pipeline(&kernel.pipeline);
+        pass.set_pipeline(&self.kernel(shader).pipeline);
         pass.set_bind_group(0, group, &[]);
         pass.dispatch_workgroups(x, y, 1);
     }
 
     /// Streams blocks through the GPU with two readback slots: block `i + 1` is uploaded
     /// and submitted before block `i` is mapped and consumed, so the device computes while
-    /// the host copies. `record` uploads a block's inputs, records its commands (ending
-    /// with a copy of its result into the given readback buffer) and returns the number of
-    /// bytes to read back; `consume` receives those bytes as `u32` words.
-    pub fn stream<B>(
+    /// the host copies (see [`Streamed`]).
+    pub fn stream<S: Streamed>(
         &self,
         op: &'static str,
         readbacks: &[wgpu::Buffer; 2],
-        blocks: impl IntoIterator<Item = B>,
-        mut record: impl FnMut(&B, &mut wgpu::CommandEncoder, &wgpu::Buffer) -> Result<u64>,
-        mut consume: impl FnMut(B, &[u32]) -> Result<()>,
+        blocks: impl IntoIterator<Item = S::Block>,
+        job: &mut S,
     ) -> Result<()> {
         let adapter = self.adapter();
         Self::scoped(&self.device, op, &adapter, || {
-            let mut pending: Option<(usize, wgpu::SubmissionIndex, u64, B)> = None;
+            let mut pending: Option<(usize, wgpu::SubmissionIndex, u64, S::Block)> = None;
             let mut slot = 0;
             for block in blocks {
                 let mut enc = self
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
-                let bytes = record(&block, &mut enc, &readbacks[slot])?;
+                let bytes = job.record(self, &block, &mut enc, &readbacks[slot])?;
                 let sub = self.queue.submit([enc.finish()]);
                 if let Some((s, sub, bytes, b)) = pending.take() {
-                    self.finish(op, &readbacks[s], sub, bytes, |w| consume(b, w))?;
+                    self.finish(op, &readbacks[s], sub, bytes, |w| job.consume(b, w))?;
                 }
                 pending = Some((slot, sub, bytes, block));
                 slot ^= 1;
             }
             if let Some((s, sub, bytes, b)) = pending.take() {
-                self.finish(op, &readbacks[s], sub, bytes, |w| consume(b, w))?;
+                self.finish(op, &readbacks[s], sub, bytes, |w| job.consume(b, w))?;
             }
             Ok(())
         })

@@ -1,11 +1,13 @@
-//! The error type of the GPU backend; converted to [`infl_core::Error::Backend`] at the
-//! [`infl_core::Backend`] boundary.
+//! The error type of the GPU backend; wrapped whole in [`infl_core::Error::Backend`] at the
+//! [`infl_core::Backend`] boundary, so callers can get it back with
+//! [`infl_core::Error::backend_error`] and match on it (e.g. [`GpuError::TooLarge`]).
 
 /// Errors of the GPU backend, each with the context needed to act on it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GpuError {
-    /// No adapter is usable (none found, or `auto` found only software adapters).
+    /// No adapter is usable (none found, or only software adapters under
+    /// [`AdapterPolicy::HardwareOnly`](crate::AdapterPolicy::HardwareOnly)).
     #[error(
         "no usable GPU adapter (backends {backends}; adapters seen: {seen}); install a GPU \
          driver or a software Vulkan driver (Debian: mesa-vulkan-drivers), or use the CPU backend"
@@ -61,10 +63,7 @@ pub enum GpuError {
 
 impl From<GpuError> for infl_core::Error {
     fn from(e: GpuError) -> Self {
-        infl_core::Error::Backend {
-            backend: "wgpu".into(),
-            details: e.to_string(),
-        }
+        infl_core::Error::backend("wgpu", e)
     }
 }
 

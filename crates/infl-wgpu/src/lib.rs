@@ -14,6 +14,12 @@
 //! 3. `self_influence`: row norms, one workgroup per example.
 //! 4. `gemm`: a general tiled matrix product.
 //!
+//! Layout: [`kernels`] has one module per shader with its `#[repr(C)]` parameter struct
+//! (the shader's ABI, checked against naga's layout of the WGSL struct by a test) and a
+//! `call_*` function recording its dispatch; the private `ops` modules are the block loops
+//! of the [`Backend`](infl_core::Backend) methods that drive them; [`plan`] cuts problems
+//! into blocks.
+//!
 //! Design choices:
 //! - Inputs are cut into blocks (see [`plan`]) so that no storage binding exceeds the
 //!   device's `max_storage_buffer_binding_size` (and `max_buffer_size`) and no dispatch
@@ -27,28 +33,31 @@
 //!   [`Backend::scores`](infl_core::Backend::scores).
 //! - Tile and workgroup sizes are WGSL `override` constants set through the pipeline's
 //!   `constants` ([`Tiles`]); shaders are never generated from strings.
-//! - Backend choice ([`BackendChoice`], [`WgpuBackend::select`]): `auto` takes a hardware
-//!   adapter or none, `gpu` takes any adapter including software ones. `WGPU_BACKEND` and
-//!   `WGPU_ADAPTER_NAME` are honoured.
+//! - Adapters ([`AdapterPolicy`], [`WgpuBackend::select`]): `HardwareOnly` takes a hardware
+//!   adapter or none (the caller falls back to the CPU), `AnyIncludingSoftware` takes any
+//!   adapter including software ones. `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` are honoured.
+//! - Errors are [`GpuError`]s, kept whole inside [`infl_core::Error::Backend`] at the
+//!   `Backend` boundary: `err.backend_error::<GpuError>()` gets them back.
 
 #![deny(missing_docs)]
 
+mod adapter;
 mod context;
-mod device;
 mod error;
-mod kernels;
+pub mod kernels;
+mod ops;
 pub mod plan;
 pub mod source;
 
 use std::fmt;
 use std::sync::Arc;
 
-pub use device::{BackendChoice, describe};
+pub use adapter::{AdapterPolicy, describe};
 pub use error::{GpuError, Result};
 pub use plan::{BlockCaps, ChunkLimits};
 
-use context::{Context, Kernel};
-use source::Shader;
+use context::Context;
+use kernels::Workgroups;
 
 /// Workgroup shape of the tiled kernels (WGSL override constants). Each invocation owns a
 /// 4 × 4 register micro-tile, so a workgroup covers `4·query × 4·train` outputs.
@@ -72,41 +81,51 @@ impl Default for Tiles {
     }
 }
 
+/// The outputs one workgroup of a tiled kernel covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputTile {
+    /// Query rows (GEMM: output rows).
+    pub query: usize,
+    /// Train rows (GEMM: output columns).
+    pub train: usize,
+}
+
 impl Tiles {
-    /// Output rows (queries) and columns (train) covered by one workgroup.
-    pub fn output_tile(&self) -> (usize, usize) {
-        (4 * self.query as usize, 4 * self.train as usize)
+    /// The outputs covered by one workgroup.
+    pub fn output_tile(&self) -> OutputTile {
+        OutputTile {
+            query: 4 * self.query as usize,
+            train: 4 * self.train as usize,
+        }
     }
 
     /// Bytes of workgroup memory used by the tiled kernels.
     fn workgroup_bytes(&self) -> u32 {
         4 * 4 * (self.query + self.train) * self.depth
     }
+
+    /// Whether a device with `limits` can run this workgroup shape.
+    fn fits(&self, limits: &wgpu::Limits) -> bool {
+        let invocations = self.train.saturating_mul(self.query);
+        self.train > 0
+            && self.query > 0
+            && self.depth > 0
+            && invocations <= limits.max_compute_invocations_per_workgroup
+            && self.train <= limits.max_compute_workgroup_size_x
+            && self.query <= limits.max_compute_workgroup_size_y
+            && self.workgroup_bytes() <= limits.max_compute_workgroup_storage_size
+    }
 }
 
-/// How to open the GPU backend.
-#[derive(Clone, Debug)]
+/// How to open the GPU backend (which adapter is a separate [`AdapterPolicy`]).
+#[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// Accept software adapters (`DeviceType::Cpu`, e.g. lavapipe). [`BackendChoice::Auto`]
-    /// sets this to false.
-    pub allow_software: bool,
     /// Chunking limits to use instead of the device's (the tighter of both applies).
     pub limits: Option<ChunkLimits>,
     /// Upper bounds on block sizes.
     pub caps: BlockCaps,
     /// Workgroup shape of the tiled kernels.
     pub tiles: Tiles,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            allow_software: true,
-            limits: None,
-            caps: BlockCaps::default(),
-            tiles: Tiles::default(),
-        }
-    }
 }
 
 /// The GPU backend. Cheap to clone (clones share the device).
@@ -127,36 +146,26 @@ impl fmt::Debug for WgpuBackend {
 }
 
 impl WgpuBackend {
-    /// Opens the best adapter allowed by `options` (and by `WGPU_BACKEND` /
-    /// `WGPU_ADAPTER_NAME`) and compiles the kernels.
-    pub fn new(options: Options) -> Result<Self> {
+    /// Opens the best adapter that `policy` admits (among those `WGPU_BACKEND` and
+    /// `WGPU_ADAPTER_NAME` leave) and compiles the kernels; [`GpuError::NoAdapter`] when
+    /// there is none.
+    pub fn new(policy: AdapterPolicy, options: Options) -> Result<Self> {
         let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         let backends = desc.backends;
         let instance = wgpu::Instance::new(desc);
-        let adapter = device::pick_adapter(&instance, backends, options.allow_software)?;
+        let adapter = adapter::pick_adapter(&instance, backends, policy)?;
         Self::from_adapter(&adapter, options)
     }
 
-    /// Resolves a [`BackendChoice`]: `Cpu` gives `Ok(None)`; `Auto` gives a hardware
-    /// adapter or `Ok(None)` when there is none (the caller then uses the CPU backend);
-    /// `Gpu` gives any adapter, software included, or an error naming what was found.
-    /// `options.allow_software` is overridden by the choice.
-    pub fn select(choice: BackendChoice, options: Options) -> Result<Option<Self>> {
-        match choice {
-            BackendChoice::Cpu => Ok(None),
-            BackendChoice::Gpu => Self::new(Options {
-                allow_software: true,
-                ..options
-            })
-            .map(Some),
-            BackendChoice::Auto => match Self::new(Options {
-                allow_software: false,
-                ..options
-            }) {
-                Ok(b) => Ok(Some(b)),
-                Err(GpuError::NoAdapter { .. }) => Ok(None),
-                Err(e) => Err(e),
-            },
+    /// Like [`WgpuBackend::new`], but under [`AdapterPolicy::HardwareOnly`] a missing
+    /// hardware adapter is `Ok(None)` (the caller then uses the CPU backend). Under
+    /// [`AdapterPolicy::AnyIncludingSoftware`] it is an error naming what was found, and
+    /// the answer is always `Some` on success.
+    pub fn select(policy: AdapterPolicy, options: Options) -> Result<Option<Self>> {
+        match Self::new(policy, options) {
+            Ok(b) => Ok(Some(b)),
+            Err(GpuError::NoAdapter { .. }) if policy == AdapterPolicy::HardwareOnly => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -178,63 +187,19 @@ impl WgpuBackend {
             source,
         })?;
         let tiles = options.tiles;
-        let invocations = tiles.train.saturating_mul(tiles.query);
-        if tiles.train == 0
-            || tiles.query == 0
-            || tiles.depth == 0
-            || invocations > limits.max_compute_invocations_per_workgroup
-            || tiles.train > limits.max_compute_workgroup_size_x
-            || tiles.query > limits.max_compute_workgroup_size_y
-            || tiles.workgroup_bytes() > limits.max_compute_workgroup_storage_size
-        {
+        if !tiles.fits(&limits) {
             return Err(GpuError::Device {
                 op: "setup",
                 adapter: name,
                 details: format!("workgroup shape {tiles:?} exceeds the device's limits"),
             });
         }
-        // Row kernels: the largest power of two up to 256 the device allows.
-        let max_row = limits
-            .max_compute_invocations_per_workgroup
-            .min(limits.max_compute_workgroup_size_x)
-            .clamp(1, 256);
-        let row_wg = 1u32 << (31 - max_row.leading_zeros());
         let mut chunk = ChunkLimits::of(&limits);
         if let Some(l) = options.limits {
             chunk = chunk.min(l);
         }
-        let ctx = Context::scoped(&device, "compiling kernels", &name, || {
-            let t = |p: wgpu::ComputePipeline| Kernel {
-                layout: p.get_bind_group_layout(0),
-                pipeline: p,
-            };
-            let (tt, tq, tk) = (tiles.train as f64, tiles.query as f64, tiles.depth as f64);
-            let fused = t(Context::kernel(
-                &device,
-                Shader::FusedScores,
-                &[("WG_T", tt), ("WG_Q", tq), ("TILE_K", tk)],
-            ));
-            let gemm = t(Context::kernel(
-                &device,
-                Shader::Gemm,
-                &[("WG_N", tt), ("WG_M", tq), ("TILE_K", tk)],
-            ));
-            let wg = [("WG", row_wg as f64)];
-            let topk = t(Context::kernel(&device, Shader::TopkRows, &wg));
-            let self_influence = t(Context::kernel(&device, Shader::SelfInfluence, &wg));
-            Ok(Context {
-                info,
-                device: device.clone(),
-                queue,
-                limits: chunk,
-                caps: options.caps,
-                tiles,
-                fused,
-                topk,
-                self_influence,
-                gemm,
-            })
-        })?;
+        let workgroups = Workgroups::new(tiles, &limits);
+        let ctx = Context::new(info, device, queue, chunk, options.caps, workgroups)?;
         Ok(Self { ctx: Arc::new(ctx) })
     }
 

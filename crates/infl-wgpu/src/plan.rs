@@ -3,6 +3,7 @@
 //! Pure functions of the shapes and of [`ChunkLimits`], so they are unit-tested without a
 //! device, and tests can inject tiny limits to force many chunks on small problems.
 
+use crate::OutputTile;
 use crate::error::{GpuError, Result};
 
 /// Bytes per `f32`.
@@ -89,8 +90,8 @@ pub struct PairShape {
     /// Top-k: `k` (each query row of a block then yields `2·min(k, block columns)`
     /// candidates of 8 bytes); `None` for full outputs.
     pub topk: Option<usize>,
-    /// Output rows (queries) and columns (train) covered by one workgroup.
-    pub tile: (usize, usize),
+    /// Outputs covered by one workgroup.
+    pub tile: OutputTile,
 }
 
 /// Bytes of top-k candidates per query row and retained column (proponent and opponent,
@@ -128,25 +129,25 @@ pub fn plan_pair(
         });
     }
     let wg = lim.max_workgroups_per_dim.max(1) as u64;
-    let mut q = (s.queries.max(1) as u64)
+    let mut query = (s.queries.max(1) as u64)
         .min(rows_fit(s.query_width)?)
-        .min(wg * s.tile.0 as u64)
+        .min(wg * s.tile.query as u64)
         .min(caps.query_rows.max(1) as u64)
         .min(bytes / F32);
-    let mut t = (s.train.max(1) as u64)
+    let mut train = (s.train.max(1) as u64)
         .min(rows_fit(s.train_width)?)
-        .min(wg * s.tile.1 as u64)
+        .min(wg * s.tile.train as u64)
         .min(caps.train_rows.max(1) as u64)
-        .min(bytes / (F32 * q));
+        .min(bytes / (F32 * query));
     if let Some(k) = s.topk {
         // One row's candidates must fit: cap the columns a block keeps per row.
-        t = t.min(bytes / CANDIDATE_BYTES).max(1);
-        let kept = (k.max(1) as u64).min(t);
-        q = q.min(bytes / (CANDIDATE_BYTES * kept));
+        train = train.min(bytes / CANDIDATE_BYTES).max(1);
+        let kept = (k.max(1) as u64).min(train);
+        query = query.min(bytes / (CANDIDATE_BYTES * kept));
     }
     Ok(Blocks {
-        query: q as usize,
-        train: t as usize,
+        query: query as usize,
+        train: train as usize,
     })
 }
 
@@ -170,13 +171,6 @@ pub fn plan_rows(
     Ok((rows.max(1) as u64).min(fit).min(cap.max(1) as u64) as usize)
 }
 
-/// Splits `0..n` into `(start, end)` ranges of at most `size` elements.
-pub fn ranges(n: usize, size: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..n)
-        .step_by(size.max(1))
-        .map(move |s| (s, (s + size).min(n)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +182,10 @@ mod tests {
             query_width: w,
             train_width: w,
             topk: None,
-            tile: (64, 64),
+            tile: OutputTile {
+                query: 64,
+                train: 64,
+            },
         }
     }
 
@@ -267,12 +264,5 @@ mod tests {
         assert!(e.to_string().contains("68 bytes"), "{e}");
         assert!(plan_rows("self", 3, 17, lim, 100).is_err());
         assert_eq!(plan_rows("self", 30, 4, lim, 100).unwrap(), 4);
-    }
-
-    #[test]
-    fn ranges_cover() {
-        let r: Vec<_> = ranges(10, 4).collect();
-        assert_eq!(r, vec![(0, 4), (4, 8), (8, 10)]);
-        assert_eq!(ranges(0, 4).count(), 0);
     }
 }

@@ -26,6 +26,13 @@ impl Shader {
         Shader::Gemm,
     ];
 
+    /// Position in [`Shader::ALL`], for tables indexed by shader (the backend's pipelines).
+    pub const fn index(self) -> usize {
+        // Fieldless enum: discriminants are 0.. in declaration order, the order of `ALL`
+        // (checked by a test).
+        self as usize
+    }
+
     /// The file name in `shaders/`.
     pub fn file_name(&self) -> &'static str {
         self.entry().0
@@ -47,6 +54,18 @@ impl Shader {
             Shader::TopkRows => shader!("topk_rows.wgsl"),
             Shader::SelfInfluence => shader!("self_influence.wgsl"),
             Shader::Gemm => shader!("gemm.wgsl"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_is_the_position_in_all() {
+        for (i, s) in Shader::ALL.iter().enumerate() {
+            assert_eq!(s.index(), i, "{s:?}");
         }
     }
 }

@@ -1,14 +1,14 @@
 //! GPU-specific checks: tiny injected limits (many blocks, split dispatches, gathered GEMM
 //! columns), exact top-k under heavy ties, streaming with offsets, a proptest over random
-//! shapes, and backend selection.
+//! shapes, errors matched through `infl_core::Error`, and adapter selection.
 
 mod common;
 
 use infl_core::testing::{
     Problem, check_gemm, check_scores, check_self_influence, check_topk, rand_matrix,
 };
-use infl_core::{Backend, Factors, Matrix, Term, TopK, TopKRows};
-use infl_wgpu::{BackendChoice, BlockCaps, ChunkLimits, Options, WgpuBackend};
+use infl_core::{Backend, Bias, Factors, Matrix, Term, TopK, TopKRows};
+use infl_wgpu::{AdapterPolicy, BlockCaps, ChunkLimits, GpuError, Options, WgpuBackend};
 use proptest::prelude::*;
 
 fn tiny(binding: u64, workgroups: u32) -> Option<WgpuBackend> {
@@ -27,7 +27,7 @@ fn tiny_limits_force_many_chunks() {
     assert_eq!(b.limits().max_workgroups_per_dim, 2);
     let mut p = Problem::new(137, 257, 33, 5, 2, 1);
     check_scores(&b, &p);
-    p.bias = true;
+    p.bias = Bias::Included;
     check_scores(&b, &p);
     check_topk(&b, &p, 7);
     check_topk(&b, &p, 1);
@@ -71,11 +71,10 @@ fn tie_problem(nq: usize, nt: usize, seed: u64) -> Problem {
     };
     let mut p = Problem::new(nq, nt, 3, 2, 2, seed);
     for d in &mut p.data {
-        d.0 = 1.0;
-        d.1 = q(d.1.clone());
-        d.2 = q(d.2.clone());
-        d.3 = q(d.3.clone());
-        d.4 = q(d.4.clone());
+        d.weight = 1.0;
+        for m in d.matrices_mut() {
+            *m = q(m.clone());
+        }
     }
     p
 }
@@ -109,15 +108,15 @@ fn topk_streams_over_offsets() {
     let terms = p.terms();
     let want = infl_core::backend::reference::scores(&terms).unwrap();
     let mut acc = TopK::new(20, 6).unwrap();
-    for (s, e) in [(150, 200), (0, 60), (60, 150)] {
-        let part: Vec<Term<'_>> = terms
+    for part in [150..200, 0..60, 60..150] {
+        let terms: Vec<Term<'_>> = terms
             .iter()
             .map(|t| Term {
-                train: t.train.slice_rows(s, e),
+                train: t.train.slice_rows(part.start, part.end),
                 ..*t
             })
             .collect();
-        b.topk(&part, s, &mut acc).unwrap();
+        b.topk(&terms, part.start, &mut acc).unwrap();
     }
     let got = acc.finish();
     let exp = TopKRows::from_full(&want, 200, 6);
@@ -136,12 +135,24 @@ fn errors_are_reported_not_panics() {
     let mut out = vec![0.0; 6];
     let e = b.scores(&p.terms(), &mut out).unwrap_err();
     assert!(e.to_string().contains("binding"), "{e}");
+    // The GPU's own error survives the `Backend` boundary and can be matched.
+    match e.backend_error::<GpuError>() {
+        Some(GpuError::TooLarge {
+            op, needed, limit, ..
+        }) => {
+            assert_eq!(*op, "scores");
+            assert_eq!(*needed, (4096 + 10) * 4);
+            assert_eq!(*limit, 256);
+        }
+        other => panic!("expected GpuError::TooLarge, got {other:?} from {e}"),
+    }
+    assert!(matches!(e, infl_core::Error::Backend { ref backend, .. } if backend == "wgpu"));
     // Shape errors come from infl-core's checks.
     let a = rand_matrix(2, 3, 1);
     let g = rand_matrix(2, 1, 2);
     let terms = [Term {
         weight: 1.0,
-        bias: false,
+        bias: Bias::Excluded,
         query: Factors::new(a.view(), g.view()).unwrap(),
         train: Factors::new(a.view(), g.view()).unwrap(),
     }];
@@ -149,20 +160,15 @@ fn errors_are_reported_not_panics() {
 }
 
 #[test]
-fn backend_choice() {
-    assert!(
-        WgpuBackend::select(BackendChoice::Cpu, Options::default())
-            .unwrap()
-            .is_none()
-    );
-    match WgpuBackend::select(BackendChoice::Auto, Options::default()) {
-        Ok(Some(b)) => assert!(!b.is_software(), "auto picked a software adapter"),
-        Ok(None) => eprintln!("auto: no hardware adapter, CPU fallback"),
-        Err(e) => panic!("auto must not fail for lack of an adapter: {e}"),
+fn adapter_policies() {
+    match WgpuBackend::select(AdapterPolicy::HardwareOnly, Options::default()) {
+        Ok(Some(b)) => assert!(!b.is_software(), "HardwareOnly picked a software adapter"),
+        Ok(None) => eprintln!("HardwareOnly: no hardware adapter, CPU fallback"),
+        Err(e) => panic!("HardwareOnly must not fail for lack of an adapter: {e}"),
     }
-    match WgpuBackend::select(BackendChoice::Gpu, Options::default()) {
+    match WgpuBackend::select(AdapterPolicy::AnyIncludingSoftware, Options::default()) {
         Ok(Some(b)) => assert!(b.name().contains(&b.adapter_info().name)),
-        Ok(None) => panic!("gpu never falls back to the CPU"),
+        Ok(None) => panic!("AnyIncludingSoftware never answers None"),
         Err(e) if common::gpu_required() => panic!("{e}"),
         Err(e) => {
             assert!(e.to_string().contains("adapter"), "{e}");
@@ -189,7 +195,9 @@ proptest! {
     ) {
         let Some(b) = tiny(binding_kib << 10, workgroups) else { return Ok(()) };
         let mut p = Problem::new(nq, nt, da, dg, terms, seed);
-        p.bias = seed % 2 == 0;
+        if seed % 2 == 0 {
+            p.bias = Bias::Included;
+        }
         check_scores(&b, &p);
         check_topk(&b, &p, k.min(nt));
         check_self_influence(&b, &p);

@@ -1,7 +1,9 @@
 //! Scoring a [`TermSet`] with a backend: full scores, streamed top-k, self-influence.
 
-use infl_core::{Backend, Factors, Matrix, SelfTerm, Term, TopK, TopKRows};
+use infl_core::{Backend, Bias, Factors, Matrix, SelfTerm, Term, TopK, TopKRows, ranges};
 use infl_cpu::CpuBackend;
+
+use std::ops::Range;
 
 use crate::{Error, Result};
 
@@ -17,19 +19,39 @@ pub trait Progress: Sync {
 
 impl Progress for () {}
 
+/// Owned factors of one set of examples: layer inputs `a` `[n, Da]` and output gradients
+/// `g` `[n, Dg]`, one row per example.
+#[derive(Clone, Debug)]
+pub struct FactorMatrices {
+    /// Layer inputs.
+    pub a: Matrix,
+    /// Output gradients.
+    pub g: Matrix,
+}
+
+impl FactorMatrices {
+    /// A borrowed view (checks that `a` and `g` have the same rows).
+    pub fn view(&self) -> Result<Factors<'_>> {
+        Ok(Factors::new(self.a.view(), self.g.view())?)
+    }
+
+    /// Number of examples.
+    pub fn rows(&self) -> usize {
+        self.a.rows()
+    }
+}
+
 /// Factors of one (checkpoint, layer) for the training and (optionally) test examples.
 #[derive(Clone, Debug)]
 pub struct FactorTerm {
     /// Weight of the term: the learning rate of its checkpoint.
     pub weight: f32,
     /// Whether the bias gradient is included (adds 1 to every input dot product).
-    pub bias: bool,
-    /// Training layer inputs `[N, Da]`.
-    pub train_a: Matrix,
-    /// Training output gradients `[N, Dg]`.
-    pub train_g: Matrix,
-    /// Test layer inputs `[T, Da]` and output gradients `[T, Dg]`, if there is a test set.
-    pub test: Option<(Matrix, Matrix)>,
+    pub bias: Bias,
+    /// Training factors `[N, ·]`.
+    pub train: FactorMatrices,
+    /// Test factors `[T, ·]`, if there is a test set.
+    pub test: Option<FactorMatrices>,
 }
 
 /// All terms of an attribution problem: `score(i, j) = Σ_terms w (g_i·g_j)(a_i·a_j + bias)`.
@@ -45,7 +67,7 @@ pub struct TermSet {
 impl TermSet {
     /// Number of training examples.
     pub fn n_train(&self) -> usize {
-        self.terms.first().map_or(0, |t| t.train_a.rows())
+        self.terms.first().map_or(0, |t| t.train.rows())
     }
 
     /// Number of test examples (0 without a test set).
@@ -53,23 +75,23 @@ impl TermSet {
         self.terms
             .first()
             .and_then(|t| t.test.as_ref())
-            .map_or(0, |(a, _)| a.rows())
+            .map_or(0, FactorMatrices::rows)
     }
 
-    /// Kernel terms for test rows against training rows `t0..t1`.
-    fn kernel_terms(&self, t0: usize, t1: usize) -> Result<Vec<Term<'_>>> {
+    /// Kernel terms for the test rows against training rows `train_rows`.
+    fn kernel_terms(&self, train_rows: Range<usize>) -> Result<Vec<Term<'_>>> {
         self.terms
             .iter()
             .map(|t| {
-                let (qa, qg) = t
+                let test = t
                     .test
                     .as_ref()
                     .ok_or_else(|| Error::config("test set", "these scores need test examples"))?;
                 Ok(Term {
                     weight: t.weight,
                     bias: t.bias,
-                    query: Factors::new(qa.view(), qg.view())?,
-                    train: Factors::new(t.train_a.view(), t.train_g.view())?.slice_rows(t0, t1),
+                    query: test.view()?,
+                    train: t.train.view()?.slice_rows(train_rows.start, train_rows.end),
                 })
             })
             .collect()
@@ -113,27 +135,21 @@ impl<B: Backend> Engine<B> {
         &self.backend
     }
 
-    fn chunks(&self, n: usize) -> impl Iterator<Item = (usize, usize)> + use<'_, B> {
-        let c = self.chunk;
-        (0..n).step_by(c).map(move |s| (s, (s + c).min(n)))
-    }
-
     /// The full `[test, train]` score matrix, row-major.
     pub fn scores(&self, set: &TermSet, progress: &dyn Progress) -> Result<Vec<f32>> {
         let (nq, nt) = (set.n_test(), set.n_train());
-        set.kernel_terms(0, 0)?;
+        set.kernel_terms(0..0)?;
         let mut out = vec![0.0f32; nq * nt];
         let mut block = Vec::new();
         progress.start("scores", nt as u64);
-        for (t0, t1) in self.chunks(nt) {
-            let terms = set.kernel_terms(t0, t1)?;
-            block.resize(nq * (t1 - t0), 0.0);
+        for cols in ranges(nt, self.chunk) {
+            let terms = set.kernel_terms(cols.clone())?;
+            block.resize(nq * cols.len(), 0.0);
             self.backend.scores(&terms, &mut block)?;
-            for q in 0..nq {
-                out[q * nt + t0..q * nt + t1]
-                    .copy_from_slice(&block[q * (t1 - t0)..(q + 1) * (t1 - t0)]);
+            for (q, row) in block.chunks_exact(cols.len()).enumerate() {
+                out[q * nt + cols.start..q * nt + cols.end].copy_from_slice(row);
             }
-            progress.advance((t1 - t0) as u64);
+            progress.advance(cols.len() as u64);
         }
         progress.finish();
         Ok(out)
@@ -149,13 +165,13 @@ impl<B: Backend> Engine<B> {
                 format!("k = {k}; expected 1 <= k <= {nt} (the number of training examples)"),
             ));
         }
-        set.kernel_terms(0, 0)?;
+        set.kernel_terms(0..0)?;
         let mut acc = TopK::new(nq, k)?;
         progress.start("top-k", nt as u64);
-        for (t0, t1) in self.chunks(nt) {
-            let terms = set.kernel_terms(t0, t1)?;
-            self.backend.topk(&terms, t0, &mut acc)?;
-            progress.advance((t1 - t0) as u64);
+        for cols in ranges(nt, self.chunk) {
+            let terms = set.kernel_terms(cols.clone())?;
+            self.backend.topk(&terms, cols.start, &mut acc)?;
+            progress.advance(cols.len() as u64);
         }
         progress.finish();
         Ok(acc.finish())
@@ -170,7 +186,7 @@ impl<B: Backend> Engine<B> {
                 Ok(SelfTerm {
                     weight: t.weight,
                     bias: t.bias,
-                    factors: Factors::new(t.train_a.view(), t.train_g.view())?,
+                    factors: t.train.view()?,
                 })
             })
             .collect::<Result<_>>()?;

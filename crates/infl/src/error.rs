@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use infl_core::TensorError;
+
 /// Errors raised by the estimators.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -13,15 +15,8 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] infl_core::Error),
     /// Input data are inconsistent (names the file and tensor).
-    #[error("{path}: tensor `{tensor}`: {details}")]
-    Data {
-        /// The file holding the offending tensor.
-        path: PathBuf,
-        /// The tensor.
-        tensor: String,
-        /// What was expected and what was found.
-        details: String,
-    },
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
     /// A parameter is out of range (k, empty input...).
     #[error("invalid {what}: {details}")]
     Config {
@@ -38,11 +33,7 @@ impl Error {
         tensor: impl Into<String>,
         details: impl Into<String>,
     ) -> Self {
-        Self::Data {
-            path: path.into(),
-            tensor: tensor.into(),
-            details: details.into(),
-        }
+        Self::Tensor(TensorError::new(path, tensor, details))
     }
 
     pub(crate) fn config(what: impl Into<String>, details: impl Into<String>) -> Self {

@@ -302,18 +302,60 @@ impl ForgettingRecorder {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let file = TensorFile::open(path)?;
-        let ids = file.integers("ids")?;
-        let offsets = file.integers("offsets")?;
-        let predicted = file.integers("predicted")?;
-        let correct = file.integers("correct")?;
-        let m = predicted.len();
-        if offsets.len() != ids.len() + 1 {
+        let saved = SavedHistory {
+            ids: file.integers("ids")?,
+            offsets: file.integers("offsets")?,
+            predicted: file.integers("predicted")?,
+            correct: file.integers("correct")?,
+        };
+        saved.check(path)?;
+        let mut rec = Self::new();
+        for (e, &id) in saved.ids.iter().enumerate() {
+            let id = usize::try_from(id).map_err(|_| {
+                Error::data(
+                    path,
+                    "ids",
+                    format!("expected non-negative ids, found {id} at [{e}]"),
+                )
+            })?;
+            if rec.index.insert(id, e).is_some() {
+                return Err(Error::data(
+                    path,
+                    "ids",
+                    format!("expected distinct ids, found {id} twice"),
+                ));
+            }
+            let (a, b) = (saved.offsets[e] as usize, saved.offsets[e + 1] as usize);
+            rec.examples.push(ExampleHistory {
+                id,
+                correct: saved.correct[a..b].iter().map(|&c| c == 1).collect(),
+                predicted: saved.predicted[a..b].to_vec(),
+            });
+        }
+        Ok(rec)
+    }
+}
+
+/// The tensors of a saved history, as read.
+struct SavedHistory {
+    ids: Vec<i64>,
+    offsets: Vec<i64>,
+    predicted: Vec<i64>,
+    correct: Vec<i64>,
+}
+
+impl SavedHistory {
+    /// Checks that the offsets delimit `predicted` and `correct` and that `correct` is 0/1.
+    fn check(&self, path: &Path) -> Result<()> {
+        let (offsets, correct) = (&self.offsets, &self.correct);
+        let m = self.predicted.len();
+        if offsets.len() != self.ids.len() + 1 {
             return Err(Error::data(
                 path,
                 "offsets",
                 format!(
                     "expected {} entries (one more than `ids`), found {}",
-                    ids.len() + 1,
+                    self.ids.len() + 1,
                     offsets.len()
                 ),
             ));
@@ -340,37 +382,14 @@ impl ForgettingRecorder {
                 ),
             ));
         }
-        if let Some(i) = correct.iter().position(|&c| c != 0 && c != 1) {
-            return Err(Error::data(
+        match correct.iter().position(|&c| c != 0 && c != 1) {
+            Some(i) => Err(Error::data(
                 path,
                 "correct",
                 format!("expected 0 or 1, found {} at [{i}]", correct[i]),
-            ));
+            )),
+            None => Ok(()),
         }
-        let mut rec = Self::new();
-        for (e, &id) in ids.iter().enumerate() {
-            let id = usize::try_from(id).map_err(|_| {
-                Error::data(
-                    path,
-                    "ids",
-                    format!("expected non-negative ids, found {id} at [{e}]"),
-                )
-            })?;
-            if rec.index.insert(id, e).is_some() {
-                return Err(Error::data(
-                    path,
-                    "ids",
-                    format!("expected distinct ids, found {id} twice"),
-                ));
-            }
-            let (a, b) = (offsets[e] as usize, offsets[e + 1] as usize);
-            rec.examples.push(ExampleHistory {
-                id,
-                correct: correct[a..b].iter().map(|&c| c == 1).collect(),
-                predicted: predicted[a..b].to_vec(),
-            });
-        }
-        Ok(rec)
     }
 }
 

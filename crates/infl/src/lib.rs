@@ -1,18 +1,26 @@
 //! infl: training-data attribution in Rust.
 //!
 //! Which training examples made a model predict what it predicts, and which training
-//! labels look wrong. This crate holds the estimators, generic over a compute
-//! [`Backend`] (the CPU backend, [`CpuBackend`], is the default), and re-exports the
-//! vocabulary ([`infl_core`]) and file formats ([`infl_io`]).
+//! labels look wrong. This crate holds the estimators, the one scoring [`Engine`], the
+//! evaluation of mislabel detectors, and the choice of backend.
 //!
-//! The estimators reduce to a [`TermSet`]: per (checkpoint, layer), the per-example
-//! layer inputs `a` and output gradients `g`, whose outer product is the weight gradient.
-//! An [`Engine`] scores a term set: full scores, streamed top-k proponents/opponents, or
-//! self-influence.
+//! How it fits together (one hop each):
+//! - [`run`]: what a run is ([`CheckpointData`]: a checkpoint's final layer with the
+//!   examples' layer inputs), the loss, [`load_run`], and [`Prepared`], what an estimator
+//!   produces.
+//! - [`estimators`]: the [`Estimator`] trait and the [`REGISTRY`](estimators::REGISTRY) that the
+//!   CLI, the demo and (soon) the Python bindings dispatch over. An estimator turns a run
+//!   into a [`TermSet`]: per (checkpoint, layer), the per-example layer inputs `a` and output
+//!   gradients `g`, whose outer product is the weight gradient.
+//! - [`Engine`]: scores a term set on any [`Backend`] — full scores, streamed top-k
+//!   proponents/opponents, self-influence. Estimators never score by themselves.
+//! - [`eval`] and [`metrics`]: how well a score finds mislabelled examples; [`forgetting`]:
+//!   forgetting events (Toneva et al. 2019) with InterpretDL's noisy-label rule.
+//! - [`select_backend`]: the CPU backend, or a GPU one through wgpu (cargo feature `gpu`,
+//!   on by default).
 //!
 //! ```
-//! use infl::{CheckpointData, Engine, TracInCPFast};
-//! use infl::core::{Checkpoint, Examples, Matrix};
+//! use infl::{Checkpoint, CheckpointData, Engine, Estimator, Examples, Matrix, TracInCPFast};
 //!
 //! // One checkpoint of a 3-class linear head on 2-D features.
 //! let weight = Matrix::from_vec(3, 2, vec![1.0, 0.0, 0.0, 1.0, -1.0, -1.0])?;
@@ -41,46 +49,38 @@
 
 #![deny(missing_docs)]
 
+mod backend;
 pub mod engine;
 mod error;
+pub mod estimators;
+pub mod eval;
 pub mod forgetting;
+pub mod head;
 pub mod metrics;
-pub mod tracin;
+pub mod run;
+mod suspects;
 
-pub use engine::{Engine, FactorTerm, Progress, TermSet};
+pub use backend::{BackendChoice, select_backend};
+pub use engine::{Engine, FactorMatrices, FactorTerm, Progress, TermSet};
 pub use error::{Error, Result};
+pub use estimators::{Attributed, Estimator, Options, TracInCPFast};
 pub use forgetting::{
     ExampleForgetting, ExampleHistory, ForgettingRecorder, ForgettingStats, NoisyLabels,
 };
-pub use infl_core::{Backend, TopKRows};
-pub use infl_cpu::CpuBackend;
-pub use tracin::{
-    CheckpointData, Loss, Prepared, Reduction, SplitInfo, Suspect, TracInCPFast, load_run,
-    rank_suspects,
+pub use infl_core::{
+    Backend, Bias, Checkpoint, Examples, MatRef, Matrix, Presentation, Ranked, TopKRows,
+    TrainingObserver,
 };
+pub use infl_cpu::{CpuBackend, Tiles};
+pub use run::{
+    CheckpointData, Loss, Prepared, Reduction, SplitInfo, Splits, load_checkpoint_data, load_run,
+};
+pub use suspects::{Suspect, rank_suspects};
 
-/// The vocabulary crate.
-pub use infl_core as core;
-/// The CPU backend crate.
-pub use infl_cpu as cpu;
-/// The file-format crate.
-pub use infl_io as io;
-/// The GPU (wgpu) backend crate.
-pub use infl_wgpu as wgpu;
-pub use infl_wgpu::BackendChoice;
-
-/// Opens the backend asked for: `Cpu` → the CPU backend (`threads`, default one per core);
-/// `Gpu` → any wgpu adapter, software included, or an error naming what was searched;
-/// `Auto` → a hardware GPU if there is one, else the CPU backend (never a software adapter).
-/// `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` are honoured.
-pub fn select_backend(choice: BackendChoice, threads: Option<usize>) -> Result<Box<dyn Backend>> {
-    let gpu = infl_wgpu::WgpuBackend::select(choice, infl_wgpu::Options::default())
-        .map_err(infl_core::Error::from)?;
-    Ok(match gpu {
-        Some(g) => Box::new(g),
-        None => Box::new(match threads {
-            Some(t) => CpuBackend::with_threads(t)?,
-            None => CpuBackend::new(),
-        }),
-    })
+/// The file formats infl reads and writes (a curated view of `infl-io`).
+pub mod io {
+    pub use infl_io::{
+        OutTensor, Rank, RunEntry, RunLayout, TensorFile, load_checkpoint, load_examples, mnist,
+        natural_cmp, write_atomic, write_atomic_with, write_safetensors,
+    };
 }

@@ -64,11 +64,10 @@ pub fn roc_curve(scores: &[f64], positives: &[bool]) -> Vec<(f64, f64)> {
     out
 }
 
-/// Indices sorted by score descending, ties by lower index.
+/// Indices sorted by score descending, ties by lower index (infl's one ranking order,
+/// [`infl_core::order`]).
 pub fn ranking(scores: &[f64]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    order
+    infl_core::rank_descending(scores)
 }
 
 /// Precision, recall and F1 of a flagged set.

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use infl::io::{RunLayout, TensorFile};
-use infl::{Engine, Loss, Reduction, TracInCPFast, load_run};
+use infl::io::{Rank, RunLayout, TensorFile};
+use infl::{Bias, Engine, Estimator, Loss, Reduction, Splits, TracInCPFast, load_run};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum")
@@ -25,7 +25,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 
 fn check(loss: Loss, reduction: Reduction, tag: &str) {
     let layout = RunLayout::discover(fixtures().join("run")).unwrap();
-    let data = load_run(&layout, "fc3").unwrap();
+    let data = load_run(&layout, "fc3", Splits::TrainAndTest).unwrap();
     let engine = Engine::default();
     let est = TracInCPFast {
         loss,
@@ -40,7 +40,7 @@ fn check(loss: Loss, reduction: Reduction, tag: &str) {
     assert_close(
         &format!("{tag} scores"),
         &scores,
-        expected.matrix("scores", false).unwrap().data(),
+        expected.matrix("scores", Rank::Matrix).unwrap().data(),
     );
     let self_inf = engine.self_influence(&prepared.set).unwrap();
     assert_close(
@@ -52,7 +52,9 @@ fn check(loss: Loss, reduction: Reduction, tag: &str) {
     let top = engine.topk(&prepared.set, k, &()).unwrap();
     for (name, rows) in [("proponent", &top.proponents), ("opponent", &top.opponents)] {
         let idx = expected.integers_flat(&format!("{name}s")).unwrap();
-        let val = expected.matrix(&format!("{name}_scores"), false).unwrap();
+        let val = expected
+            .matrix(&format!("{name}_scores"), Rank::Matrix)
+            .unwrap();
         let got_idx: Vec<i64> = rows.iter().flatten().map(|r| r.index as i64).collect();
         let got_val: Vec<f32> = rows.iter().flatten().map(|r| r.score).collect();
         assert_eq!(got_idx, idx, "{tag} {name} indices");
@@ -83,10 +85,10 @@ fn mse_mean() {
 #[test]
 fn ce_sum_with_bias_matches_tracincp_on_the_layer() {
     let layout = RunLayout::discover(fixtures().join("run")).unwrap();
-    let data = load_run(&layout, "fc3").unwrap();
+    let data = load_run(&layout, "fc3", Splits::TrainAndTest).unwrap();
     let engine = Engine::default();
     let est = TracInCPFast {
-        include_bias: true,
+        bias: Bias::Included,
         ..Default::default()
     };
     let prepared = est.prepare(engine.backend(), &data).unwrap();
@@ -95,7 +97,7 @@ fn ce_sum_with_bias_matches_tracincp_on_the_layer() {
     assert_close(
         "bias scores",
         &scores,
-        expected.matrix("scores", false).unwrap().data(),
+        expected.matrix("scores", Rank::Matrix).unwrap().data(),
     );
     let self_inf = engine.self_influence(&prepared.set).unwrap();
     assert_close(

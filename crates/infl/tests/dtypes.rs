@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use half::{bf16, f16};
-use infl::core::testing::rand_matrix;
-use infl::io::{OutTensor, RunLayout, TensorFile, write_safetensors};
-use infl::{Engine, TracInCPFast, load_run};
+use infl::io::{OutTensor, Rank, RunLayout, TensorFile, write_safetensors};
+use infl::{Bias, Engine, Estimator, Splits, TracInCPFast, load_run};
+use infl_core::testing::rand_matrix;
 use proptest::prelude::*;
 use safetensors::{Dtype, View};
 
@@ -109,10 +109,15 @@ fn write_run(dir: &Path, dtype: Dtype, int: Dtype) {
 }
 
 fn run_scores(dir: &Path) -> (Vec<f32>, Vec<f32>) {
-    let data = load_run(&RunLayout::discover(dir).unwrap(), "head").unwrap();
+    let data = load_run(
+        &RunLayout::discover(dir).unwrap(),
+        "head",
+        Splits::TrainAndTest,
+    )
+    .unwrap();
     let e = Engine::default();
     let est = TracInCPFast {
-        include_bias: true,
+        bias: Bias::Included,
         ..Default::default()
     };
     let p = est.prepare(e.backend(), &data).unwrap();
@@ -187,7 +192,7 @@ proptest! {
             HashMap::from([(key.clone(), value.clone())]),
         ).unwrap();
         let f = TensorFile::open(&path).unwrap();
-        prop_assert_eq!(f.matrix("m", false).unwrap().to_vec(), m);
+        prop_assert_eq!(f.matrix("m", Rank::Matrix).unwrap().to_vec(), m);
         prop_assert_eq!(f.integers("v").unwrap(), ints);
         prop_assert_eq!(f.metadata().get(&key), Some(&value));
         prop_assert_eq!(f.names(), vec!["m".to_string(), "v".to_string()]);

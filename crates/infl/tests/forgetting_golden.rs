@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use infl::ForgettingRecorder;
-use infl::core::{Presentation, TrainingObserver};
+use infl::{Presentation, TrainingObserver};
 
 /// A minimal JSON value (the test crate has no JSON dependency).
 #[derive(Clone, Debug, PartialEq)]

@@ -1,9 +1,10 @@
 //! Invariants of TracInCPFast, checked with proptest on random problems (seeded).
 
-use infl::core::testing::{assert_close, rand_matrix};
-use infl::core::{Checkpoint, Examples, Matrix, TopKRows};
-use infl::cpu::{CpuBackend, Tiles};
-use infl::{CheckpointData, Engine, Loss, TracInCPFast};
+use infl::{
+    Bias, Checkpoint, CheckpointData, CpuBackend, Engine, Estimator, Examples, Loss, Matrix, Tiles,
+    TopKRows, TracInCPFast,
+};
+use infl_core::testing::{assert_close, rand_matrix};
 use proptest::prelude::*;
 
 struct Problem {
@@ -66,7 +67,11 @@ fn est(mse: bool, include_bias: bool) -> TracInCPFast {
         } else {
             Loss::CrossEntropy
         },
-        include_bias,
+        bias: if include_bias {
+            Bias::Included
+        } else {
+            Bias::Excluded
+        },
         ..Default::default()
     }
 }

@@ -5,16 +5,17 @@
 
 use std::sync::OnceLock;
 
-use infl_wgpu::{Options, WgpuBackend};
+use infl_wgpu::{AdapterPolicy, Options, WgpuBackend};
 
 /// True when `INFL_REQUIRE_GPU=1`.
 pub fn gpu_required() -> bool {
     std::env::var("INFL_REQUIRE_GPU").is_ok_and(|v| v == "1")
 }
 
-/// Opens a backend with `options`, or `None` (with a message) when no adapter exists.
+/// Opens a backend on any adapter (software included) with `options`, or `None` (with a
+/// message) when no adapter exists.
 pub fn open(options: Options) -> Option<WgpuBackend> {
-    match WgpuBackend::new(options) {
+    match WgpuBackend::new(AdapterPolicy::AnyIncludingSoftware, options) {
         Ok(b) => Some(b),
         Err(e) if gpu_required() => {
             panic!("INFL_REQUIRE_GPU=1 but the GPU backend is unavailable: {e}")

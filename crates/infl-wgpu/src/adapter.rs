@@ -1,62 +1,36 @@
-//! Backend choice and adapter selection.
+//! Adapter selection: which adapters a caller admits ([`AdapterPolicy`]) and which of them
+//! is opened.
 //!
 //! The instance honours `WGPU_BACKEND` (which wgpu backends to search), and selection
 //! honours `WGPU_ADAPTER_NAME` (a case-insensitive fragment of the adapter's name). Among
 //! the remaining adapters that can run compute shaders, the kind of device decides:
 //! discrete, then integrated, virtual, other, and software (`DeviceType::Cpu`) last, and
 //! at equal kind Vulkan/Metal/DX12 before OpenGL; software adapters are excluded
-//! altogether when the caller asked for hardware only.
-
-use std::fmt;
-use std::str::FromStr;
+//! altogether under [`AdapterPolicy::HardwareOnly`].
 
 use crate::error::{GpuError, Result};
 
-/// Which backend a caller wants (the CLI's `--backend auto|cpu|gpu`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum BackendChoice {
-    /// A hardware GPU adapter if there is one, else the CPU backend. Never a software
-    /// adapter.
-    #[default]
-    Auto,
-    /// The CPU backend.
-    Cpu,
-    /// Any GPU adapter, software included; an error when there is none.
-    Gpu,
+/// Which adapters [`WgpuBackend::new`](crate::WgpuBackend::new) and
+/// [`WgpuBackend::select`](crate::WgpuBackend::select) may open. (Choosing between the
+/// CPU and GPU backends is the `infl` crate's business; this is only the GPU side of it.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AdapterPolicy {
+    /// Hardware adapters only: software rasterisers (`DeviceType::Cpu`, e.g. lavapipe or
+    /// WARP) are skipped, and [`WgpuBackend::select`](crate::WgpuBackend::select) answers
+    /// `Ok(None)` when nothing else exists, so the caller can fall back to the CPU
+    /// backend (`--backend auto`).
+    HardwareOnly,
+    /// Any adapter that can run compute shaders, software ones last; no adapter at all is
+    /// an error (`--backend gpu`).
+    AnyIncludingSoftware,
 }
 
-impl BackendChoice {
-    /// The choices, in CLI spelling order.
-    pub const ALL: [BackendChoice; 3] =
-        [BackendChoice::Auto, BackendChoice::Cpu, BackendChoice::Gpu];
-
-    /// The CLI spelling.
-    pub fn as_str(&self) -> &'static str {
+impl AdapterPolicy {
+    /// Whether the policy admits an adapter of this device type.
+    pub fn admits(self, device_type: wgpu::DeviceType) -> bool {
         match self {
-            BackendChoice::Auto => "auto",
-            BackendChoice::Cpu => "cpu",
-            BackendChoice::Gpu => "gpu",
-        }
-    }
-}
-
-impl fmt::Display for BackendChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for BackendChoice {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(BackendChoice::Auto),
-            "cpu" => Ok(BackendChoice::Cpu),
-            "gpu" => Ok(BackendChoice::Gpu),
-            other => Err(format!(
-                "unknown backend {other:?}: expected auto, cpu or gpu"
-            )),
+            AdapterPolicy::HardwareOnly => device_type != wgpu::DeviceType::Cpu,
+            AdapterPolicy::AnyIncludingSoftware => true,
         }
     }
 }
@@ -92,11 +66,11 @@ fn can_compute(a: &wgpu::Adapter) -> bool {
         && a.limits().max_storage_buffers_per_shader_stage >= 4
 }
 
-/// Picks an adapter. `allow_software = false` skips `DeviceType::Cpu` adapters.
+/// Picks the best adapter that `policy` admits.
 pub(crate) fn pick_adapter(
     instance: &wgpu::Instance,
     backends: wgpu::Backends,
-    allow_software: bool,
+    policy: AdapterPolicy,
 ) -> Result<wgpu::Adapter> {
     let all = pollster::block_on(instance.enumerate_adapters(backends));
     let names = |v: &[wgpu::Adapter]| {
@@ -120,9 +94,7 @@ pub(crate) fn pick_adapter(
             });
         }
     }
-    candidates.retain(|a| {
-        can_compute(a) && (allow_software || a.get_info().device_type != wgpu::DeviceType::Cpu)
-    });
+    candidates.retain(|a| can_compute(a) && policy.admits(a.get_info().device_type));
     candidates.sort_by_key(|a| {
         let info = a.get_info();
         (rank(info.device_type), api_rank(info.backend))
@@ -141,16 +113,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn choices_parse_and_print() {
-        for c in BackendChoice::ALL {
-            assert_eq!(c.to_string().parse::<BackendChoice>().unwrap(), c);
+    fn hardware_only_skips_software_adapters() {
+        use wgpu::DeviceType as T;
+        for t in [T::DiscreteGpu, T::IntegratedGpu, T::VirtualGpu, T::Other] {
+            assert!(AdapterPolicy::HardwareOnly.admits(t), "{t:?}");
         }
-        assert_eq!(
-            " GPU ".parse::<BackendChoice>().unwrap(),
-            BackendChoice::Gpu
-        );
-        assert!("cuda".parse::<BackendChoice>().is_err());
-        assert_eq!(BackendChoice::default(), BackendChoice::Auto);
+        assert!(!AdapterPolicy::HardwareOnly.admits(T::Cpu));
+        assert!(AdapterPolicy::AnyIncludingSoftware.admits(T::Cpu));
     }
 
     #[test]

@@ -1,0 +1,178 @@
+//! Estimators: every method that turns a run into scores, behind one small trait.
+//!
+//! An [`Estimator`] has a small required surface (its [`Registration`], its settings and
+//! [`prepare`](Estimator::prepare), which turns a run into a [`TermSet`](crate::TermSet)
+//! for the one scoring [`Engine`]); scoring, top-k and self-influence are provided on top
+//! of it, as ripgrep's `Matcher` provides its searches on top of `find_at`. Estimators
+//! never score by themselves: ARCHITECTURE.md's invariant is that there is one scoring
+//! path.
+//!
+//! Adding an estimator: write `estimators/NAME.rs` with a type implementing [`Estimator`]
+//! and a `REGISTRATION` constant, then add one line to [`REGISTRY`]. The CLI's
+//! `--method`, the output metadata, the summaries and the demo's table all read the
+//! registry.
+
+mod tracincp_fast;
+
+use std::fmt;
+
+use infl_core::{Backend, Bias, TopKRows};
+
+use crate::engine::{Engine, Progress};
+use crate::run::{CheckpointData, Loss, Prepared, Reduction};
+use crate::{Error, Result};
+
+pub use tracincp_fast::TracInCPFast;
+
+/// Every estimator infl knows, in the order the CLI lists them (the first is the default).
+pub const REGISTRY: &[Registration] = &[
+    tracincp_fast::REGISTRATION,
+];
+
+/// The knobs that every estimator reads from a run (the CLI's common flags).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Options {
+    /// The loss the model was trained with.
+    pub loss: Loss,
+    /// Its reduction.
+    pub reduction: Reduction,
+    /// Whether bias gradients are part of the gradient (Captum leaves them out).
+    pub bias: Bias,
+    /// Learning rate of checkpoints that record none (Captum's default is 1.0).
+    pub default_learning_rate: f32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            loss: Loss::CrossEntropy,
+            reduction: Reduction::Sum,
+            bias: Bias::Excluded,
+            default_learning_rate: 1.0,
+        }
+    }
+}
+
+/// How an estimator is named and built.
+#[derive(Clone, Copy)]
+pub struct Registration {
+    /// Stable machine name: `--method`, output metadata (e.g. `tracincp-fast`).
+    pub name: &'static str,
+    /// Name for people: summaries and tables (e.g. `TracInCPFast`).
+    pub label: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+    /// Builds the estimator from the common options.
+    pub build: fn(&Options) -> Box<dyn Estimator>,
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The registration named `name`, or an error listing the known names.
+pub fn find(name: &str) -> Result<&'static Registration> {
+    REGISTRY.iter().find(|r| r.name == name).ok_or_else(|| {
+        Error::config(
+            "method",
+            format!(
+                "unknown method {name:?}; expected one of: {}",
+                names().join(", ")
+            ),
+        )
+    })
+}
+
+/// The names of every registered estimator.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|r| r.name).collect()
+}
+
+/// Builds the estimator named `name`.
+pub fn build(name: &str, options: &Options) -> Result<Box<dyn Estimator>> {
+    Ok((find(name)?.build)(options))
+}
+
+/// Results of an estimator with what is known of the examples they refer to.
+#[derive(Clone, Debug)]
+pub struct Attributed<T> {
+    /// The prepared run (ids, labels, predictions, checkpoints, learning rates).
+    pub prepared: Prepared,
+    /// The results.
+    pub values: T,
+}
+
+/// A training-data attribution method.
+///
+/// Required: [`registration`](Estimator::registration), [`settings`](Estimator::settings)
+/// and [`prepare`](Estimator::prepare). Provided: names, metadata and the three
+/// computations, all through the one [`Engine`].
+pub trait Estimator: fmt::Debug + Send + Sync {
+    /// How the estimator is named (the same constant as its [`REGISTRY`] entry).
+    fn registration(&self) -> &'static Registration;
+
+    /// The settings that determine its numbers, as `(key, value)` pairs for output
+    /// metadata (e.g. `("loss", "ce")`).
+    fn settings(&self) -> Vec<(String, String)>;
+
+    /// Turns a run into the terms the engine scores (computing gradients on `backend`),
+    /// checking that the run is consistent.
+    fn prepare(&self, backend: &dyn Backend, run: &[CheckpointData]) -> Result<Prepared>;
+
+    /// Stable machine name (see [`Registration::name`]).
+    fn name(&self) -> &'static str {
+        self.registration().name
+    }
+
+    /// Name for people (see [`Registration::label`]).
+    fn label(&self) -> &'static str {
+        self.registration().label
+    }
+
+    /// `method` followed by [`settings`](Estimator::settings).
+    fn metadata(&self) -> Vec<(String, String)> {
+        let mut m = vec![("method".to_string(), self.name().to_string())];
+        m.extend(self.settings());
+        m
+    }
+
+    /// The full `[test, train]` score matrix, row-major.
+    fn scores(
+        &self,
+        backend: &dyn Backend,
+        run: &[CheckpointData],
+        progress: &dyn Progress,
+    ) -> Result<Attributed<Vec<f32>>> {
+        let prepared = self.prepare(backend, run)?;
+        let values = Engine::new(backend).scores(&prepared.set, progress)?;
+        Ok(Attributed { prepared, values })
+    }
+
+    /// The `k` strongest proponents and opponents of every test example (streamed).
+    fn topk(
+        &self,
+        backend: &dyn Backend,
+        run: &[CheckpointData],
+        k: usize,
+        progress: &dyn Progress,
+    ) -> Result<Attributed<TopKRows>> {
+        let prepared = self.prepare(backend, run)?;
+        let values = Engine::new(backend).topk(&prepared.set, k, progress)?;
+        Ok(Attributed { prepared, values })
+    }
+
+    /// Self-influence of every training example.
+    fn self_influence(
+        &self,
+        backend: &dyn Backend,
+        run: &[CheckpointData],
+    ) -> Result<Attributed<Vec<f32>>> {
+        let prepared = self.prepare(backend, run)?;
+        let values = Engine::new(backend).self_influence(&prepared.set)?;
+        Ok(Attributed { prepared, values })
+    }
+}
