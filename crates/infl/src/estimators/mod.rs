@@ -12,6 +12,8 @@
 //! `--method`, the output metadata, the summaries and the demo's table all read the
 //! registry.
 
+#[cfg(feature = "testing")]
+mod grad_dot_last;
 mod tracincp_fast;
 
 use std::fmt;
@@ -27,6 +29,8 @@ pub use tracincp_fast::TracInCPFast;
 /// Every estimator infl knows, in the order the CLI lists them (the first is the default).
 pub const REGISTRY: &[Registration] = &[
     tracincp_fast::REGISTRATION,
+    #[cfg(feature = "testing")]
+    grad_dot_last::REGISTRATION,
 ];
 
 /// The knobs that every estimator reads from a run (the CLI's common flags).
