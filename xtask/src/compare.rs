@@ -6,7 +6,8 @@
 //! the loss, reduction and bias variants), a reduced `infl demo` on the bundled MNIST
 //! subset (every file it writes, plots and factors included; `results.json` compared
 //! without its `seconds` timings), then the three subcommands on the run folder the demo
-//! wrote. Stdout must match too, except the demo's (it prints timings).
+//! wrote. Stdout must match too, except the demo's (it prints timings). `--backend gpu`
+//! runs the subcommands on the GPU backend instead of the CPU (default `cpu`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,7 @@ pub fn compare(root: &Path, args: &[String]) -> Result<()> {
         std::fs::canonicalize(p).with_context(|| format!("{name} {p}"))
     };
     let (old, new) = (bin("--old")?, bin("--new")?);
+    let backend = crate::flag(args, "--backend").unwrap_or("cpu");
     let work = root.join("target/compare-outputs");
     let _ = std::fs::remove_dir_all(&work);
     let captum = root.join("fixtures/captum/run");
@@ -76,8 +78,8 @@ pub fn compare(root: &Path, args: &[String]) -> Result<()> {
                 .replace("RUN", &run.display().to_string())
                 .replace("OUT", &out.display().to_string());
             // Stdout names the output folder: compare it with the side's folders masked.
-            let stdout =
-                invoke(exe, &line)?.replace(&work.join(side).display().to_string(), "WORK");
+            let stdout = invoke(exe, backend, &line)?
+                .replace(&work.join(side).display().to_string(), "WORK");
             outputs.push((out, stdout));
         }
         let (old_out, new_out) = (&outputs[0], &outputs[1]);
@@ -106,10 +108,10 @@ pub fn compare(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Runs `exe` with `line`'s words on the CPU backend with 2 threads; returns stdout.
-fn invoke(exe: &Path, line: &str) -> Result<String> {
+/// Runs `exe` with `line`'s words on `backend` with 2 threads; returns stdout.
+fn invoke(exe: &Path, backend: &str, line: &str) -> Result<String> {
     let out = Command::new(exe)
-        .args(["--backend", "cpu", "--threads", "2", "-q"])
+        .args(["--backend", backend, "--threads", "2", "-q"])
         .args(line.split_whitespace())
         .output()
         .with_context(|| format!("cannot run {}", exe.display()))?;

@@ -28,7 +28,7 @@ fn main() -> Result<()> {
         _ => {
             eprintln!(
                 "usage: cargo xtask <ci | fixtures [--python PY] | bench-compare [--threads N] \
-                 | compare-outputs --old BIN --new BIN>"
+                 | compare-outputs --old BIN --new BIN [--backend cpu|gpu]>"
             );
             bail!("unknown or missing task")
         }
