@@ -92,25 +92,55 @@ impl Data {
     }
 }
 
-fn kernels(c: &mut Criterion) {
-    let (n, t, da, dg) = (
-        env("INFL_BENCH_N", 4096),
-        env("INFL_BENCH_T", 128),
-        env("INFL_BENCH_D", 512),
-        env("INFL_BENCH_K", 10),
-    );
-    let (nterms, k) = (env("INFL_BENCH_TERMS", 1), env("INFL_BENCH_TOPK", 10));
-    let data = Data::new(t, n, da, dg, nterms);
-    let fused_flops = |n: usize| (nterms * (2 * t * n * (da + dg) + 3 * t * n)) as u64;
-    let backends = backends();
+/// Sizes (from the environment), data and backends shared by the four groups.
+struct Setup {
+    n: usize,
+    t: usize,
+    da: usize,
+    dg: usize,
+    nterms: usize,
+    k: usize,
+    data: Data,
+    backends: Vec<(String, Box<dyn Backend>)>,
+}
 
+impl Setup {
+    fn new() -> Self {
+        let (n, t, da, dg) = (
+            env("INFL_BENCH_N", 4096),
+            env("INFL_BENCH_T", 128),
+            env("INFL_BENCH_D", 512),
+            env("INFL_BENCH_K", 10),
+        );
+        let (nterms, k) = (env("INFL_BENCH_TERMS", 1), env("INFL_BENCH_TOPK", 10));
+        Self {
+            data: Data::new(t, n, da, dg, nterms),
+            backends: backends(),
+            n,
+            t,
+            da,
+            dg,
+            nterms,
+            k,
+        }
+    }
+
+    /// FLOPs of a fused pass over `n` training rows.
+    fn fused_flops(&self, n: usize) -> u64 {
+        (self.nterms * (2 * self.t * n * (self.da + self.dg) + 3 * self.t * n)) as u64
+    }
+}
+
+fn fused_topk(c: &mut Criterion, s: &Setup) {
+    let (t, n, k) = (s.t, s.n, s.k);
     let mut g = c.benchmark_group(format!(
-        "fused_topk/T{t}_N{n}_D{da}_K{dg}_terms{nterms}_k{k}"
+        "fused_topk/T{t}_N{n}_D{}_K{}_terms{}_k{k}",
+        s.da, s.dg, s.nterms
     ));
     g.sample_size(10)
-        .throughput(Throughput::Elements(fused_flops(n)));
-    let terms = data.terms(n);
-    for (name, b) in &backends {
+        .throughput(Throughput::Elements(s.fused_flops(n)));
+    let terms = s.data.terms(n);
+    for (name, b) in &s.backends {
         g.bench_function(name.as_str(), |bench| {
             bench.iter(|| {
                 let mut acc = TopK::new(t, k.min(n)).expect("k");
@@ -120,14 +150,19 @@ fn kernels(c: &mut Criterion) {
         });
     }
     g.finish();
+}
 
-    let ns = n.min(32768);
-    let mut g = c.benchmark_group(format!("fused_scores/T{t}_N{ns}_D{da}_K{dg}_terms{nterms}"));
+fn fused_scores(c: &mut Criterion, s: &Setup) {
+    let (t, ns) = (s.t, s.n.min(32768));
+    let mut g = c.benchmark_group(format!(
+        "fused_scores/T{t}_N{ns}_D{}_K{}_terms{}",
+        s.da, s.dg, s.nterms
+    ));
     g.sample_size(10)
-        .throughput(Throughput::Elements(fused_flops(ns)));
-    let terms = data.terms(ns);
+        .throughput(Throughput::Elements(s.fused_flops(ns)));
+    let terms = s.data.terms(ns);
     let mut out = vec![0.0f32; t * ns];
-    for (name, b) in &backends {
+    for (name, b) in &s.backends {
         g.bench_function(name.as_str(), |bench| {
             bench.iter(|| {
                 b.scores(&terms, &mut out).expect("scores");
@@ -136,14 +171,17 @@ fn kernels(c: &mut Criterion) {
         });
     }
     g.finish();
+}
 
+fn self_influence(c: &mut Criterion, s: &Setup) {
+    let (n, da, dg, nterms) = (s.n, s.da, s.dg, s.nterms);
     let mut g = c.benchmark_group(format!("self_influence/N{n}_D{da}_K{dg}_terms{nterms}"));
     let self_flops = (nterms * n * (2 * (da + dg) + 3)) as u64;
     g.sample_size(10)
         .throughput(Throughput::Elements(self_flops));
-    let self_terms = data.self_terms();
+    let self_terms = s.data.self_terms();
     let mut out = vec![0.0f32; n];
-    for (name, b) in &backends {
+    for (name, b) in &s.backends {
         g.bench_function(name.as_str(), |bench| {
             bench.iter(|| {
                 b.self_influence(&self_terms, &mut out)
@@ -153,16 +191,18 @@ fn kernels(c: &mut Criterion) {
         });
     }
     g.finish();
+}
 
-    // GEMM: [m, D] · [D, D]ᵀ, e.g. projecting features.
-    let m = n.min(8192);
+/// GEMM: `[m, D] · [D, D]ᵀ`, e.g. projecting features.
+fn gemm(c: &mut Criterion, s: &Setup) {
+    let (m, da) = (s.n.min(8192), s.da);
     let a = rand_matrix(m, da, 11);
     let w = rand_matrix(da, da, 12);
     let mut g = c.benchmark_group(format!("gemm_abt/{m}x{da}x{da}"));
     g.sample_size(10)
         .throughput(Throughput::Elements((2 * m * da * da) as u64));
     let mut out = vec![0.0f32; m * da];
-    for (name, b) in &backends {
+    for (name, b) in &s.backends {
         g.bench_function(name.as_str(), |bench| {
             bench.iter(|| {
                 b.gemm(a.view(), w.view(), Rhs::Transposed, &mut out)
@@ -172,6 +212,14 @@ fn kernels(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+fn kernels(c: &mut Criterion) {
+    let setup = Setup::new();
+    fused_topk(c, &setup);
+    fused_scores(c, &setup);
+    self_influence(c, &setup);
+    gemm(c, &setup);
 }
 
 criterion_group!(benches, kernels);
