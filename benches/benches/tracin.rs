@@ -54,6 +54,7 @@ fn term_set(s: &Size) -> TermSet {
     TermSet {
         terms: (0..s.c as u64)
             .map(|c| FactorTerm {
+                label: format!("checkpoint {c}"),
                 weight: 0.1 / (c + 1) as f32,
                 bias: Bias::Excluded,
                 train: FactorMatrices {

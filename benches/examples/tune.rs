@@ -56,6 +56,7 @@ fn problem(n: usize, tt: usize, d: usize, k: usize, c: usize) -> TermSet {
     TermSet {
         terms: (0..c as u64)
             .map(|i| FactorTerm {
+                label: format!("checkpoint {i}"),
                 weight: 0.1,
                 bias: Bias::Excluded,
                 train: FactorMatrices {

@@ -425,3 +425,97 @@ fn checkpoints_and_features_must_pair_up() {
         &["checkpoint-2.train.safetensors"],
     );
 }
+
+/// `infl SUB` on `dir` with `--backend BACKEND`; returns (success, stderr).
+fn run_on(dir: &Path, sub: &str, backend: &str) -> (bool, String) {
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = Command::cargo_bin("infl").unwrap();
+    cmd.arg(sub)
+        .arg("--run")
+        .arg(dir)
+        .args(["--layer", "fc3", "-q", "--backend", backend]);
+    match sub {
+        "self-influence" => cmd.arg("--out-dir").arg(out.path()),
+        _ => cmd.arg("--out").arg(out.path().join("out.safetensors")),
+    };
+    let output = cmd.output().unwrap();
+    let left = std::fs::read_dir(out.path()).unwrap().count();
+    assert!(output.status.success() || left == 0, "partial output");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Features scaled so that `row 5` of checkpoint-2's training split is huge.
+fn with_huge_row(scale: f32) -> tempfile::TempDir {
+    let dir = scratch();
+    let f = TensorFile::open(dir.path().join("checkpoint-2.train.safetensors")).unwrap();
+    let mut x = f.matrix("features", Rank::Matrix).unwrap().to_vec();
+    drop(f);
+    for v in &mut x[5 * 8..6 * 8] {
+        *v = scale;
+    }
+    replace(
+        dir.path(),
+        "checkpoint-2.train.safetensors",
+        "features",
+        Some(OutTensor::F32(vec![40, 8], x)),
+    );
+    dir
+}
+
+/// Finite inputs whose arithmetic overflows f32 are refused by one rule, with the same
+/// message on the CPU and the GPU, naming the checkpoint, split and example (or the file,
+/// tensor and example when the logits themselves overflow).
+#[test]
+fn overflowing_inputs_are_refused_alike_on_every_backend() {
+    let gpu = run_on(scratch().path(), "self-influence", "gpu").0;
+    let required = std::env::var("INFL_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    assert!(
+        gpu || !required,
+        "--backend gpu failed with INFL_REQUIRE_GPU=1"
+    );
+    if !gpu {
+        eprintln!("no GPU adapter: checking the CPU backend only");
+    }
+    let backends: &[&str] = if gpu { &["cpu", "gpu"] } else { &["cpu"] };
+    // ‖a‖² = 8e38 does not fit; the logits (~1e19) still do.
+    let huge_norm = with_huge_row(1e19);
+    // The logits overflow.
+    let huge_logits = with_huge_row(f32::MAX);
+    for (dir, needles) in [
+        (
+            &huge_norm,
+            &["train example 5 at checkpoint checkpoint-2", "‖a‖²"][..],
+        ),
+        (
+            &huge_logits,
+            &[
+                "checkpoint-2.train.safetensors",
+                "tensor `features`",
+                "example 5: the logits overflow f32",
+            ][..],
+        ),
+    ] {
+        for sub in ["scores", "topk", "self-influence"] {
+            let messages: Vec<String> = backends
+                .iter()
+                .map(|b| {
+                    let (ok, err) = run_on(dir.path(), sub, b);
+                    assert!(!ok, "{sub} --backend {b} accepted an overflowing input");
+                    for n in needles {
+                        assert!(err.contains(n), "{sub} --backend {b}: lacks {n:?}: {err}");
+                    }
+                    err
+                })
+                .collect();
+            assert!(
+                messages.windows(2).all(|w| w[0] == w[1]),
+                "{sub}: backends disagree: {messages:?}"
+            );
+        }
+    }
+    // The control: the same harness accepts large values that fit.
+    assert!(run_on(with_huge_row(1e6).path(), "topk", "cpu").0);
+}

@@ -5,6 +5,7 @@ use infl_cpu::CpuBackend;
 
 use std::ops::Range;
 
+use crate::finite::{self, Checked};
 use crate::{Error, Result};
 
 /// Reports progress of long computations (the CLI draws bars; the default does nothing).
@@ -44,6 +45,8 @@ impl FactorMatrices {
 /// Factors of one (checkpoint, layer) for the training and (optionally) test examples.
 #[derive(Clone, Debug)]
 pub struct FactorTerm {
+    /// Where the term comes from, for messages (e.g. `checkpoint epoch-3`).
+    pub label: String,
     /// Weight of the term: the learning rate of its checkpoint.
     pub weight: f32,
     /// Whether the bias gradient is included (adds 1 to every input dot product).
@@ -139,6 +142,7 @@ impl<B: Backend> Engine<B> {
     pub fn scores(&self, set: &TermSet, progress: &dyn Progress) -> Result<Vec<f32>> {
         let (nq, nt) = (set.n_test(), set.n_train());
         set.kernel_terms(0..0)?;
+        finite::check(set, Checked::TrainAndTest)?;
         let mut out = vec![0.0f32; nq * nt];
         let mut block = Vec::new();
         progress.start("scores", nt as u64);
@@ -166,6 +170,7 @@ impl<B: Backend> Engine<B> {
             ));
         }
         set.kernel_terms(0..0)?;
+        finite::check(set, Checked::TrainAndTest)?;
         let mut acc = TopK::new(nq, k)?;
         progress.start("top-k", nt as u64);
         for cols in ranges(nt, self.chunk) {
@@ -178,6 +183,10 @@ impl<B: Backend> Engine<B> {
     }
 
     /// Self-influence of every training example: `Σ_terms w ‖g‖² (‖a‖² + bias)`.
+    ///
+    /// A value that f32 cannot hold is an error naming the checkpoint and example (see
+    /// [`finite`]); it is looked for after the kernel, which costs `O(train)`, and named by
+    /// the f64 check only then.
     pub fn self_influence(&self, set: &TermSet) -> Result<Vec<f32>> {
         let terms: Vec<SelfTerm<'_>> = set
             .terms
@@ -192,6 +201,16 @@ impl<B: Backend> Engine<B> {
             .collect::<Result<_>>()?;
         let mut out = vec![0.0f32; set.n_train()];
         self.backend.self_influence(&terms, &mut out)?;
+        let fits = |x: &f32| x.is_finite() && f64::from(x.abs()) <= finite::LIMIT;
+        if let Some(i) = out.iter().position(|x| !fits(x)) {
+            finite::check(set, Checked::Train)?;
+            return Err(Error::NonFinite {
+                checkpoint: "all checkpoints".into(),
+                split: "train",
+                example: i,
+                details: format!("its self-influence {} does not fit in f32", out[i]),
+            });
+        }
         Ok(out)
     }
 }

@@ -17,6 +17,19 @@ pub enum Error {
     /// Input data are inconsistent (names the file and tensor).
     #[error(transparent)]
     Tensor(#[from] TensorError),
+    /// An example's values are too large (or not finite) for f32 scores: the one rule of
+    /// [`crate::finite`], the same on every backend.
+    #[error("{split} example {example} at {checkpoint}: {details}")]
+    NonFinite {
+        /// The checkpoint (or `all checkpoints` when only their sum overflows).
+        checkpoint: String,
+        /// `train` or `test`.
+        split: &'static str,
+        /// The example's row in its split.
+        example: usize,
+        /// Which quantity does not fit, and what to do.
+        details: String,
+    },
     /// A parameter is out of range (k, empty input...).
     #[error("invalid {what}: {details}")]
     Config {

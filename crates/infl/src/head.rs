@@ -43,8 +43,19 @@ impl LossHead {
         check_split(checkpoint, examples, reference)?;
         let mut z = logits(backend, checkpoint, examples)?;
         let k = checkpoint.weight.rows();
+        refuse_non_finite(&z, k, examples, "features", || {
+            format!(
+                "the logits overflow f32 with the layer in {} (features x weights too large); \
+                 rescale the features or the model",
+                checkpoint.source.display()
+            )
+        })?;
         let predicted = z.chunks(k).map(argmax).collect();
         output_gradients(self, checkpoint, examples, &mut z)?;
+        refuse_non_finite(&z, k, examples, "targets", || {
+            "the loss gradient overflows f32 (targets far from the outputs); rescale them"
+                .to_string()
+        })?;
         Ok(Head {
             gradients: Matrix::from_vec(examples.len(), k, z)?,
             predicted,
@@ -196,4 +207,27 @@ fn class_labels<'e>(ckpt: &Checkpoint, examples: &'e Examples) -> Result<&'e [i6
         .into());
     }
     Ok(labels)
+}
+
+/// The first row of `z` (`k` wide) with a non-finite value, as an error on `tensor` of
+/// `examples`' file.
+fn refuse_non_finite(
+    z: &[f32],
+    k: usize,
+    examples: &Examples,
+    tensor: &str,
+    why: impl FnOnce() -> String,
+) -> Result<()> {
+    match z
+        .chunks(k)
+        .position(|row| row.iter().any(|x| !x.is_finite()))
+    {
+        None => Ok(()),
+        Some(i) => {
+            Err(
+                TensorError::new(&examples.source, tensor, format!("example {i}: {}", why()))
+                    .into(),
+            )
+        }
+    }
 }

@@ -54,6 +54,7 @@ pub mod engine;
 mod error;
 pub mod estimators;
 pub mod eval;
+pub mod finite;
 pub mod forgetting;
 pub mod head;
 pub mod metrics;

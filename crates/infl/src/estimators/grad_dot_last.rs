@@ -50,6 +50,7 @@ impl Estimator for GradDotLast {
         Ok(Prepared {
             set: TermSet {
                 terms: vec![FactorTerm {
+                    label: format!("checkpoint {}", last.checkpoint.name),
                     weight: 1.0,
                     bias: Bias::Excluded,
                     train: FactorMatrices {

@@ -99,6 +99,7 @@ impl Estimator for TracInCPFast {
                 _ => None,
             };
             terms.push(FactorTerm {
+                label: format!("checkpoint {}", d.checkpoint.name),
                 weight: self.learning_rate(d),
                 bias: self.bias,
                 train: FactorMatrices {

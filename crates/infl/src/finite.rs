@@ -1,0 +1,83 @@
+//! The one rule for values that f32 arithmetic cannot hold (issue: hardening, class 1).
+//!
+//! Scores are sums over terms of `w (g_i·g_j)(a_i·a_j + bias)`. By Cauchy–Schwarz every
+//! intermediate of that sum is bounded by the per-example quantities `‖a‖²`, `‖g‖²`,
+//! `‖g‖²(‖a‖² + bias)` and their weighted sum over terms (the self-influence). So the engine
+//! checks those, in f64, once per term set before any kernel runs: when all of them are
+//! finite and at most [`LIMIT`], every score, top-k entry and self-influence is finite on
+//! every backend, CPU and GPU alike; otherwise it refuses with an error naming the
+//! checkpoint, the split and the example. The check is `O((train + test) × width)`, small
+//! next to scoring.
+
+use crate::engine::{FactorMatrices, TermSet};
+use crate::{Error, Result};
+
+/// The largest per-example quantity accepted: f32's largest value over 16, leaving room
+/// for the rounding of f32 sums.
+pub const LIMIT: f64 = f32::MAX as f64 / 16.0;
+
+/// Which examples of a term set to check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Training examples only (self-influence).
+    Train,
+    /// Training and test examples (scores, top-k).
+    TrainAndTest,
+}
+
+/// Checks that scoring `set` stays within f32 (see the module docs).
+pub fn check(set: &TermSet, which: Checked) -> Result<()> {
+    check_split(set, "train", |t| Some(&t.train))?;
+    if which == Checked::TrainAndTest {
+        check_split(set, "test", |t| t.test.as_ref())?;
+    }
+    Ok(())
+}
+
+fn check_split(
+    set: &TermSet,
+    split: &'static str,
+    factors: impl Fn(&crate::FactorTerm) -> Option<&FactorMatrices>,
+) -> Result<()> {
+    let mut total: Vec<f64> = Vec::new();
+    for term in &set.terms {
+        let Some(f) = factors(term) else { continue };
+        total.resize(f.rows(), 0.0);
+        let bias = f64::from(term.bias.input_dot());
+        for (i, sum) in total.iter_mut().enumerate() {
+            let na = squared_norm(f.a.view().row(i));
+            let ng = squared_norm(f.g.view().row(i));
+            let unweighted = ng * (na + bias);
+            let fits = |x: f64| x.is_finite() && x <= LIMIT;
+            if !(fits(na) && fits(ng) && fits(unweighted)) {
+                return Err(Error::NonFinite {
+                    checkpoint: term.label.clone(),
+                    split,
+                    example: i,
+                    details: format!(
+                        "‖a‖² = {na:e}, ‖g‖² = {ng:e}: its gradient does not fit in f32 \
+                         (largest accepted {LIMIT:e}); rescale the features or the model"
+                    ),
+                });
+            }
+            *sum += f64::from(term.weight).abs() * unweighted;
+        }
+    }
+    match total.iter().position(|s| !(s.is_finite() && *s <= LIMIT)) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFinite {
+            checkpoint: "all checkpoints".into(),
+            split,
+            example: i,
+            details: format!(
+                "the learning-rate-weighted sum of its squared gradient norms is {:e}, above \
+                 the largest accepted {LIMIT:e}: its scores would overflow f32",
+                total[i]
+            ),
+        }),
+    }
+}
+
+fn squared_norm(row: &[f32]) -> f64 {
+    row.iter().map(|&x| f64::from(x) * f64::from(x)).sum()
+}
