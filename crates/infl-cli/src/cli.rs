@@ -251,6 +251,9 @@ fn load(input: &Input, compute: Compute, progress: &Bar, splits: Splits) -> Resu
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    if let Some(t) = cli.threads {
+        infl::check_threads(t).context("--threads")?;
+    }
     let bar = Bar::new(cli.quiet);
     let compute = Compute {
         backend: cli.backend,
@@ -260,6 +263,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => crate::demo::run(&args, cli.threads)?,
         Command::Scores { input, out } => {
             let l = load(&input, compute, &bar, Splits::TrainAndTest)?;
+            check_memory_for_scores(&l.run)?;
             let scores = l.estimator.scores(&*l.backend, &l.run, &bar)?;
             output::write_scores(&out, &l.provenance(), &scores)
                 .with_context(|| format!("writing {}", out.display()))?;
@@ -300,4 +304,38 @@ fn ensure_dir(dir: &Path) -> Result<()> {
             .with_context(|| format!("{}: cannot create output folder", dir.display()))?;
     }
     Ok(())
+}
+
+/// Refuses a full score matrix that would not fit in the memory available: `scores` holds
+/// it about four times at its peak (the result, its f32 copy and byte image for the file,
+/// the file buffer). Linux only (`MemAvailable`); elsewhere the engine's allocation check
+/// is the guard.
+fn check_memory_for_scores(run: &[CheckpointData]) -> Result<()> {
+    let Some(first) = run.first() else {
+        return Ok(());
+    };
+    let (nq, nt) = (
+        first.test.as_ref().map_or(0, |t| t.len()),
+        first.train.len(),
+    );
+    let peak = 4.0 * nq as f64 * nt as f64 * 4.0;
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    match available_memory() {
+        Some(avail) if peak > avail as f64 => bail!(
+            "the full [{nq} x {nt}] score matrix needs about {:.1} GiB while it is written, but \
+             {:.1} GiB of memory is available: use `infl topk` (streamed, memory O(test x k)) \
+             or fewer test examples",
+            gib(peak),
+            gib(avail as f64)
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }

@@ -519,3 +519,100 @@ fn overflowing_inputs_are_refused_alike_on_every_backend() {
     // The control: the same harness accepts large values that fit.
     assert!(run_on(with_huge_row(1e6).path(), "topk", "cpu").0);
 }
+
+/// Resource limits are checked before anything is spawned or allocated, with a message
+/// that says what to do instead.
+#[test]
+fn thread_counts_are_bounded() {
+    let dir = scratch();
+    for t in ["0", "100000", "18446744073709551615"] {
+        let started = std::time::Instant::now();
+        fails(
+            dir.path(),
+            "self-influence",
+            &["--threads", t],
+            &["--threads", "leave --threads out"],
+        );
+        assert!(started.elapsed().as_secs() < 30, "--threads {t} was slow");
+    }
+}
+
+#[test]
+fn a_score_matrix_larger_than_memory_is_refused_before_it_is_computed() {
+    // 100,000 x 100,000 scores (40 GB, ~160 GB at peak) from 3 MB of features.
+    let dir = tempfile::tempdir().unwrap();
+    let n = 100_000;
+    let feats = |seed: u64| {
+        OutTensor::F32(
+            vec![n, 8],
+            (0..n * 8)
+                .map(|i| ((i as u64 * 2_654_435_761 + seed) % 1000) as f32 / 1000.0)
+                .collect(),
+        )
+    };
+    let labels = || OutTensor::I64(vec![n], (0..n as i64).map(|i| i % 4).collect());
+    let ckpt = TensorFile::open(fixture_run().join("checkpoint-1.safetensors")).unwrap();
+    let weight = ckpt.matrix("fc3.weight", Rank::Matrix).unwrap().to_vec();
+    write_safetensors(
+        dir.path().join("c.safetensors"),
+        vec![("fc3.weight".into(), OutTensor::F32(vec![4, 8], weight))],
+        Default::default(),
+    )
+    .unwrap();
+    for (split, seed) in [("train", 1), ("test", 2)] {
+        write_safetensors(
+            dir.path().join(format!("c.{split}.safetensors")),
+            vec![
+                ("features".into(), feats(seed)),
+                ("labels".into(), labels()),
+            ],
+            Default::default(),
+        )
+        .unwrap();
+    }
+    fails(
+        dir.path(),
+        "scores",
+        &[],
+        &["score matrix", "GiB", "infl topk"],
+    );
+}
+
+/// Only regular files are read: a directory or a FIFO named like a feature file is
+/// refused at once (a FIFO used to block forever).
+#[test]
+fn special_files_are_refused() {
+    for kind in ["directory", "fifo"] {
+        let dir = scratch();
+        let victim = dir.path().join("checkpoint-2.train.safetensors");
+        std::fs::remove_file(&victim).unwrap();
+        match kind {
+            "directory" => std::fs::create_dir(&victim).unwrap(),
+            _ => assert!(
+                std::process::Command::new("mkfifo")
+                    .arg(&victim)
+                    .status()
+                    .unwrap()
+                    .success()
+            ),
+        }
+        let out = tempfile::tempdir().unwrap();
+        let assert = Command::cargo_bin("infl")
+            .unwrap()
+            .arg("self-influence")
+            .arg("--run")
+            .arg(dir.path())
+            .args(["--layer", "fc3", "-q", "--out-dir"])
+            .arg(out.path())
+            .timeout(std::time::Duration::from_secs(60))
+            .assert()
+            .failure();
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+        assert!(
+            stderr.contains("checkpoint-2.train.safetensors")
+                && stderr.contains("expected a regular file"),
+            "{kind}: {stderr}"
+        );
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+}

@@ -74,6 +74,7 @@ impl CpuBackend {
 
     /// Uses a private pool of `threads` threads (0 = one per core).
     pub fn with_threads(threads: usize) -> Result<Self> {
+        check_threads(threads)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("infl-cpu-{i}"))
@@ -489,6 +490,28 @@ impl Backend for CpuBackend {
         self.matmul(fmat(a).transpose(), fmat(b), out);
         Ok(())
     }
+}
+
+/// The most worker threads accepted: 8 per core of this machine, and at least 64. More
+/// only slows the work down (thread start-up alone takes seconds at 10,000).
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (8 * cores).max(64)
+}
+
+/// Checks a requested thread count: at least 1 and at most [`max_threads`].
+pub fn check_threads(threads: usize) -> Result<()> {
+    let max = max_threads();
+    if (1..=max).contains(&threads) {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "threads",
+        format!(
+            "{threads} threads requested; expected 1 to {max} (8 per core, at least 64); \
+             leave --threads out for one per core"
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ impl TensorFile {
     /// Maps and parses `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        crate::write::require_regular_file(&path)?;
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
         // SAFETY: the map is read-only. As with every memory-mapped reader, a file truncated
         // by another process while mapped is outside what we can defend against.

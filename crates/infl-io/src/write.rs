@@ -149,6 +149,27 @@ pub fn write_safetensors(
     write_atomic(path, &buf)
 }
 
+/// Refuses anything but a regular file (after following links) before it is opened: a
+/// FIFO would block `open` forever, a directory or device would fail with a cryptic error.
+pub(crate) fn require_regular_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() {
+        "a directory"
+    } else {
+        "a special file (FIFO, socket or device)"
+    };
+    Err(Error::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is {kind}, expected a regular file"),
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,7 +143,7 @@ impl<B: Backend> Engine<B> {
         let (nq, nt) = (set.n_test(), set.n_train());
         set.kernel_terms(0..0)?;
         finite::check(set, Checked::TrainAndTest)?;
-        let mut out = vec![0.0f32; nq * nt];
+        let mut out = full_matrix(nq, nt)?;
         let mut block = Vec::new();
         progress.start("scores", nt as u64);
         for cols in ranges(nt, self.chunk) {
@@ -212,5 +212,39 @@ impl<B: Backend> Engine<B> {
             });
         }
         Ok(out)
+    }
+}
+
+/// A zeroed `[queries, train]` matrix, or an error (not an abort) when it cannot be
+/// allocated.
+fn full_matrix(queries: usize, train: usize) -> Result<Vec<f32>> {
+    let too_large = || {
+        Error::config(
+            "scores",
+            format!(
+                "the full [{queries} x {train}] score matrix cannot be allocated ({:.1} GiB); \
+                 use top-k (streamed, memory O(test x k)) or fewer test examples",
+                queries as f64 * train as f64 * 4.0 / (1u64 << 30) as f64
+            ),
+        )
+    };
+    let len = queries.checked_mul(train).ok_or_else(too_large)?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| too_large())?;
+    out.resize(len, 0.0);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_impossible_score_matrix_is_an_error_not_an_abort() {
+        for (q, t) in [(usize::MAX / 2, 4), (1 << 31, 1 << 31), (1 << 20, 1 << 40)] {
+            let e = full_matrix(q, t).unwrap_err().to_string();
+            assert!(e.contains("use top-k"), "{e}");
+        }
+        assert_eq!(full_matrix(3, 5).unwrap(), vec![0.0; 15]);
     }
 }

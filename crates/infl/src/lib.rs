@@ -72,7 +72,7 @@ pub use infl_core::{
     Backend, Bias, Checkpoint, Examples, MatRef, Matrix, Presentation, Ranked, TopKRows,
     TrainingObserver,
 };
-pub use infl_cpu::{CpuBackend, Tiles};
+pub use infl_cpu::{CpuBackend, Tiles, check_threads, max_threads};
 pub use run::{
     CheckpointData, Loss, Prepared, Reduction, SplitInfo, Splits, load_checkpoint_data, load_run,
 };
