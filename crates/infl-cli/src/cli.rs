@@ -173,8 +173,8 @@ impl Input {
     }
 
     fn estimator(&self) -> Result<Box<dyn Estimator>> {
-        if !self.learning_rate.is_finite() {
-            bail!("--learning-rate must be finite, got {}", self.learning_rate);
+        if let Err(why) = infl::io::check_learning_rate(self.learning_rate) {
+            bail!("--learning-rate: {why}");
         }
         let options = Options {
             loss: match self.loss {

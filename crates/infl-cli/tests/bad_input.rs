@@ -616,3 +616,69 @@ fn special_files_are_refused() {
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
     }
 }
+
+/// A learning rate must be finite and positive, from metadata, a manifest or the flag: a
+/// negative one would flip its checkpoint's sign and zero would drop it, silently.
+#[test]
+fn learning_rates_must_be_positive() {
+    for lr in ["-0.2", "0"] {
+        // Checkpoint metadata.
+        let dir = scratch();
+        let path = dir.path().join("checkpoint-2.safetensors");
+        let f = TensorFile::open(&path).unwrap();
+        let tensors = f
+            .names()
+            .into_iter()
+            .map(|n| {
+                let m = f.matrix(&n, Rank::MatrixOrVector).unwrap();
+                let shape = f.info(&n).unwrap().shape.to_vec();
+                (n, OutTensor::F32(shape, m.to_vec()))
+            })
+            .collect();
+        let mut meta = f.metadata().clone();
+        drop(f);
+        meta.insert("learning_rate".into(), lr.into());
+        write_safetensors(&path, tensors, meta).unwrap();
+        fails(
+            dir.path(),
+            "scores",
+            &[],
+            &[
+                "checkpoint-2.safetensors",
+                "learning_rate (metadata)",
+                "expected a positive learning rate",
+            ],
+        );
+        // The flag.
+        fails(
+            scratch().path(),
+            "topk",
+            &[&format!("--learning-rate={lr}")],
+            &["--learning-rate", "expected a positive learning rate"],
+        );
+    }
+    // A manifest.
+    let dir = scratch();
+    let manifest = dir.path().join("run.json");
+    std::fs::write(
+        &manifest,
+        r#"{"checkpoints": [{"checkpoint": "checkpoint-1.safetensors",
+            "train": "checkpoint-1.train.safetensors", "learning_rate": -1.0}]}"#,
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let assert = Command::cargo_bin("infl")
+        .unwrap()
+        .args(["self-influence", "--layer", "fc3", "-q", "--manifest"])
+        .arg(&manifest)
+        .arg("--out-dir")
+        .arg(out.path())
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("run.json") && stderr.contains("expected a positive learning rate"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}

@@ -119,6 +119,17 @@ impl RunLayout {
                 "`test` must be given for every checkpoint or for none",
             ));
         }
+        for (i, e) in m.checkpoints.iter().enumerate() {
+            if let Some(Err(why)) = e.learning_rate.map(crate::check_learning_rate) {
+                return Err(Error::layout(
+                    path,
+                    format!(
+                        "checkpoint {i} ({}): learning_rate: {why}",
+                        e.checkpoint.display()
+                    ),
+                ));
+            }
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Self {
             source: path.to_path_buf(),

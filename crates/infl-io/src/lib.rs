@@ -28,6 +28,8 @@ mod write;
 
 pub use error::{Error, Result};
 pub use layout::{RunEntry, RunLayout, natural_cmp};
-pub use load::{LEARNING_RATE_KEY, load_checkpoint, load_examples, parse_learning_rate};
+pub use load::{
+    LEARNING_RATE_KEY, check_learning_rate, load_checkpoint, load_examples, parse_learning_rate,
+};
 pub use tensors::{Rank, TensorFile, TensorInfo};
 pub use write::{OutTensor, write_atomic, write_atomic_with, write_safetensors};

@@ -24,17 +24,28 @@ pub const LEARNING_RATE_KEY: &str = "learning_rate";
 /// Parses the value `raw` of a checkpoint's `learning_rate` metadata entry (surrounding
 /// whitespace ignored). Anything but a finite number is an error naming `path`.
 pub fn parse_learning_rate(path: &Path, raw: &str) -> Result<f32> {
-    raw.trim()
+    let bad = |why: String| Error::bad(path, format!("{LEARNING_RATE_KEY} (metadata)"), why);
+    let lr = raw
+        .trim()
         .parse::<f32>()
         .ok()
         .filter(|x| x.is_finite())
-        .ok_or_else(|| {
-            Error::bad(
-                path,
-                format!("{LEARNING_RATE_KEY} (metadata)"),
-                format!("expected a finite number, found {raw:?}"),
-            )
-        })
+        .ok_or_else(|| bad(format!("expected a finite number, found {raw:?}")))?;
+    check_learning_rate(lr).map_err(bad)
+}
+
+/// The one rule for learning rates, wherever they come from (metadata, manifest, flag,
+/// memory): finite and positive. A negative rate would silently flip its checkpoint's
+/// contribution, and zero would silently drop it. Returns the rate or why it is refused.
+pub fn check_learning_rate(lr: f32) -> std::result::Result<f32, String> {
+    if lr.is_finite() && lr > 0.0 {
+        Ok(lr)
+    } else {
+        Err(format!(
+            "expected a positive learning rate, found {lr}: a negative rate would flip the \
+             checkpoint's contribution and zero would drop it"
+        ))
+    }
 }
 
 /// Loads layer `layer` of a safetensors state dict: `{layer}.weight` `[K, D]` and, when
@@ -155,6 +166,10 @@ mod tests {
     fn learning_rates_must_be_finite_numbers() {
         let path = Path::new("ckpt.safetensors");
         assert_eq!(parse_learning_rate(path, " 0.25\n").unwrap(), 0.25);
+        for raw in ["0", "-0.5", "-0"] {
+            let e = parse_learning_rate(path, raw).unwrap_err().to_string();
+            assert!(e.contains("expected a positive learning rate"), "{e}");
+        }
         for raw in ["inf", "-inf", "NaN", "fast", ""] {
             let e = parse_learning_rate(path, raw).unwrap_err();
             assert_eq!(

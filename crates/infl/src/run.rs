@@ -160,3 +160,52 @@ pub fn check_test_sets(run: &[CheckpointData]) -> Result<()> {
         )),
     }
 }
+
+/// The learning rate of a checkpoint (its own, else `default`), refused unless finite and
+/// positive (infl-io's one rule, [`infl_io::check_learning_rate`]).
+pub fn learning_rate(d: &CheckpointData, default: f32) -> Result<f32> {
+    let lr = d.checkpoint.learning_rate.unwrap_or(default);
+    infl_io::check_learning_rate(lr).map_err(|why| {
+        Error::config(
+            "learning rate",
+            format!(
+                "checkpoint {} ({}): {why}",
+                d.checkpoint.name,
+                d.checkpoint.source.display()
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use infl_core::Matrix;
+
+    fn data(lr: Option<f32>) -> CheckpointData {
+        CheckpointData {
+            checkpoint: Checkpoint {
+                name: "c".into(),
+                source: Default::default(),
+                learning_rate: lr,
+                weight: Matrix::from_vec(1, 1, vec![1.0]).unwrap(),
+                bias: None,
+            },
+            train: Examples::classified(Matrix::from_vec(1, 1, vec![1.0]).unwrap(), vec![0]),
+            test: None,
+        }
+    }
+
+    #[test]
+    fn learning_rates_in_memory_follow_the_one_rule() {
+        assert_eq!(learning_rate(&data(Some(0.5)), 1.0).unwrap(), 0.5);
+        assert_eq!(learning_rate(&data(None), 2.0).unwrap(), 2.0);
+        for (lr, default) in [(Some(-1.0), 1.0), (Some(0.0), 1.0), (None, -2.0)] {
+            let e = learning_rate(&data(lr), default).unwrap_err().to_string();
+            assert!(
+                e.contains("checkpoint c") && e.contains("expected a positive learning rate"),
+                "{e}"
+            );
+        }
+    }
+}

@@ -16,7 +16,7 @@ use infl_core::{Backend, Bias};
 use super::{Estimator, Options, Registration};
 use crate::engine::{FactorMatrices, FactorTerm, TermSet};
 use crate::head::LossHead;
-use crate::run::{CheckpointData, Loss, Prepared, Reduction, SplitInfo, check_test_sets};
+use crate::run::{self, CheckpointData, Loss, Prepared, Reduction, SplitInfo, check_test_sets};
 use crate::{Error, Result};
 
 pub(super) const REGISTRATION: Registration = Registration {
@@ -100,7 +100,7 @@ impl Estimator for TracInCPFast {
             };
             terms.push(FactorTerm {
                 label: format!("checkpoint {}", d.checkpoint.name),
-                weight: self.learning_rate(d),
+                weight: self.learning_rate(d)?,
                 bias: self.bias,
                 train: FactorMatrices {
                     a: d.train.features.clone(),
@@ -110,7 +110,10 @@ impl Estimator for TracInCPFast {
             });
         }
         Ok(Prepared {
-            learning_rates: run.iter().map(|d| self.learning_rate(d)).collect(),
+            learning_rates: run
+                .iter()
+                .map(|d| self.learning_rate(d))
+                .collect::<Result<_>>()?,
             checkpoints: run.iter().map(|d| d.checkpoint.name.clone()).collect(),
             set: TermSet { terms },
             train: SplitInfo::of(&first.train, train_pred),
@@ -120,10 +123,8 @@ impl Estimator for TracInCPFast {
 }
 
 impl TracInCPFast {
-    /// The checkpoint's learning rate, else the default.
-    pub fn learning_rate(&self, d: &CheckpointData) -> f32 {
-        d.checkpoint
-            .learning_rate
-            .unwrap_or(self.default_learning_rate)
+    /// The checkpoint's learning rate, else the default (see [`run::learning_rate`]).
+    pub fn learning_rate(&self, d: &CheckpointData) -> Result<f32> {
+        run::learning_rate(d, self.default_learning_rate)
     }
 }
