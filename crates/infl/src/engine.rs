@@ -5,7 +5,8 @@ use infl_cpu::CpuBackend;
 
 use std::ops::Range;
 
-use crate::finite::{self, Checked};
+use crate::finite;
+use crate::run::Splits;
 use crate::{Error, Result};
 
 /// Reports progress of long computations (the CLI draws bars; the default does nothing).
@@ -142,7 +143,7 @@ impl<B: Backend> Engine<B> {
     pub fn scores(&self, set: &TermSet, progress: &dyn Progress) -> Result<Vec<f32>> {
         let (nq, nt) = (set.n_test(), set.n_train());
         set.kernel_terms(0..0)?;
-        finite::check(set, Checked::TrainAndTest)?;
+        finite::check(set, Splits::TrainAndTest)?;
         let mut out = full_matrix(nq, nt)?;
         let mut block = Vec::new();
         progress.start("scores", nt as u64);
@@ -170,7 +171,7 @@ impl<B: Backend> Engine<B> {
             ));
         }
         set.kernel_terms(0..0)?;
-        finite::check(set, Checked::TrainAndTest)?;
+        finite::check(set, Splits::TrainAndTest)?;
         let mut acc = TopK::new(nq, k)?;
         progress.start("top-k", nt as u64);
         for cols in ranges(nt, self.chunk) {
@@ -203,7 +204,7 @@ impl<B: Backend> Engine<B> {
         self.backend.self_influence(&terms, &mut out)?;
         let fits = |x: &f32| x.is_finite() && f64::from(x.abs()) <= finite::LIMIT;
         if let Some(i) = out.iter().position(|x| !fits(x)) {
-            finite::check(set, Checked::Train)?;
+            finite::check(set, Splits::TrainOnly)?;
             return Err(Error::NonFinite {
                 checkpoint: "all checkpoints".into(),
                 split: "train",

@@ -10,25 +10,18 @@
 //! next to scoring.
 
 use crate::engine::{FactorMatrices, TermSet};
+use crate::run::Splits;
 use crate::{Error, Result};
 
 /// The largest per-example quantity accepted: f32's largest value over 16, leaving room
 /// for the rounding of f32 sums.
 pub const LIMIT: f64 = f32::MAX as f64 / 16.0;
 
-/// Which examples of a term set to check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Checked {
-    /// Training examples only (self-influence).
-    Train,
-    /// Training and test examples (scores, top-k).
-    TrainAndTest,
-}
-
 /// Checks that scoring `set` stays within f32 (see the module docs).
-pub fn check(set: &TermSet, which: Checked) -> Result<()> {
+/// `splits` says which examples: the training ones (self-influence) or both (scores, top-k).
+pub fn check(set: &TermSet, splits: Splits) -> Result<()> {
     check_split(set, "train", |t| Some(&t.train))?;
-    if which == Checked::TrainAndTest {
+    if splits == Splits::TrainAndTest {
         check_split(set, "test", |t| t.test.as_ref())?;
     }
     Ok(())

@@ -110,10 +110,7 @@ impl Estimator for TracInCPFast {
             });
         }
         Ok(Prepared {
-            learning_rates: run
-                .iter()
-                .map(|d| self.learning_rate(d))
-                .collect::<Result<_>>()?,
+            learning_rates: terms.iter().map(|t| t.weight).collect(),
             checkpoints: run.iter().map(|d| d.checkpoint.name.clone()).collect(),
             set: TermSet { terms },
             train: SplitInfo::of(&first.train, train_pred),
