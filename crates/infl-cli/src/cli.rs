@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use infl::io::RunLayout;
+use infl::io::{Inputs, Publication, RunLayout};
 use infl::{
     Backend, BackendChoice, Bias, CheckpointData, Estimator, Loss, Options, Progress, Reduction,
     Splits, estimators,
@@ -221,8 +221,43 @@ pub struct Compute {
     pub threads: Option<usize>,
 }
 
-fn load(input: &Input, compute: Compute, progress: &Bar, splits: Splits) -> Result<Loaded> {
-    let layout = input.layout()?;
+/// The run's layout and the publication of a subcommand's outputs, both checked before
+/// anything is loaded, computed or written.
+struct Plan {
+    layout: RunLayout,
+    publication: Publication,
+}
+
+impl Plan {
+    fn new<P: AsRef<Path>>(input: &Input, outputs: impl IntoIterator<Item = P>) -> Result<Self> {
+        let layout = input.layout()?;
+        let publication = Publication::plan(&Inputs::of_run(&layout), outputs)?;
+        Ok(Self {
+            layout,
+            publication,
+        })
+    }
+}
+
+/// Publishes a subcommand's staged outputs. `INFL_HOLD_BEFORE_PUBLISH_MS` (for the tests
+/// of interrupt handling only) waits that long first, with every file staged.
+fn publish(publication: Publication) -> Result<()> {
+    if let Some(ms) = std::env::var("INFL_HOLD_BEFORE_PUBLISH_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    Ok(publication.publish()?)
+}
+
+fn load(
+    input: &Input,
+    layout: &RunLayout,
+    compute: Compute,
+    progress: &Bar,
+    splits: Splits,
+) -> Result<Loaded> {
     if splits == Splits::TrainAndTest && !layout.has_test() {
         bail!(
             "{}: no test features: this subcommand needs NAME.test.safetensors (or `test` in the \
@@ -262,11 +297,12 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => crate::demo::run(&args, cli.threads)?,
         Command::Scores { input, out } => {
-            let l = load(&input, compute, &bar, Splits::TrainAndTest)?;
+            let mut plan = Plan::new(&input, [&out])?;
+            let l = load(&input, &plan.layout, compute, &bar, Splits::TrainAndTest)?;
             check_memory_for_scores(&l.run)?;
             let scores = l.estimator.scores(&*l.backend, &l.run, &bar)?;
-            output::write_scores(&out, &l.provenance(), &scores)
-                .with_context(|| format!("writing {}", out.display()))?;
+            output::stage_scores(&mut plan.publication, &out, &l.provenance(), &scores)?;
+            publish(plan.publication)?;
             output::print_scores_summary(&out, &l.provenance(), &scores);
         }
         Command::Topk {
@@ -275,33 +311,42 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
             json,
         } => {
-            let l = load(&input, compute, &bar, Splits::TrainAndTest)?;
+            let mut plan = Plan::new(&input, std::iter::once(&out).chain(&json))?;
+            let l = load(&input, &plan.layout, compute, &bar, Splits::TrainAndTest)?;
             let top = l.estimator.topk(&*l.backend, &l.run, k, &bar)?;
-            output::write_topk(&out, json.as_deref(), &l.provenance(), &top)?;
-            output::print_topk_summary(&out, &l.provenance(), &top);
+            let provenance = l.provenance();
+            output::stage_topk(
+                &mut plan.publication,
+                &out,
+                json.as_deref(),
+                &provenance,
+                &top,
+            )?;
+            publish(plan.publication)?;
+            output::print_topk_summary(&out, &provenance, &top);
         }
         Command::SelfInfluence {
             input,
             out_dir,
             top,
         } => {
-            let l = load(&input, compute, &bar, Splits::TrainOnly)?;
+            let mut plan = Plan::new(&input, output::self_influence_files(&out_dir))?;
+            let l = load(&input, &plan.layout, compute, &bar, Splits::TrainOnly)?;
             let self_inf = l.estimator.self_influence(&*l.backend, &l.run)?;
             let n = self_inf.values.len();
             let top = if top == 0 { n } else { top.min(n) };
             let suspects = infl::rank_suspects(&self_inf.values, &self_inf.prepared.train, top);
-            ensure_dir(&out_dir)?;
-            output::write_self_influence(&out_dir, &l.provenance(), &self_inf, &suspects)?;
-            output::print_self_summary(&out_dir, &l.provenance(), &self_inf, &suspects);
+            let provenance = l.provenance();
+            output::stage_self_influence(
+                &mut plan.publication,
+                &out_dir,
+                &provenance,
+                &self_inf,
+                &suspects,
+            )?;
+            publish(plan.publication)?;
+            output::print_self_summary(&out_dir, &provenance, &self_inf, &suspects);
         }
-    }
-    Ok(())
-}
-
-fn ensure_dir(dir: &Path) -> Result<()> {
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create output folder", dir.display()))?;
     }
     Ok(())
 }

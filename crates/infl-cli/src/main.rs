@@ -16,8 +16,26 @@ mod progress;
 
 use clap::Parser;
 
+/// Exit code of a run stopped by SIGINT, SIGTERM or SIGHUP (the shell's 128 + SIGINT).
+const INTERRUPTED: i32 = 130;
+
+/// On SIGINT, SIGTERM or SIGHUP: remove every staged temporary file, then exit. A result
+/// set being published is finished first (see `infl::io::Publication`), so outputs are
+/// whole or absent.
+fn remove_temporary_files_on_interrupt() {
+    let installed = ctrlc::set_handler(|| {
+        let removed = infl::io::remove_temporary_files();
+        eprintln!("interrupted: removed {removed} temporary file(s); no partial output");
+        std::process::exit(INTERRUPTED);
+    });
+    if let Err(e) = installed {
+        eprintln!("warning: cannot handle interrupts ({e}); temporary files may stay behind");
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    remove_temporary_files_on_interrupt();
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

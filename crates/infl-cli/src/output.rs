@@ -1,11 +1,12 @@
-//! Result files (safetensors, CSV, JSON; all written atomically) and stdout summaries.
+//! Result files (safetensors, CSV, JSON), staged into the subcommand's
+//! [`Publication`] (published all-or-nothing by the caller), and stdout summaries.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use infl::io::{OutTensor, write_atomic, write_atomic_with, write_safetensors};
+use infl::io::{OutTensor, Publication};
 use infl::{Attributed, Estimator, Prepared, Ranked, Suspect, TopKRows};
 use serde::Serialize;
 
@@ -48,10 +49,15 @@ fn test_ids(prepared: &Prepared) -> Vec<i64> {
 }
 
 /// `scores` [T, N] f32, `train_ids` [N], `test_ids` [T].
-pub fn write_scores(path: &Path, p: &Provenance<'_>, scores: &Attributed<Vec<f32>>) -> Result<()> {
+pub fn stage_scores(
+    publication: &mut Publication,
+    path: &Path,
+    p: &Provenance<'_>,
+    scores: &Attributed<Vec<f32>>,
+) -> Result<()> {
     let prepared = &scores.prepared;
     let (t, n) = (prepared.set.n_test(), prepared.set.n_train());
-    write_safetensors(
+    publication.stage_safetensors(
         path,
         vec![
             (
@@ -102,7 +108,8 @@ struct JsonTest {
 
 /// Per list: indices [T, k] (training rows), ids [T, k], scores [T, k]. Rows are padded
 /// with index -1 and score NaN only if fewer than k candidates exist (never, as k <= N).
-pub fn write_topk(
+pub fn stage_topk(
+    publication: &mut Publication,
     path: &Path,
     json: Option<&Path>,
     p: &Provenance<'_>,
@@ -111,10 +118,9 @@ pub fn write_topk(
     let prepared = &result.prepared;
     let mut meta = metadata(p, prepared, "top-k proponents and opponents");
     meta.insert("k".into(), result.values.k.to_string());
-    let json_bytes = json.map(|_| topk_json(result)).transpose()?;
-    write_safetensors(path, topk_tensors(result), meta)?;
-    if let (Some(p), Some(b)) = (json, json_bytes) {
-        write_atomic(p, &b)?;
+    publication.stage_safetensors(path, topk_tensors(result), meta)?;
+    if let Some(json) = json {
+        publication.stage(json, &topk_json(result)?)?;
     }
     Ok(())
 }
@@ -203,9 +209,20 @@ struct JsonSuspect {
     predicted: Option<usize>,
 }
 
+/// The files of `self-influence` in `dir`, in the order they are staged.
+pub fn self_influence_files(dir: &Path) -> [PathBuf; 3] {
+    [
+        "self_influence.safetensors",
+        "suspicious.csv",
+        "suspicious.json",
+    ]
+    .map(|f| dir.join(f))
+}
+
 /// self_influence.safetensors (`self_influence` [N], `ids` [N]), suspicious.csv and
-/// suspicious.json. All content is serialised before the first file is written.
-pub fn write_self_influence(
+/// suspicious.json.
+pub fn stage_self_influence(
+    publication: &mut Publication,
     dir: &Path,
     p: &Provenance<'_>,
     result: &Attributed<Vec<f32>>,
@@ -225,8 +242,9 @@ pub fn write_self_influence(
         .collect();
     let json = serde_json::to_vec_pretty(&json)?;
     let opt = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
-    write_safetensors(
-        dir.join("self_influence.safetensors"),
+    let [tensors, csv, json_path] = self_influence_files(dir);
+    publication.stage_safetensors(
+        tensors,
         vec![
             (
                 "self_influence".into(),
@@ -236,7 +254,7 @@ pub fn write_self_influence(
         ],
         metadata(p, prepared, "self-influence [train]"),
     )?;
-    write_atomic_with(dir.join("suspicious.csv"), |w| {
+    publication.stage_with(csv, |w| {
         writeln!(w, "rank,index,id,self_influence,label,predicted")?;
         for s in suspects {
             writeln!(
@@ -252,7 +270,7 @@ pub fn write_self_influence(
         }
         Ok(())
     })?;
-    write_atomic(dir.join("suspicious.json"), &json)?;
+    publication.stage(json_path, &json)?;
     Ok(())
 }
 
@@ -289,10 +307,6 @@ pub fn print_self_summary(
             s.predicted.map_or("-".into(), |x| x.to_string()),
         );
     }
-    println!(
-        "wrote {}, {}, {}",
-        dir.join("self_influence.safetensors").display(),
-        dir.join("suspicious.csv").display(),
-        dir.join("suspicious.json").display()
-    );
+    let [a, b, c] = self_influence_files(dir);
+    println!("wrote {}, {}, {}", a.display(), b.display(), c.display());
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow};
+use infl::io::{Inputs, Publication};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -48,31 +49,23 @@ pub fn init_font() -> Result<PathBuf, String> {
     .clone()
 }
 
-/// Draws with `draw` into a temporary PNG beside `path`, then renames it to `path`.
+/// Draws with `draw` into a temporary PNG beside `path`, then renames it to `path` (a
+/// [`Publication`] of one file: its rules, and no temporary file left on interrupt).
 fn atomic_png(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
 ) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("plot.png");
-    let tmp = dir.join(format!(".infl-tmp-{}-{name}", std::process::id()));
-    let result = (|| {
-        {
-            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-            draw(root.clone())?;
-            root.present().map_err(|e| anyhow!("{e}"))?;
-        }
-        std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("drawing {}", path.display()))
+    let mut publication = Publication::plan(&Inputs::none(), [path])?;
+    publication.stage_path(path, |tmp| {
+        let root = BitMapBackend::new(tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(std::io::Error::other)?;
+        draw(root.clone()).map_err(std::io::Error::other)?;
+        root.present().map_err(std::io::Error::other)
+    })?;
+    publication
+        .publish()
+        .with_context(|| format!("drawing {}", path.display()))
 }
 
 /// One curve of a line chart.

@@ -11,7 +11,10 @@
 //! - [`mnist`] reads MNIST's IDX files, raw or gzip-compressed.
 //! - [`RunLayout`] pairs checkpoints with feature files (directory convention or JSON
 //!   manifest; see [`layout`]).
-//! - [`write_safetensors`] and [`write_atomic`] never leave a partial file behind.
+//! - [`Publication`] writes a set of result files all-or-nothing, never replacing an
+//!   input or anything but a regular file; [`write_safetensors`] and [`write_atomic`] are
+//!   publications of one file. No partial file is left behind, on interrupt included
+//!   ([`remove_temporary_files`]).
 //!
 //! Every error names the file, and the tensor where there is one, and says what was
 //! expected; tensor errors are infl-core's [`infl_core::TensorError`], wrapped by
@@ -23,6 +26,7 @@ mod error;
 pub mod layout;
 mod load;
 pub mod mnist;
+mod publish;
 mod tensors;
 mod write;
 
@@ -31,5 +35,6 @@ pub use layout::{RunEntry, RunLayout, natural_cmp};
 pub use load::{
     LEARNING_RATE_KEY, check_learning_rate, load_checkpoint, load_examples, parse_learning_rate,
 };
+pub use publish::{Inputs, Publication, TEMP_PREFIX, remove_temporary_files};
 pub use tensors::{Rank, TensorFile, TensorInfo};
 pub use write::{OutTensor, write_atomic, write_atomic_with, write_safetensors};

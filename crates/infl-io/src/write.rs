@@ -1,5 +1,5 @@
-//! Writing results atomically: to a temporary file in the destination's folder, then a
-//! rename, so an interrupted run never leaves a partial result.
+//! Writing one result file atomically ([`Publication`] of one file) and serialising
+//! safetensors with a canonical header.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -7,6 +7,7 @@ use std::path::Path;
 
 use safetensors::{Dtype, View};
 
+use crate::publish::{Inputs, Publication};
 use crate::{Error, Result};
 
 /// A tensor to write.
@@ -39,37 +40,21 @@ impl View for &Bytes {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temp file + rename).
+/// Writes `bytes` to `path` atomically (temp file + rename), under [`Publication`]'s rules.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
-/// Streams content to `path` atomically (temp file + rename).
+/// Streams content to `path` atomically (temp file + rename), under [`Publication`]'s
+/// rules.
 pub fn write_atomic_with(
     path: impl AsRef<Path>,
     f: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    // Temp files are created 0600; results are ordinary files (0644).
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".infl-tmp-");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(path, e))?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        f(&mut w).map_err(|e| Error::io(path, e))?;
-        w.flush().map_err(|e| Error::io(path, e))?;
-    }
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    let mut publication = Publication::plan(&Inputs::none(), [path])?;
+    publication.stage_with(path, f)?;
+    publication.publish()
 }
 
 /// Rewrites the JSON header of a serialised safetensors buffer with its keys sorted, so
@@ -124,6 +109,15 @@ pub fn write_safetensors(
     metadata: HashMap<String, String>,
 ) -> Result<()> {
     let path = path.as_ref();
+    write_atomic(path, &safetensors_bytes(path, tensors, metadata)?)
+}
+
+/// The bytes of a safetensors file with a canonical header (`path` is for messages).
+pub(crate) fn safetensors_bytes(
+    path: &Path,
+    tensors: Vec<(String, OutTensor)>,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Bytes)> = tensors
         .into_iter()
         .map(|(name, t)| {
@@ -146,7 +140,7 @@ pub fn write_safetensors(
     let mut buf = safetensors::serialize(bytes.iter().map(|(n, b)| (n.as_str(), b)), meta)
         .map_err(|e| Error::bad(path, "(all)", format!("cannot serialise: {e}")))?;
     canonical_header(&mut buf);
-    write_atomic(path, &buf)
+    Ok(buf)
 }
 
 /// Refuses anything but a regular file (after following links) before it is opened: a

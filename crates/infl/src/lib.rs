@@ -81,7 +81,8 @@ pub use suspects::{Suspect, rank_suspects};
 /// The file formats infl reads and writes (a curated view of `infl-io`).
 pub mod io {
     pub use infl_io::{
-        OutTensor, Rank, RunEntry, RunLayout, TensorFile, check_learning_rate, load_checkpoint,
-        load_examples, mnist, natural_cmp, write_atomic, write_atomic_with, write_safetensors,
+        Inputs, OutTensor, Publication, Rank, RunEntry, RunLayout, TEMP_PREFIX, TensorFile,
+        check_learning_rate, load_checkpoint, load_examples, mnist, natural_cmp,
+        remove_temporary_files, write_atomic, write_atomic_with, write_safetensors,
     };
 }
