@@ -299,7 +299,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Scores { input, out } => {
             let mut plan = Plan::new(&input, [&out])?;
             let l = load(&input, &plan.layout, compute, &bar, Splits::TrainAndTest)?;
-            check_memory_for_scores(&l.run)?;
+            crate::resources::check_memory_for_scores(&l.run)?;
             let scores = l.estimator.scores(&*l.backend, &l.run, &bar)?;
             output::stage_scores(&mut plan.publication, &out, &l.provenance(), &scores)?;
             publish(plan.publication)?;
@@ -349,38 +349,4 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Refuses a full score matrix that would not fit in the memory available: `scores` holds
-/// it about four times at its peak (the result, its f32 copy and byte image for the file,
-/// the file buffer). Linux only (`MemAvailable`); elsewhere the engine's allocation check
-/// is the guard.
-fn check_memory_for_scores(run: &[CheckpointData]) -> Result<()> {
-    let Some(first) = run.first() else {
-        return Ok(());
-    };
-    let (nq, nt) = (
-        first.test.as_ref().map_or(0, |t| t.len()),
-        first.train.len(),
-    );
-    let peak = 4.0 * nq as f64 * nt as f64 * 4.0;
-    let gib = |b: f64| b / (1u64 << 30) as f64;
-    match available_memory() {
-        Some(avail) if peak > avail as f64 => bail!(
-            "the full [{nq} x {nt}] score matrix needs about {:.1} GiB while it is written, but \
-             {:.1} GiB of memory is available: use `infl topk` (streamed, memory O(test x k)) \
-             or fewer test examples",
-            gib(peak),
-            gib(avail as f64)
-        ),
-        _ => Ok(()),
-    }
-}
-
-/// `MemAvailable` of /proc/meminfo, in bytes.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
 }

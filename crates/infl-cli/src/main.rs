@@ -13,6 +13,7 @@ mod demo;
 mod output;
 mod plots;
 mod progress;
+mod resources;
 
 use clap::Parser;
 
@@ -33,7 +34,27 @@ fn remove_temporary_files_on_interrupt() {
     }
 }
 
+/// Without a desktop session (`XDG_RUNTIME_DIR` unset or not a folder: SSH, containers,
+/// CI), Mesa's implicit Vulkan layer `VK_LAYER_MESA_device_select`, whose only job is to put
+/// the display's GPU first, tries to reach a Wayland display and prints
+/// `error: XDG_RUNTIME_DIR is invalid or not set` twice on every run that looks for a GPU.
+/// There is no display to prefer there, so the layer is switched off (`NODEVICE_SELECT=1`,
+/// its own switch), unless the user set that variable.
+fn quiet_device_select_without_a_session() {
+    let session = std::env::var_os("XDG_RUNTIME_DIR")
+        .is_some_and(|d| std::path::Path::new(&d).is_dir());
+    if !session && std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: called first in `main`, before any other thread exists, so nothing reads
+        // the environment concurrently.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("NODEVICE_SELECT", "1");
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    quiet_device_select_without_a_session();
     let args = cli::Cli::parse();
     remove_temporary_files_on_interrupt();
     match cli::run(args) {

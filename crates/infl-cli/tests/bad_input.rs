@@ -682,3 +682,24 @@ fn learning_rates_must_be_positive() {
     );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn no_display_warnings_without_a_desktop_session() {
+    // Mesa's device-select layer would print "XDG_RUNTIME_DIR is invalid or not set" twice
+    // when the default backend looks for a GPU outside a desktop session.
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::cargo_bin("infl")
+        .unwrap()
+        .args(["scores", "-q", "--layer", "fc3", "--run"])
+        .arg(fixture_run())
+        .arg("--out")
+        .arg(out.path().join("s.safetensors"))
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+    assert!(out.path().join("s.safetensors").is_file());
+}

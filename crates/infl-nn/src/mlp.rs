@@ -173,18 +173,38 @@ impl Mlp {
                 format!("a classifier needs at least 2 classes, found {classes}"),
             ));
         }
+        let parameters = Self::parameters_of(&sizes).ok_or_else(|| {
+            Error::config(
+                "layer sizes",
+                format!("{sizes:?}: the parameter count overflows"),
+            )
+        })?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let layers = sizes
-            .windows(2)
-            .map(|w| {
-                let (i, o) = (w[0], w[1]);
-                let bound = 1.0 / (i as f32).sqrt();
-                let weight =
-                    Array2::from_shape_simple_fn((o, i), || rng.random_range(-bound..bound));
-                let bias = Array1::from_shape_simple_fn(o, || rng.random_range(-bound..bound));
-                Linear { weight, bias }
-            })
-            .collect();
+        let mut uniform = |len: usize, bound: f32| -> Result<Vec<f32>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len).map_err(|_| {
+                Error::config(
+                    "layer sizes",
+                    format!(
+                        "{sizes:?}: cannot allocate a model of {parameters} parameters \
+                         ({:.1} GiB); use smaller layers",
+                        parameters as f64 * 4.0 / (1u64 << 30) as f64
+                    ),
+                )
+            })?;
+            v.extend((0..len).map(|_| rng.random_range(-bound..bound)));
+            Ok(v)
+        };
+        let mut layers = Vec::with_capacity(sizes.len() - 1);
+        for w in sizes.windows(2) {
+            let (i, o) = (w[0], w[1]);
+            let bound = 1.0 / (i as f32).sqrt();
+            // Row-major, as `from_shape_simple_fn` drew them: the same model for a seed.
+            let weight = Array2::from_shape_vec((o, i), uniform(o * i, bound)?)
+                .map_err(|e| Error::shape("Mlp::new", e.to_string()))?;
+            let bias = Array1::from_vec(uniform(o, bound)?);
+            layers.push(Linear { weight, bias });
+        }
         Ok(Self { layers })
     }
 
@@ -265,6 +285,14 @@ impl Mlp {
             .iter()
             .map(|l| l.weight.len() + l.bias.len())
             .sum()
+    }
+
+    /// Parameters of an MLP with these layer sizes (input, hidden..., classes), or `None`
+    /// when the count overflows `usize`.
+    pub fn parameters_of(sizes: &[usize]) -> Option<usize> {
+        sizes.windows(2).try_fold(0usize, |acc, w| {
+            w[0].checked_add(1)?.checked_mul(w[1])?.checked_add(acc)
+        })
     }
 
     fn check_input(&self, x: &ArrayView2<'_, f32>) -> Result<()> {

@@ -22,7 +22,7 @@ use crate::{Backward, Error, Forward, LinearGrad, Mlp, Result};
 pub struct TrainConfig {
     /// Number of passes over the training set.
     pub epochs: usize,
-    /// Examples per minibatch.
+    /// Examples per minibatch (one larger than the training set means the whole set).
     pub batch_size: usize,
     /// Step size.
     pub learning_rate: f32,
@@ -102,14 +102,16 @@ pub fn train(
             bias: Array1::zeros(l.bias.len()),
         })
         .collect();
-    let batches = n.div_ceil(config.batch_size);
+    // A batch larger than the training set is the whole set (as PyTorch's DataLoader).
+    let batch_size = config.batch_size.min(n);
+    let batches = n.div_ceil(batch_size);
     let mut order: Vec<usize> = (0..n).collect();
-    let mut stats = Vec::with_capacity(config.epochs);
-    let mut scratch = BatchScratch::new(config.batch_size);
+    let mut stats = Vec::new();
+    let mut scratch = BatchScratch::new(batch_size);
     for epoch in 1..=config.epochs {
         shuffle(&mut order, &mut rng);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for (b, rows) in order.chunks(config.batch_size).enumerate() {
+        for (b, rows) in order.chunks(batch_size).enumerate() {
             let pass = present(model, data, rows, &mut scratch, observer)?;
             correct += pass.correct;
             let batch_loss = pass.back.losses.iter().sum::<f32>() / rows.len() as f32;

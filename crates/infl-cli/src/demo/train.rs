@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use infl::Progress;
 use infl::forgetting::ForgettingRecorder;
 use infl_nn::{
@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::DemoArgs;
 use super::load::{CLASSES, Loaded};
 use crate::progress::Bar;
+use crate::resources::{Need, check_fits};
 
 const TEMPLATE: &str = "  train [{elapsed_precise}] [{bar:30}] {pos}/{len} batches ({eta}) {msg}";
 
@@ -53,6 +54,7 @@ pub struct Trained {
 /// Trains on the noisy labels, writing the run and the presentation history under
 /// `args.out`.
 pub fn train(args: &DemoArgs, loaded: &Loaded) -> Result<Trained> {
+    check_resources(args, loaded)?;
     let mut model = Mlp::new(
         loaded.data.mnist.train.pixels(),
         &args.hidden,
@@ -86,6 +88,65 @@ pub fn train(args: &DemoArgs, loaded: &Loaded) -> Result<Trained> {
         explained,
         seconds,
     })
+}
+
+/// Refuses a batch larger than the training set (a typo more often than a wish for
+/// full-batch training, which `--batch-size N` gives) and a job larger than the memory
+/// available, before the output folder is created.
+fn check_resources(args: &DemoArgs, loaded: &Loaded) -> Result<()> {
+    let n = loaded.n_train();
+    ensure!(
+        args.batch_size <= n,
+        "--batch-size: expected at most the {n} training images (--batch-size {n} trains on \
+         the whole set at once), found {}",
+        args.batch_size
+    );
+    let pixels = loaded.data.mnist.train.pixels();
+    let sizes: Vec<usize> = std::iter::once(pixels)
+        .chain(args.hidden.iter().copied())
+        .chain(std::iter::once(CLASSES as usize))
+        .collect();
+    let params = Mlp::parameters_of(&sizes)
+        .with_context(|| format!("--hidden: the parameter count of {sizes:?} overflows"))?;
+    let f = |x: usize| x as f64 * 4.0;
+    let width: usize = sizes.iter().sum();
+    let last = args.hidden.last().copied().unwrap_or(pixels);
+    let examples = n + args.explain.min(loaded.n_test());
+    let factors = sizes.windows(2).map(|w| w[0] + w[1]).sum::<usize>();
+    let mut needs = vec![
+        Need {
+            what: "weights, gradients and momentum",
+            flag: "--hidden",
+            bytes: 3.0 * f(params),
+        },
+        Need {
+            what: "one batch's activations and gradients",
+            flag: "--batch-size",
+            bytes: 4.0 * f(args.batch_size) * width as f64,
+        },
+        Need {
+            what: "each checkpoint's features, computed and written",
+            flag: "--hidden",
+            bytes: 3.0 * f(examples) * width as f64,
+        },
+        Need {
+            what: "every checkpoint's features, scored",
+            flag: "--epochs",
+            bytes: f(args.epochs) * examples as f64 * (last + 1) as f64,
+        },
+    ];
+    if args.export_factors {
+        needs.push(Need {
+            what: "each checkpoint's factors, written",
+            flag: "--export-factors",
+            bytes: 2.0 * f(examples) * factors as f64,
+        });
+    }
+    check_fits(
+        "training and scoring this demo",
+        &needs,
+        "use smaller --hidden sizes, fewer --train images or --epochs, or a smaller --batch-size",
+    )
 }
 
 /// Runs SGD, writing a checkpoint per epoch with the features of the training images
