@@ -8,6 +8,9 @@
 //!   (`benches/torch_tracin.py`) back to back, for BENCHMARKS.md.
 //! - `compare-outputs --old BIN --new BIN`: checks that two builds of `infl` write
 //!   byte-identical outputs (see `compare.rs`), for refactors.
+//! - `fuzz [--cases N]`: infl-io's mutation fuzzing (`crates/infl-io/tests/fuzz.rs`) in
+//!   release mode with N cases per reader (default 100,000; six readers), where the
+//!   ordinary test run does 2,000 each.
 
 mod compare;
 mod tidy;
@@ -25,10 +28,11 @@ fn main() -> Result<()> {
         Some("fixtures") => fixtures(&root, &args[1..]),
         Some("bench-compare") => bench_compare(&root, &args[1..]),
         Some("compare-outputs") => compare::compare(&root, &args[1..]),
+        Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <ci | fixtures [--python PY] | bench-compare [--threads N] \
-                 | compare-outputs --old BIN --new BIN [--backend cpu|gpu]>"
+                 | compare-outputs --old BIN --new BIN [--backend cpu|gpu] | fuzz [--cases N]>"
             );
             bail!("unknown or missing task")
         }
@@ -164,6 +168,28 @@ fn fixtures(root: &Path, args: &[String]) -> Result<()> {
     )?;
     run(root, py, &["fixtures/nn_roundtrip/check.py"], &[])?;
     eprintln!("xtask fixtures: regenerated; review `git diff --stat fixtures/` and commit");
+    Ok(())
+}
+
+/// Runs infl-io's fuzz tests in release mode with `--cases` cases per reader.
+fn fuzz(root: &Path, args: &[String]) -> Result<()> {
+    let cases = flag(args, "--cases").unwrap_or("100000");
+    match cases.parse::<u32>() {
+        Ok(n) if n > 0 => {}
+        _ => bail!("--cases expects a positive number of cases per reader, found {cases:?}"),
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let start = std::time::Instant::now();
+    run(
+        root,
+        &cargo,
+        &["test", "-p", "infl-io", "--release", "--test", "fuzz"],
+        &[("PROPTEST_CASES", cases)],
+    )?;
+    eprintln!(
+        "xtask fuzz: {cases} cases per reader passed in {:.0?}",
+        start.elapsed()
+    );
     Ok(())
 }
 

@@ -25,6 +25,17 @@ pub enum Error {
         /// What the parser reported.
         details: String,
     },
+    /// A tensor's header entry is inconsistent: unknown dtype, a shape whose size does
+    /// not match its data offsets, or data that overlaps or leaves a gap.
+    #[error("{path}: not a valid safetensors file: tensor `{tensor}`: {details}")]
+    BadEntry {
+        /// The file.
+        path: PathBuf,
+        /// The tensor whose entry is wrong.
+        tensor: String,
+        /// What was expected and what the entry says.
+        details: String,
+    },
     /// A required tensor is absent.
     #[error("{path}: no tensor `{tensor}` (the file has: {})", available.join(", "))]
     MissingTensor {
@@ -66,6 +77,25 @@ impl Error {
         details: impl Into<String>,
     ) -> Self {
         Self::Tensor(TensorError::new(path, tensor, details))
+    }
+
+    pub(crate) fn not_safetensors(path: impl Into<PathBuf>, details: impl Into<String>) -> Self {
+        Self::NotSafetensors {
+            path: path.into(),
+            details: details.into(),
+        }
+    }
+
+    pub(crate) fn bad_entry(
+        path: impl Into<PathBuf>,
+        tensor: impl Into<String>,
+        details: impl Into<String>,
+    ) -> Self {
+        Self::BadEntry {
+            path: path.into(),
+            tensor: tensor.into(),
+            details: details.into(),
+        }
     }
 
     pub(crate) fn layout(path: impl Into<PathBuf>, details: impl Into<String>) -> Self {

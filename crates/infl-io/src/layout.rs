@@ -18,6 +18,7 @@
 //! ```
 
 use std::cmp::Ordering;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -58,31 +59,14 @@ impl RunLayout {
                  feature files",
             ));
         }
-        listing.checkpoints.sort_by(|a, b| natural_cmp(a, b));
+        listing
+            .checkpoints
+            .sort_by(|a, b| natural_cmp_bytes(a.as_encoded_bytes(), b.as_encoded_bytes()));
         listing.check_features(dir)?;
-        let Listing {
-            checkpoints,
-            trains,
-            tests,
-        } = listing;
-        let entries = checkpoints
+        let entries = listing
+            .checkpoints
             .iter()
-            .map(|c| {
-                if !trains.contains(c) {
-                    return Err(Error::layout(
-                        dir,
-                        format!("checkpoint `{c}.safetensors` has no `{c}.train.safetensors`"),
-                    ));
-                }
-                Ok(RunEntry {
-                    checkpoint: dir.join(format!("{c}.safetensors")),
-                    train: dir.join(format!("{c}.train.safetensors")),
-                    test: tests
-                        .contains(c)
-                        .then(|| dir.join(format!("{c}.test.safetensors"))),
-                    learning_rate: None,
-                })
-            })
+            .map(|c| listing.entry(dir, c))
             .collect::<Result<_>>()?;
         Ok(Self {
             source: dir.to_path_buf(),
@@ -106,9 +90,14 @@ impl RunLayout {
             learning_rate: Option<f32>,
         }
         let path = path.as_ref();
+        crate::write::require_regular_file(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let m: Manifest = serde_json::from_str(&text)
-            .map_err(|e| Error::layout(path, format!("invalid manifest: {e}")))?;
+        // A byte-order mark (as some Windows editors write) is not JSON; skip it.
+        let json = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        // The error names the field (`checkpoints[0].learning_rate: invalid type ...`).
+        let m: Manifest =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(json))
+                .map_err(|e| Error::layout(path, format!("invalid manifest: {e}")))?;
         if m.checkpoints.is_empty() {
             return Err(Error::layout(path, "the manifest lists no checkpoints"));
         }
@@ -153,13 +142,60 @@ impl RunLayout {
 }
 
 /// The safetensors files of a run directory by role, as names without their suffixes.
+/// Names are kept as the OS gives them (they need not be UTF-8) and shown lossily.
 struct Listing {
     /// `NAME.safetensors`.
-    checkpoints: Vec<String>,
+    checkpoints: Vec<OsString>,
     /// `NAME.train.safetensors`.
-    trains: Vec<String>,
+    trains: Vec<OsString>,
     /// `NAME.test.safetensors`.
-    tests: Vec<String>,
+    tests: Vec<OsString>,
+}
+
+/// The role of a `.safetensors` file in a run directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Checkpoint,
+    Train,
+    Test,
+}
+
+impl Role {
+    /// The suffix after `NAME`.
+    fn suffix(self) -> &'static str {
+        match self {
+            Role::Checkpoint => ".safetensors",
+            Role::Train => ".train.safetensors",
+            Role::Test => ".test.safetensors",
+        }
+    }
+
+    /// The role and `NAME` of file `name`, or `None` for a file that is not safetensors.
+    fn of(name: &OsStr) -> Option<(Role, OsString)> {
+        let name = Path::new(name);
+        if name.extension()? != "safetensors" {
+            return None;
+        }
+        let stem = Path::new(name.file_stem()?);
+        let role = match stem.extension() {
+            Some(e) if e == "train" => Role::Train,
+            Some(e) if e == "test" => Role::Test,
+            _ => return Some((Role::Checkpoint, stem.as_os_str().to_owned())),
+        };
+        Some((role, stem.file_stem()?.to_owned()))
+    }
+
+    /// The path of `NAME`'s file of this role in `dir`.
+    fn path(self, dir: &Path, name: &OsStr) -> PathBuf {
+        let mut file = name.to_owned();
+        file.push(self.suffix());
+        dir.join(file)
+    }
+}
+
+/// `NAME` followed by a role's suffix, for messages.
+fn shown(name: &OsStr, role: Role) -> String {
+    format!("{}{}", name.to_string_lossy(), role.suffix())
 }
 
 impl Listing {
@@ -173,19 +209,37 @@ impl Listing {
         };
         for entry in read {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".safetensors") else {
+            let Some((role, stem)) = Role::of(&entry.file_name()) else {
                 continue;
             };
-            if let Some(s) = stem.strip_suffix(".train") {
-                listing.trains.push(s.to_string());
-            } else if let Some(s) = stem.strip_suffix(".test") {
-                listing.tests.push(s.to_string());
-            } else {
-                listing.checkpoints.push(stem.to_string());
+            match role {
+                Role::Checkpoint => listing.checkpoints.push(stem),
+                Role::Train => listing.trains.push(stem),
+                Role::Test => listing.tests.push(stem),
             }
         }
         Ok(listing)
+    }
+
+    /// Checkpoint `c`'s entry: it needs its `.train` file.
+    fn entry(&self, dir: &Path, c: &OsStr) -> Result<RunEntry> {
+        if !self.trains.iter().any(|t| t == c) {
+            return Err(Error::layout(
+                dir,
+                format!(
+                    "checkpoint `{}` has no `{}`",
+                    shown(c, Role::Checkpoint),
+                    shown(c, Role::Train)
+                ),
+            ));
+        }
+        let has_test = self.tests.iter().any(|t| t == c);
+        Ok(RunEntry {
+            checkpoint: Role::Checkpoint.path(dir, c),
+            train: Role::Train.path(dir, c),
+            test: has_test.then(|| Role::Test.path(dir, c)),
+            learning_rate: None,
+        })
     }
 
     /// Every feature file has its checkpoint, and test features exist for every
@@ -196,7 +250,11 @@ impl Listing {
             if !checkpoints.contains(orphan) {
                 return Err(Error::layout(
                     dir,
-                    format!("feature file for `{orphan}` has no checkpoint `{orphan}.safetensors`"),
+                    format!(
+                        "feature file for `{}` has no checkpoint `{}`",
+                        orphan.to_string_lossy(),
+                        shown(orphan, Role::Checkpoint)
+                    ),
                 ));
             }
         }
@@ -204,6 +262,7 @@ impl Listing {
             let missing: Vec<_> = checkpoints
                 .iter()
                 .filter(|c| !self.tests.contains(c))
+                .map(|c| c.to_string_lossy())
                 .collect();
             return Err(Error::layout(
                 dir,
@@ -216,7 +275,12 @@ impl Listing {
 
 /// Natural order: digit runs compare as numbers (`a2` < `a10`), the rest bytewise.
 pub fn natural_cmp(a: &str, b: &str) -> Ordering {
-    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    natural_cmp_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// [`natural_cmp`] on bytes (file names that need not be UTF-8).
+fn natural_cmp_bytes(a: &[u8], b: &[u8]) -> Ordering {
+    let (mut x, mut y) = (a, b);
     loop {
         match (x.first(), y.first()) {
             (None, None) => return a.cmp(b),

@@ -50,12 +50,14 @@ pub fn check_learning_rate(lr: f32) -> std::result::Result<f32, String> {
 
 /// Loads layer `layer` of a safetensors state dict: `{layer}.weight` `[K, D]` and, when
 /// present, `{layer}.bias` `[K]`; the learning rate from the metadata key
-/// `learning_rate`, if present (see [`parse_learning_rate`]). Values must be finite.
+/// `learning_rate`, if present (see [`parse_learning_rate`]). The weight has at least one
+/// row and one column; values must be finite.
 pub fn load_checkpoint(path: impl AsRef<Path>, layer: &str) -> Result<Checkpoint> {
     let path = path.as_ref();
     let file = TensorFile::open(path)?;
     let wname = format!("{layer}.weight");
     let weight = file.matrix(&wname, Rank::Matrix)?;
+    check_weight_shape(path, &wname, weight.view())?;
     check_finite(path, &wname, weight.view())?;
     let bname = format!("{layer}.bias");
     let bias = if file.contains(&bname) {
@@ -78,6 +80,53 @@ pub fn load_checkpoint(path: impl AsRef<Path>, layer: &str) -> Result<Checkpoint
         weight,
         bias,
     })
+}
+
+/// A layer has at least one output (row) and one input (column): with no outputs there
+/// is no gradient to trace, and with no inputs every score would be zero.
+fn check_weight_shape(path: &Path, wname: &str, w: MatRef<'_>) -> Result<()> {
+    let (k, d) = (w.rows(), w.cols());
+    let why = match (k, d) {
+        (0, _) => "the layer has no outputs (zero rows)",
+        (_, 0) => "the layer has no columns (zero inputs)",
+        _ => return Ok(()),
+    };
+    Err(Error::bad(
+        path,
+        wname,
+        format!("expected shape [K, D] with K >= 1 and D >= 1, found [{k}, {d}]: {why}"),
+    ))
+}
+
+/// Features have at least one column: zero-width features give all-zero scores.
+fn check_feature_columns(path: &Path, f: MatRef<'_>) -> Result<()> {
+    if f.cols() > 0 {
+        return Ok(());
+    }
+    Err(Error::bad(
+        path,
+        "features",
+        format!(
+            "expected shape [N, D] with D >= 1, found [{}, 0]: the features have no columns, \
+             so every score would be zero",
+            f.rows()
+        ),
+    ))
+}
+
+/// Ids are unique: the first repeated one is reported with both of its rows.
+fn check_unique_ids(path: &Path, ids: &[i64]) -> Result<()> {
+    let mut first_row = std::collections::HashMap::new();
+    for (row, &id) in ids.iter().enumerate() {
+        if let Some(first) = first_row.insert(id, row) {
+            return Err(Error::bad(
+                path,
+                "ids",
+                format!("expected unique ids, found duplicate id {id} at rows {first} and {row}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The bias `bname` of a layer whose weight `wname` is `weight` `[K, D]`: `[K]`, finite.
@@ -109,11 +158,13 @@ fn load_bias(file: &TensorFile, bname: &str, wname: &str, weight: MatRef<'_>) ->
 
 /// Loads an example file: `features` `[N, D]` float (required), and when present
 /// `labels` `[N]` (any integer dtype), `targets` `[N, K]` or `[N]` float, `ids` `[N]`
-/// integer. Features and targets must be finite; lengths must agree.
+/// integer. Features have at least one column; features and targets must be finite;
+/// lengths must agree; ids must be unique.
 pub fn load_examples(path: impl AsRef<Path>) -> Result<Examples> {
     let path = path.as_ref();
     let file = TensorFile::open(path)?;
     let features = file.matrix("features", Rank::Matrix)?;
+    check_feature_columns(path, features.view())?;
     check_finite(path, "features", features.view())?;
     let n = features.rows();
     let check_len = |name: &str, len: usize| {
@@ -137,6 +188,16 @@ pub fn load_examples(path: impl AsRef<Path>) -> Result<Examples> {
     let targets = if file.contains("targets") {
         let t = file.matrix("targets", Rank::MatrixOrVector)?;
         check_len("targets", t.rows())?;
+        if t.cols() == 0 {
+            return Err(Error::bad(
+                path,
+                "targets",
+                format!(
+                    "expected [N, K] with K >= 1, found [{}, 0]: the targets have no columns",
+                    t.rows()
+                ),
+            ));
+        }
         check_finite(path, "targets", t.view())?;
         Some(t)
     } else {
@@ -145,6 +206,7 @@ pub fn load_examples(path: impl AsRef<Path>) -> Result<Examples> {
     let ids = if file.contains("ids") {
         let i = file.integers("ids")?;
         check_len("ids", i.len())?;
+        check_unique_ids(path, &i)?;
         Some(i)
     } else {
         None

@@ -9,9 +9,10 @@
 //! (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`,
 //! `t10k-labels-idx1-ubyte`, each with or without `.gz`). Every error names the file and
 //! says what was expected: a wrong magic number, a type or rank other than expected,
-//! images and labels of different lengths, a truncated file, labels outside 0–9.
+//! images and labels of different lengths, a truncated file, trailing data, a size the
+//! header promises beyond [`MAX_IDX_BYTES`] or beyond what a gzip stream can hold, labels
+//! outside 0–9. The header is always checked before the data is allocated or inflated.
 
-use std::borrow::Cow;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -78,61 +79,191 @@ pub struct Mnist {
     pub test: MnistSplit,
 }
 
+/// The most data an IDX file may promise (2 GiB: EMNIST's largest file is 550 MB).
+pub const MAX_IDX_BYTES: usize = 1 << 31;
+
+/// Deflate's largest compression ratio (about 1032:1): a gzip stream of `n` bytes never
+/// inflates to more than `DEFLATE_MAX_RATIO * n`.
+pub const DEFLATE_MAX_RATIO: usize = 1032;
+
 /// Decodes an IDX array from bytes (gzip-compressed or not); `path` is named in errors.
+///
+/// The header is read first and the size it promises is checked (against
+/// [`MAX_IDX_BYTES`] and, for gzip, against what the compressed stream can hold) before
+/// any data is allocated; gzip is inflated incrementally, never beyond the promise.
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
-    let bytes = decompress(bytes, path)?;
-    let header = parse_header(&bytes, path)?;
-    let dims = header.dims;
-    let len = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| Error::bad(path, "IDX header", format!("dimensions {dims:?} overflow")))?;
+    if bytes.starts_with(&GZIP_MAGIC) {
+        return parse_gzip(bytes, path);
+    }
+    let header = parse_header(bytes, path)?;
+    let len = promised_len(&header.dims, bytes.len(), Source::Raw, path)?;
     let body = &bytes[header.len..];
-    if body.len() < len {
-        return Err(Error::bad(
-            path,
-            "IDX data",
-            format!(
-                "expected {len} bytes of data for dimensions {dims:?}, found {}: the file is \
-                 truncated",
-                body.len()
-            ),
-        ));
-    }
-    if body.len() > len {
-        return Err(Error::bad(
-            path,
-            "IDX data",
-            format!(
-                "expected {len} bytes of data for dimensions {dims:?}, found {} ({} extra)",
-                body.len(),
-                body.len() - len
-            ),
-        ));
-    }
+    check_body_len(len, body.len(), &header.dims, Source::Raw, path)?;
     Ok(IdxArray {
-        dims,
+        dims: header.dims,
         data: body.to_vec(),
     })
 }
 
-/// The bytes themselves, or their gzip decompression when they start with gzip's magic
-/// bytes.
-fn decompress<'a>(bytes: &'a [u8], path: &Path) -> Result<Cow<'a, [u8]>> {
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Ok(Cow::Borrowed(bytes));
+/// Gzip's magic bytes.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Where IDX bytes come from, for the size limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// Raw bytes.
+    Raw,
+    /// A gzip stream, which inflates at most [`DEFLATE_MAX_RATIO`] times its size.
+    Gzip,
+}
+
+/// Inflates a gzip IDX stream: header first, then at most the promised data plus one
+/// byte (to detect trailing data).
+fn parse_gzip(bytes: &[u8], path: &Path) -> Result<IdxArray> {
+    let mut gz = Members::new(bytes);
+    let mut head = [0u8; 4 + 4 * 255];
+    let got = read_up_to(&mut gz, &mut head[..4], path, "the IDX header")?;
+    let rank = if got == 4 { usize::from(head[3]) } else { 0 };
+    let hlen = got + read_up_to(&mut gz, &mut head[4..4 + 4 * rank], path, "the IDX header")?;
+    gz.refuse_junk(path)?;
+    let header = parse_header(&head[..hlen], path)?;
+    let len = promised_len(&header.dims, bytes.len(), Source::Gzip, path)?;
+    let mut data = vec![0u8; len];
+    let stage = format!("the {len} bytes of data the header promises");
+    let got = read_up_to(&mut gz, &mut data, path, &stage)?;
+    let extra = read_up_to(&mut gz, &mut [0u8; 1], path, "the end of the stream")?;
+    gz.refuse_junk(path)?;
+    check_body_len(len, got + extra, &header.dims, Source::Gzip, path)?;
+    Ok(IdxArray {
+        dims: header.dims,
+        data,
+    })
+}
+
+/// The members of a gzip file inflated one after another (as `gzip -d` does). Bytes after
+/// a member that do not start another one are junk: they end the stream and are counted.
+struct Members<'a> {
+    gz: flate2::bufread::GzDecoder<&'a [u8]>,
+    junk: usize,
+}
+
+impl<'a> Members<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            gz: flate2::bufread::GzDecoder::new(bytes),
+            junk: 0,
+        }
     }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            Error::bad(
-                path,
-                "gzip stream",
-                format!("expected a complete gzip stream: {e}"),
-            )
-        })?;
-    Ok(Cow::Owned(out))
+
+    /// Refuses junk after the last member.
+    fn refuse_junk(&self, path: &Path) -> Result<()> {
+        if self.junk == 0 {
+            return Ok(());
+        }
+        Err(Error::bad(
+            path,
+            "gzip stream",
+            format!(
+                "expected the file to end with its gzip stream, found {} trailing bytes after \
+                 it",
+                self.junk
+            ),
+        ))
+    }
+}
+
+impl Read for Members<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.gz.read(buf)?;
+            // The member's end (its checksum verified): what follows is the rest.
+            let rest: &[u8] = self.gz.get_ref();
+            if n > 0 || buf.is_empty() || rest.is_empty() || self.junk > 0 {
+                return Ok(n);
+            }
+            if !rest.starts_with(&GZIP_MAGIC) {
+                self.junk = rest.len();
+                return Ok(0);
+            }
+            self.gz = flate2::bufread::GzDecoder::new(rest);
+        }
+    }
+}
+
+/// Fills `buf` from the gzip stream as far as it goes; returns how many bytes it read.
+/// `stage` says what was being read, for errors.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8], path: &Path, stage: &str) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(gzip_error(path, e, n, stage)),
+        }
+    }
+    Ok(n)
+}
+
+fn gzip_error(path: &Path, e: std::io::Error, n: usize, stage: &str) -> Error {
+    let why = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        "truncated"
+    } else {
+        "corrupt"
+    };
+    Error::bad(
+        path,
+        "gzip stream",
+        format!("expected a complete gzip stream, found it {why} after {n} bytes of {stage}: {e}"),
+    )
+}
+
+/// The data size the header's dimensions promise, refused when it overflows, exceeds
+/// [`MAX_IDX_BYTES`] or, from gzip, exceeds what an `input_len`-byte stream can hold.
+fn promised_len(dims: &[usize], input_len: usize, source: Source, path: &Path) -> Result<usize> {
+    let bad = |why: String| Error::bad(path, "IDX header", why);
+    let len = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
+    if len > MAX_IDX_BYTES {
+        return Err(bad(format!(
+            "the header's dimensions {dims:?} promise {len} bytes of data, more than the \
+             limit of {MAX_IDX_BYTES}"
+        )));
+    }
+    let most = input_len.saturating_mul(DEFLATE_MAX_RATIO);
+    if source == Source::Gzip && len > most {
+        return Err(bad(format!(
+            "the header's dimensions {dims:?} promise {len} bytes of data, more than a \
+             {input_len}-byte gzip stream can hold (at most {most} at deflate's maximum ratio \
+             of {DEFLATE_MAX_RATIO}:1)"
+        )));
+    }
+    Ok(len)
+}
+
+/// The data is exactly as long as the header promises. From gzip, at most one byte past
+/// the promise is inflated, so `found` counts trailing data only for raw bytes.
+fn check_body_len(
+    len: usize,
+    found: usize,
+    dims: &[usize],
+    source: Source,
+    path: &Path,
+) -> Result<()> {
+    let promise = format!("the header's dimensions {dims:?} promise {len} bytes of data");
+    let why = match (found.cmp(&len), source) {
+        (std::cmp::Ordering::Equal, _) => return Ok(()),
+        (std::cmp::Ordering::Less, _) => format!("{promise}, found {found}: the file is truncated"),
+        (std::cmp::Ordering::Greater, Source::Raw) => {
+            format!("{promise}, found {found}: {} trailing bytes", found - len)
+        }
+        (std::cmp::Ordering::Greater, Source::Gzip) => {
+            format!("{promise}, the stream inflates to more: trailing data")
+        }
+    };
+    Err(Error::bad(path, "IDX data", why))
 }
 
 /// An IDX header: the dimensions and the header's length in bytes.
@@ -201,6 +332,7 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<IdxHeader> {
 /// Reads an IDX file (gzip-compressed or not).
 pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
     let path = path.as_ref();
+    crate::write::require_regular_file(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse_idx(&bytes, path)
 }
@@ -276,7 +408,8 @@ pub fn load_split(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<
 fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     for name in [format!("{stem}.gz"), stem.to_string()] {
         let p = dir.join(&name);
-        if p.is_file() {
+        // Anything there (a directory too) is read, so that its error is the one reported.
+        if p.exists() {
             return Ok(p);
         }
     }
@@ -346,13 +479,13 @@ mod tests {
         assert!(err(&[0, 0, 8, 3, 0, 0, 0, 1]).contains("3 dimension(s)"));
         let t = err(&idx(&[3, 2], &[1, 2, 3]));
         assert!(
-            t.contains("truncated") && t.contains("expected 6 bytes"),
+            t.contains("truncated") && t.contains("promise 6 bytes"),
             "{t}"
         );
         let full = gz(&idx(&[3, 2], &[1, 2, 3, 4, 5, 6]));
         let g = err(&full[..full.len() - 6]);
         assert!(g.contains("gzip"), "{g}");
-        assert!(err(&idx(&[1], &[1, 2])).contains("1 extra"));
+        assert!(err(&idx(&[1], &[1, 2])).contains("1 trailing bytes"));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use half::{bf16, f16};
 use infl_core::Matrix;
 use infl_core::matrix::F32Storage;
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::{Error, Result};
 
@@ -60,6 +62,9 @@ pub enum Rank {
     Matrix,
     /// 2-D tensors, or 1-D tensors `[rows]` read as one column.
     MatrixOrVector,
+    /// 2-D tensors, or 3-D tensors `[n, s, cols]` read as `[n·s, cols]` (per-example
+    /// positions — tokens, conv patches — as consecutive rows).
+    MatrixOrBatched,
 }
 
 struct MappedF32 {
@@ -85,30 +90,13 @@ impl TensorFile {
         // by another process while mapped is outside what we can defend against.
         #[allow(unsafe_code)]
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        let (header_len, meta) =
-            SafeTensors::read_metadata(&map).map_err(|e| Error::NotSafetensors {
-                path: path.clone(),
-                details: e.to_string(),
-            })?;
-        let tensors = meta
-            .tensors()
-            .into_iter()
-            .map(|(name, info)| {
-                let (start, end) = info.data_offsets;
-                let entry = Entry {
-                    dtype: info.dtype,
-                    shape: info.shape.clone(),
-                    offsets: start..end,
-                };
-                (name, entry)
-            })
-            .collect();
+        let header = Header::parse(&path, &map)?;
         Ok(Self {
-            metadata: meta.metadata().clone().unwrap_or_default(),
             path,
             map: Arc::new(map),
-            data_start: 8 + header_len,
-            tensors,
+            data_start: 8 + header.len,
+            tensors: header.tensors,
+            metadata: header.metadata,
         })
     }
 
@@ -163,7 +151,8 @@ impl TensorFile {
     }
 
     /// A float tensor as an `[rows, cols]` f32 matrix. 2-D tensors keep their shape;
-    /// 1-D tensors become one column when `rank` is [`Rank::MatrixOrVector`].
+    /// 1-D tensors become one column when `rank` is [`Rank::MatrixOrVector`], 3-D ones
+    /// `[n·s, cols]` when it is [`Rank::MatrixOrBatched`].
     pub fn matrix(&self, name: &str, rank: Rank) -> Result<Matrix> {
         let Raw {
             dtype,
@@ -174,10 +163,13 @@ impl TensorFile {
         let (rows, cols) = match (shape, rank) {
             ([r, c], _) => (*r, *c),
             ([r], Rank::MatrixOrVector) => (*r, 1),
+            // The header check proved that the data holds n·s·c elements: no overflow.
+            ([n, s, c], Rank::MatrixOrBatched) => (n * s, *c),
             _ => {
                 let expected = match rank {
                     Rank::Matrix => "2-D",
                     Rank::MatrixOrVector => "1-D or 2-D",
+                    Rank::MatrixOrBatched => "2-D [N, D] or 3-D [N, S, D]",
                 };
                 return Err(Error::bad(
                     &self.path,
@@ -274,6 +266,199 @@ impl TensorFile {
         };
         Ok(v)
     }
+}
+
+/// The largest JSON header accepted (the safetensors crate's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// A header, checked against the file: every entry's size matches its shape, the entries
+/// tile the data area exactly (no gap, no overlap), and the file ends where the data does.
+struct Header {
+    /// Length of the JSON text (after the 8-byte length prefix).
+    len: usize,
+    tensors: HashMap<String, Entry>,
+    metadata: HashMap<String, String>,
+}
+
+/// A tensor's entry as written in the JSON header.
+#[derive(Deserialize)]
+struct RawEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (usize, usize),
+}
+
+impl Header {
+    /// Parses and checks the header of `file` (the whole mapped file).
+    fn parse(path: &Path, file: &[u8]) -> Result<Self> {
+        let json = json_text(path, file)?;
+        let map: Map<String, Value> = serde_json::from_str(json).map_err(|e| {
+            Error::not_safetensors(
+                path,
+                format!("the JSON header is not a valid JSON object: {e}"),
+            )
+        })?;
+        let mut header = Self {
+            len: json.len(),
+            tensors: HashMap::with_capacity(map.len()),
+            metadata: HashMap::new(),
+        };
+        for (name, value) in map {
+            if name == "__metadata__" {
+                header.metadata = serde_json::from_value(value).map_err(|e| {
+                    Error::not_safetensors(
+                        path,
+                        format!("`__metadata__`: expected an object of strings: {e}"),
+                    )
+                })?;
+            } else {
+                let entry = Entry::parse(path, &name, value)?;
+                header.tensors.insert(name, entry);
+            }
+        }
+        let data_len = file.len() - 8 - header.len;
+        header.check_layout(path, data_len)?;
+        Ok(header)
+    }
+
+    /// The entries, sorted by offset, tile `[0, data_len)` exactly.
+    fn check_layout(&self, path: &Path, data_len: usize) -> Result<()> {
+        let mut sorted: Vec<(&String, &Range<usize>)> =
+            self.tensors.iter().map(|(n, e)| (n, &e.offsets)).collect();
+        sorted.sort_unstable_by_key(|(n, r)| (r.start, r.end, *n));
+        let mut end = 0;
+        let mut last: Option<&str> = None;
+        for (name, r) in sorted {
+            let after = || last.map_or("the start of the data".into(), |l| format!("`{l}`"));
+            if r.start != end {
+                let what = if r.start > end {
+                    format!("a gap of {} bytes after {}", r.start - end, after())
+                } else {
+                    format!("an overlap with {}, which ends at {end}", after())
+                };
+                return Err(Error::bad_entry(
+                    path,
+                    name.as_str(),
+                    format!(
+                        "data_offsets [{}, {}] leave {what}: the data must be contiguous",
+                        r.start, r.end
+                    ),
+                ));
+            }
+            end = r.end;
+            last = Some(name);
+        }
+        check_data_len(path, end, data_len, 8 + self.len, last)
+    }
+}
+
+/// The JSON text of the header, after checking its length prefix against the file size.
+fn json_text<'a>(path: &Path, file: &'a [u8]) -> Result<&'a str> {
+    let Some(prefix) = file.first_chunk::<8>() else {
+        return Err(Error::not_safetensors(
+            path,
+            format!(
+                "truncated: the file has {} bytes, fewer than the 8-byte header length",
+                file.len()
+            ),
+        ));
+    };
+    let n = u64::from_le_bytes(*prefix);
+    let rest = file.len() - 8;
+    if n > rest as u64 {
+        return Err(Error::not_safetensors(
+            path,
+            format!(
+                "truncated: the header length says the JSON header has {n} bytes, the file has \
+                 {rest} after the 8-byte length"
+            ),
+        ));
+    }
+    if n > MAX_HEADER {
+        return Err(Error::not_safetensors(
+            path,
+            format!("the JSON header has {n} bytes, more than the limit of {MAX_HEADER}"),
+        ));
+    }
+    let bytes = &file[8..8 + n as usize];
+    std::str::from_utf8(bytes)
+        .map_err(|e| Error::not_safetensors(path, format!("the JSON header is not UTF-8: {e}")))
+}
+
+/// The data area (`data_len` bytes after a `header_len`-byte header) holds exactly the
+/// `needed` bytes that the header describes, up to the end of tensor `last`.
+fn check_data_len(
+    path: &Path,
+    needed: usize,
+    data_len: usize,
+    header_len: usize,
+    last: Option<&str>,
+) -> Result<()> {
+    let ends = last.map_or(String::new(), |l| format!(" (up to the end of `{l}`)"));
+    let sizes = format!(
+        "the header says the data needs {needed} bytes{ends}, the file has {data_len} after \
+         its {header_len}-byte header"
+    );
+    let details = match needed.cmp(&data_len) {
+        std::cmp::Ordering::Equal => return Ok(()),
+        std::cmp::Ordering::Greater => {
+            format!("truncated: {sizes} ({} missing)", needed - data_len)
+        }
+        std::cmp::Ordering::Less => format!("{} trailing bytes: {sizes}", data_len - needed),
+    };
+    Err(Error::not_safetensors(path, details))
+}
+
+impl Entry {
+    /// A tensor's entry: a known dtype and data offsets whose length is what the dtype and
+    /// shape need (computed with checked arithmetic).
+    fn parse(path: &Path, name: &str, value: Value) -> Result<Self> {
+        let raw: RawEntry = serde_json::from_value(value).map_err(|e| {
+            Error::bad_entry(
+                path,
+                name,
+                format!("expected {{\"dtype\", \"shape\", \"data_offsets\"}}: {e}"),
+            )
+        })?;
+        let dtype: Dtype = serde_json::from_value(Value::String(raw.dtype.clone()))
+            .map_err(|_| Error::bad_entry(path, name, format!("unknown dtype {:?}", raw.dtype)))?;
+        let (begin, end) = raw.data_offsets;
+        let needed = byte_len(dtype, &raw.shape);
+        let held = end.checked_sub(begin);
+        if needed.as_ref().ok() != held.as_ref() {
+            let needs = needed.map_or_else(|why| why, |n| format!("{n} bytes"));
+            let holds = held.map_or("which end before they begin".into(), |h| {
+                format!("which hold {h} bytes")
+            });
+            return Err(Error::bad_entry(
+                path,
+                name,
+                format!(
+                    "dtype {dtype:?} with shape {:?} needs {needs}, but its data_offsets are \
+                     [{begin}, {end}], {holds}",
+                    raw.shape
+                ),
+            ));
+        }
+        Ok(Self {
+            dtype,
+            shape: raw.shape,
+            offsets: begin..end,
+        })
+    }
+}
+
+/// Bytes taken by `shape` elements of `dtype`, or why they cannot be counted.
+fn byte_len(dtype: Dtype, shape: &[usize]) -> std::result::Result<usize, String> {
+    let bits = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .and_then(|n| n.checked_mul(dtype.bitsize()))
+        .ok_or("more bytes than this machine can address")?;
+    if bits % 8 != 0 {
+        return Err(format!("{bits} bits, not a whole number of bytes"));
+    }
+    Ok(bits / 8)
 }
 
 /// Little-endian POD decode that tolerates unaligned data (copies).
