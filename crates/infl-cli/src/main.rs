@@ -41,8 +41,8 @@ fn remove_temporary_files_on_interrupt() {
 /// There is no display to prefer there, so the layer is switched off (`NODEVICE_SELECT=1`,
 /// its own switch), unless the user set that variable.
 fn quiet_device_select_without_a_session() {
-    let session = std::env::var_os("XDG_RUNTIME_DIR")
-        .is_some_and(|d| std::path::Path::new(&d).is_dir());
+    let session =
+        std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
     if !session && std::env::var_os("NODEVICE_SELECT").is_none() {
         // SAFETY: called first in `main`, before any other thread exists, so nothing reads
         // the environment concurrently.

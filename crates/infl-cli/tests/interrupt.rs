@@ -43,7 +43,10 @@ fn interrupted_while_staged(signal: &str) {
             "never staged: {:?}",
             listing(out.path())
         );
-        assert!(child.try_wait().expect("wait").is_none(), "infl exited early");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "infl exited early"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let sent = std::process::Command::new("kill")
@@ -54,7 +57,10 @@ fn interrupted_while_staged(signal: &str) {
     let output = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "stderr: {stderr}");
-    assert!(stderr.contains("removed 2 temporary file(s)"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("removed 2 temporary file(s)"),
+        "stderr: {stderr}"
+    );
     assert_eq!(listing(out.path()), ["topk.safetensors"]);
     assert_eq!(std::fs::read(&old).expect("old"), b"an earlier result");
 }

@@ -52,7 +52,10 @@ impl Matrix {
         if rows.checked_mul(cols) != Some(len) {
             return Err(Error::shape(
                 "Matrix::from_storage",
-                format!("{rows} x {cols} needs {} elements, got {len}", rows * cols),
+                format!(
+                    "{rows} x {cols} needs {} elements, got {len}",
+                    rows as u128 * cols as u128
+                ),
             ));
         }
         Ok(Self {

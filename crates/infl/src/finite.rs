@@ -6,7 +6,9 @@
 //! checks those, in f64, once per term set before any kernel runs: when all of them are
 //! finite and at most [`LIMIT`], every score, top-k entry and self-influence is finite on
 //! every backend, CPU and GPU alike; otherwise it refuses with an error naming the
-//! checkpoint, the split and the example. The check is `O((train + test) × width)`, small
+//! checkpoint, the split and the example (values printed to 4 significant digits, so that
+//! the CPU's and the GPU's last-bit differences in the gradients give the same message).
+//! The check is `O((train + test) × width)`, small
 //! next to scoring.
 
 use crate::engine::{FactorMatrices, TermSet};
@@ -48,8 +50,8 @@ fn check_split(
                     split,
                     example: i,
                     details: format!(
-                        "‖a‖² = {na:e}, ‖g‖² = {ng:e}: its gradient does not fit in f32 \
-                         (largest accepted {LIMIT:e}); rescale the features or the model"
+                        "‖a‖² = {na:.4e}, ‖g‖² = {ng:.4e}: its gradient does not fit in f32 \
+                         (largest accepted {LIMIT:.4e}); rescale the features or the model"
                     ),
                 });
             }
@@ -63,8 +65,8 @@ fn check_split(
             split,
             example: i,
             details: format!(
-                "the learning-rate-weighted sum of its squared gradient norms is {:e}, above \
-                 the largest accepted {LIMIT:e}: its scores would overflow f32",
+                "the learning-rate-weighted sum of its squared gradient norms is {:.4e}, above \
+                 the largest accepted {LIMIT:.4e}: its scores would overflow f32",
                 total[i]
             ),
         }),

@@ -76,6 +76,15 @@ pub fn check_split(ckpt: &Checkpoint, examples: &Examples, reference: &Examples)
         )
         .into());
     }
+    if k == 0 || d == 0 {
+        // infl-io refuses these in files; a checkpoint built in memory is checked here.
+        return Err(TensorError::new(
+            &ckpt.source,
+            "weight",
+            format!("expected [K, D] with K >= 1 and D >= 1, found [{k}, {wd}]: the layer has no outputs or no inputs"),
+        )
+        .into());
+    }
     if d != wd {
         return Err(bad(
             "features",

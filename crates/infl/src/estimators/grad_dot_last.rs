@@ -4,7 +4,7 @@
 
 use infl_core::{Backend, Bias};
 
-use super::{Estimator, Options, Registration};
+use super::{Audience, Estimator, Options, Registration};
 use crate::engine::{FactorMatrices, FactorTerm, TermSet};
 use crate::head::LossHead;
 use crate::run::{CheckpointData, Prepared, SplitInfo, check_test_sets};
@@ -15,6 +15,7 @@ pub(super) const REGISTRATION: Registration = Registration {
     label: "GradDot(last checkpoint)",
     about: "test-only toy: the final layer's gradient dot product at the last checkpoint",
     build: |o| Box::new(GradDotLast { options: *o }),
+    audience: Audience::Tests,
 };
 
 /// The gradient dot product at the last checkpoint (learning rates ignored).

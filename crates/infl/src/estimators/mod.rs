@@ -68,6 +68,17 @@ pub struct Registration {
     pub about: &'static str,
     /// Builds the estimator from the common options.
     pub build: fn(&Options) -> Box<dyn Estimator>,
+    /// Who it is for: users, or only the tests (registered with the `testing` feature).
+    pub audience: Audience,
+}
+
+/// Who an estimator is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// Offered to users (`--method`, the demo's table).
+    Users,
+    /// Registered only in test builds (feature `testing`), to exercise the registry.
+    Tests,
 }
 
 impl fmt::Debug for Registration {

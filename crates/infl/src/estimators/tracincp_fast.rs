@@ -13,7 +13,7 @@
 
 use infl_core::{Backend, Bias};
 
-use super::{Estimator, Options, Registration};
+use super::{Audience, Estimator, Options, Registration};
 use crate::engine::{FactorMatrices, FactorTerm, TermSet};
 use crate::head::LossHead;
 use crate::run::{self, CheckpointData, Loss, Prepared, Reduction, SplitInfo, check_test_sets};
@@ -24,6 +24,7 @@ pub(super) const REGISTRATION: Registration = Registration {
     label: "TracInCPFast",
     about: "TracInCPFast on the final linear layer (Pruthi et al. 2020, appendix F; as Captum)",
     build: |o| Box::new(TracInCPFast::from(o)),
+    audience: Audience::Users,
 };
 
 /// TracInCPFast settings.
