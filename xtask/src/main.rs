@@ -133,6 +133,9 @@ fn fixtures(root: &Path, args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Captum TracInCPFast / TracInCP references.
     run(root, py, &["fixtures/captum/generate.py"], &[])?;
+    // Captum TracInCP over chosen layers and TracInCPFastRandProj, from factor files that
+    // python/export_factors.py writes (the exporter is tested by the same run).
+    run(root, py, &["fixtures/captum_tracincp/generate.py"], &[])?;
     // InterpretDL forgetting events: re-record an infl-nn history, then run the port.
     run(
         root,
