@@ -2,13 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use infl::io::{Inputs, Publication, RunLayout};
+use infl::estimators::Input as Reads;
+use infl::io::{FactorRun, Inputs, Publication, RunLayout};
 use infl::{
     Backend, BackendChoice, Bias, CheckpointData, Estimator, Loss, Options, Progress, Reduction,
-    Splits, estimators,
+    Run, Splits, estimators,
 };
 
 use crate::output::{self, Provenance};
@@ -128,24 +129,29 @@ fn method_parser() -> PossibleValuesParser {
     )
 }
 
-/// Where the checkpoints and features are, and how to score them.
+/// Where the checkpoints and features (or factors) are, and how to score them.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["run", "manifest", "factors"])))]
 pub struct Input {
     /// Run folder: NAME.safetensors checkpoints with NAME.train.safetensors and
-    /// NAME.test.safetensors feature files.
-    #[arg(
-        long,
-        required_unless_present = "manifest",
-        conflicts_with = "manifest"
-    )]
+    /// NAME.test.safetensors feature files (estimators of the final layer).
+    #[arg(long)]
     pub run: Option<PathBuf>,
     /// JSON manifest listing checkpoints and feature files instead of --run.
     #[arg(long)]
     pub manifest: Option<PathBuf>,
-    /// The final linear layer's name in the state dict (LAYER.weight [K, D], optional
-    /// LAYER.bias [K]).
+    /// Factor folder: NAME.train.safetensors (and NAME.test.safetensors) per-example factor
+    /// files of chosen layers (`--method tracincp`; written by python/export_factors.py).
     #[arg(long)]
-    pub layer: String,
+    pub factors: Option<PathBuf>,
+    /// The final linear layer's name in the state dict (LAYER.weight [K, D], optional
+    /// LAYER.bias [K]); for --run and --manifest.
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// The layers to trace, comma-separated (a module name takes all its parameters); for
+    /// --factors. Default: every layer of the factor files.
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<String>>,
     /// Estimator.
     #[arg(long, value_parser = method_parser(), default_value = estimators::REGISTRY[0].name)]
     pub method: String,
@@ -161,20 +167,118 @@ pub struct Input {
     /// Learning rate for checkpoints without `learning_rate` metadata.
     #[arg(long, default_value_t = 1.0)]
     pub learning_rate: f32,
+    /// Random projection dimension p (--method tracincp-fast-rand-proj; Captum's
+    /// projection_dim): factors projected to min(floor(sqrt p), K) and min(floor(sqrt p), D)
+    /// columns, none when K*D <= p. Default: no projection.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 40))]
+    pub projection_dim: Option<u64>,
+    /// Seed of the random projections (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Where a run is: a layout of checkpoints with features, or a factor folder.
+enum Source {
+    Features { layout: RunLayout, layer: String },
+    Factors(FactorRun),
+}
+
+impl Source {
+    /// What outputs must leave alone.
+    fn inputs(&self) -> Inputs {
+        match self {
+            Source::Features { layout, .. } => Inputs::of_run(layout),
+            Source::Factors(run) => Inputs::of_factors(run),
+        }
+    }
 }
 
 impl Input {
-    fn layout(&self) -> Result<RunLayout> {
-        Ok(match (&self.run, &self.manifest) {
-            (Some(dir), _) => RunLayout::discover(dir)?,
-            (None, Some(m)) => RunLayout::from_manifest(m)?,
-            (None, None) => bail!("give --run DIR or --manifest FILE"),
-        })
+    /// The run's source, checked against what `--method` reads.
+    fn source(&self) -> Result<Source> {
+        let input = estimators::find(&self.method)?.input;
+        match (input, &self.factors) {
+            (Reads::Factors, Some(dir)) => {
+                self.check_factor_flags()?;
+                Ok(Source::Factors(FactorRun::discover(dir)?))
+            }
+            (Reads::Factors, None) => bail!(
+                "--method {} reads factor files: give --factors DIR (see python/export_factors.py)",
+                self.method
+            ),
+            (Reads::Features, Some(_)) => bail!(
+                "--method {} reads checkpoints and features: give --run DIR or --manifest FILE \
+                 (--factors is for --method tracincp)",
+                self.method
+            ),
+            (Reads::Features, None) => {
+                ensure!(
+                    self.layers.is_none(),
+                    "--layers is for --factors; with --run or --manifest give --layer"
+                );
+                let Some(layer) = self.layer.clone() else {
+                    bail!("--layer: give the final linear layer's name in the state dict");
+                };
+                let layout = match (&self.run, &self.manifest) {
+                    (Some(dir), _) => RunLayout::discover(dir)?,
+                    (None, Some(m)) => RunLayout::from_manifest(m)?,
+                    (None, None) => bail!("give --run DIR or --manifest FILE"),
+                };
+                Ok(Source::Features { layout, layer })
+            }
+        }
+    }
+
+    /// Flags that say nothing about factor files are refused rather than ignored: the
+    /// files hold the loss's gradients already, and say per layer whether a bias is traced.
+    fn check_factor_flags(&self) -> Result<()> {
+        ensure!(
+            self.layer.is_none(),
+            "--layer names the final layer of a --run; with --factors give --layers"
+        );
+        if let Some(layers) = &self.layers {
+            ensure!(
+                !layers.is_empty() && layers.iter().all(|l| !l.trim().is_empty()),
+                "--layers: expected layer names separated by commas, found an empty name in \
+                 {:?}",
+                layers.join(",")
+            );
+        }
+        ensure!(
+            self.loss == LossArg::Ce,
+            "--loss: factor files hold the gradients of the loss they were exported with \
+             (python/export_factors.py --loss); drop --loss"
+        );
+        ensure!(
+            self.reduction == ReductionArg::Sum,
+            "--reduction: factor files hold per-example gradients of the loss they were \
+             exported with; drop --reduction"
+        );
+        ensure!(
+            !self.include_bias,
+            "--include-bias: factor files say per layer whether its bias is traced (metadata \
+             `L.bias`); drop --include-bias"
+        );
+        Ok(())
     }
 
     fn estimator(&self) -> Result<Box<dyn Estimator>> {
         if let Err(why) = infl::io::check_learning_rate(self.learning_rate) {
             bail!("--learning-rate: {why}");
+        }
+        let rand_proj = infl::TracInCPFastRandProj::default();
+        if self.method != rand_proj.name() {
+            ensure!(
+                self.projection_dim.is_none() && self.seed.is_none(),
+                "--projection-dim and --seed are for --method {}",
+                rand_proj.name()
+            );
+        } else {
+            ensure!(
+                !self.include_bias,
+                "--include-bias: {} leaves the bias out (as Captum)",
+                rand_proj.name()
+            );
         }
         let options = Options {
             loss: match self.loss {
@@ -191,6 +295,8 @@ impl Input {
                 Bias::Excluded
             },
             default_learning_rate: self.learning_rate,
+            projection_dim: self.projection_dim.map(|p| p as usize),
+            seed: self.seed.unwrap_or(0),
         };
         Ok(estimators::build(&self.method, &options)?)
     }
@@ -200,7 +306,8 @@ impl Input {
 pub struct Loaded {
     pub backend: Box<dyn Backend>,
     pub estimator: Box<dyn Estimator>,
-    pub run: Vec<CheckpointData>,
+    pub run: Run,
+    /// The layer (features) or layers (factors), for output metadata.
     pub layer: String,
 }
 
@@ -221,19 +328,19 @@ pub struct Compute {
     pub threads: Option<usize>,
 }
 
-/// The run's layout and the publication of a subcommand's outputs, both checked before
+/// The run's source and the publication of a subcommand's outputs, both checked before
 /// anything is loaded, computed or written.
 struct Plan {
-    layout: RunLayout,
+    source: Source,
     publication: Publication,
 }
 
 impl Plan {
     fn new<P: AsRef<Path>>(input: &Input, outputs: impl IntoIterator<Item = P>) -> Result<Self> {
-        let layout = input.layout()?;
-        let publication = Publication::plan(&Inputs::of_run(&layout), outputs)?;
+        let source = input.source()?;
+        let publication = Publication::plan(&source.inputs(), outputs)?;
         Ok(Self {
-            layout,
+            source,
             publication,
         })
     }
@@ -253,34 +360,57 @@ fn publish(publication: Publication) -> Result<()> {
 
 fn load(
     input: &Input,
-    layout: &RunLayout,
+    source: &Source,
     compute: Compute,
     progress: &Bar,
     splits: Splits,
 ) -> Result<Loaded> {
-    if splits == Splits::TrainAndTest && !layout.has_test() {
+    let (entries, has_test, origin) = match source {
+        Source::Features { layout, .. } => {
+            (layout.entries.len(), layout.has_test(), &layout.source)
+        }
+        Source::Factors(run) => (
+            run.entries.len(),
+            run.entries.iter().all(|e| e.test.is_some()),
+            &run.source,
+        ),
+    };
+    if splits == Splits::TrainAndTest && !has_test {
         bail!(
-            "{}: no test features: this subcommand needs NAME.test.safetensors (or `test` in the \
+            "{}: no test examples: this subcommand needs NAME.test.safetensors (or `test` in the \
              manifest) for every checkpoint",
-            layout.source.display()
+            origin.display()
         );
     }
     let backend = infl::select_backend(compute.backend.into(), compute.threads)?;
     if !progress.quiet() {
         eprintln!("backend: {}", backend.name());
     }
-    progress.start("loading", layout.entries.len() as u64);
-    let mut run: Vec<CheckpointData> = Vec::with_capacity(layout.entries.len());
-    for entry in &layout.entries {
-        run.push(infl::load_checkpoint_data(entry, &input.layer, splits)?);
-        progress.advance(1);
-    }
+    progress.start("loading", entries as u64);
+    let (run, layer) = match source {
+        Source::Features { layout, layer } => {
+            let mut run: Vec<CheckpointData> = Vec::with_capacity(entries);
+            for entry in &layout.entries {
+                run.push(infl::load_checkpoint_data(entry, layer, splits)?);
+                progress.advance(1);
+            }
+            (Run::Features(run), layer.clone())
+        }
+        Source::Factors(factors) => {
+            let run = infl::load_factor_run(factors, input.layers.as_deref(), splits)?;
+            progress.advance(entries as u64);
+            let layers = run.first().map_or(Vec::new(), |c| {
+                c.train.layers.iter().map(|l| l.name.clone()).collect()
+            });
+            (Run::Factors(run), layers.join(","))
+        }
+    };
     progress.finish();
     Ok(Loaded {
         backend,
         estimator: input.estimator()?,
         run,
-        layer: input.layer.clone(),
+        layer,
     })
 }
 
@@ -298,7 +428,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => crate::demo::run(&args, cli.threads)?,
         Command::Scores { input, out } => {
             let mut plan = Plan::new(&input, [&out])?;
-            let l = load(&input, &plan.layout, compute, &bar, Splits::TrainAndTest)?;
+            let l = load(&input, &plan.source, compute, &bar, Splits::TrainAndTest)?;
             crate::resources::check_memory_for_scores(&l.run)?;
             let scores = l.estimator.scores(&*l.backend, &l.run, &bar)?;
             output::stage_scores(&mut plan.publication, &out, &l.provenance(), &scores)?;
@@ -312,7 +442,7 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let mut plan = Plan::new(&input, std::iter::once(&out).chain(&json))?;
-            let l = load(&input, &plan.layout, compute, &bar, Splits::TrainAndTest)?;
+            let l = load(&input, &plan.source, compute, &bar, Splits::TrainAndTest)?;
             let top = l.estimator.topk(&*l.backend, &l.run, k, &bar)?;
             let provenance = l.provenance();
             output::stage_topk(
@@ -331,7 +461,7 @@ pub fn run(cli: Cli) -> Result<()> {
             top,
         } => {
             let mut plan = Plan::new(&input, output::self_influence_files(&out_dir))?;
-            let l = load(&input, &plan.layout, compute, &bar, Splits::TrainOnly)?;
+            let l = load(&input, &plan.source, compute, &bar, Splits::TrainOnly)?;
             let self_inf = l.estimator.self_influence(&*l.backend, &l.run)?;
             let n = self_inf.values.len();
             let top = if top == 0 { n } else { top.min(n) };

@@ -4,7 +4,7 @@
 //! (`try_reserve`) are the guard.
 
 use anyhow::{Result, bail};
-use infl::CheckpointData;
+use infl::Run;
 
 /// One part of a job's memory, with the option that controls it.
 pub struct Need {
@@ -47,14 +47,8 @@ pub fn check_fits(job: &str, needs: &[Need], instead: &str) -> Result<()> {
 /// Refuses a full score matrix that would not fit in the memory available: `scores` holds
 /// it about four times at its peak (the result, its f32 copy and byte image for the file,
 /// the file buffer).
-pub fn check_memory_for_scores(run: &[CheckpointData]) -> Result<()> {
-    let Some(first) = run.first() else {
-        return Ok(());
-    };
-    let (nq, nt) = (
-        first.test.as_ref().map_or(0, |t| t.len()),
-        first.train.len(),
-    );
+pub fn check_memory_for_scores(run: &Run) -> Result<()> {
+    let (nq, nt) = (run.n_test(), run.n_train());
     check_fits(
         &format!("the full [{nq} x {nt}] score matrix"),
         &[Need {

@@ -62,12 +62,14 @@ fn the_toy_estimator_runs_end_to_end() {
     assert_eq!(file.metadata()["method"], "grad-dot-last");
     let got = file.vector("self_influence").unwrap();
 
-    let run = load_run(
-        &RunLayout::discover(run_dir()).unwrap(),
-        "fc3",
-        Splits::TrainOnly,
-    )
-    .unwrap();
+    let run = infl::Run::from(
+        load_run(
+            &RunLayout::discover(run_dir()).unwrap(),
+            "fc3",
+            Splits::TrainOnly,
+        )
+        .unwrap(),
+    );
     let toy = estimators::build("grad-dot-last", &Options::default()).unwrap();
     let want = toy.self_influence(&CpuBackend::new(), &run).unwrap().values;
     assert_eq!(got, want);

@@ -18,8 +18,12 @@
 //! `Call::scoring`); a new estimator joins by being registered.
 //!
 //! Each class runs as one test that reports every broken case (name, why, stderr) at
-//! once.
+//! once. The readers of factor folders (`--factors`) have their own group
+//! (`class5_factor_files`, in hostile/factors.rs): the same entries and expectations, on a
+//! scratch copy of the Captum TracInCP factor fixtures.
 
+#[path = "hostile/factors.rs"]
+mod factors;
 #[path = "hostile/files.rs"]
 mod files;
 #[path = "hostile/harness.rs"]
@@ -44,12 +48,14 @@ const SCORES: &[&str] = &["scores"];
 /// The checkpoints of the fixture run.
 const CKPTS: [&str; 3] = ["1", "2", "10"];
 
-/// The estimators a user can choose: the registry without the test-only ones (which test
-/// builds register too).
+/// The estimators a user can choose that read a run's features (what these cases mutate):
+/// the registry without the test-only ones (which test builds register too) and without
+/// the readers of factor files (their cases are in `class5_factor_files`).
 fn methods() -> Vec<&'static str> {
+    use infl::estimators::{Audience, Input};
     let public: Vec<&'static str> = infl::estimators::REGISTRY
         .iter()
-        .filter(|r| r.audience == infl::estimators::Audience::Users)
+        .filter(|r| r.audience == Audience::Users && r.input == Input::Features)
         .map(|r| r.name)
         .collect();
     assert!(!public.is_empty(), "no public estimator");
@@ -118,9 +124,22 @@ impl Entry {
     }
 }
 
+/// The default call of a subcommand for a method on a backend, in a scene.
+type Base = fn(&Scene, &'static str, &str, &str) -> Call;
+
 /// The cases of `entries`: per subcommand, method and backend.
 fn instantiate(class: &str, entries: Vec<Entry>, with_gpu: bool) -> Vec<Case> {
-    let methods = methods();
+    instantiate_on(class, entries, with_gpu, methods(), Call::scoring)
+}
+
+/// The cases of `entries` for `methods`, each starting from `base`.
+fn instantiate_on(
+    class: &str,
+    entries: Vec<Entry>,
+    with_gpu: bool,
+    methods: Vec<&'static str>,
+    base: Base,
+) -> Vec<Case> {
     let mut cases = Vec::new();
     for e in entries {
         for &sub in e.subs {
@@ -145,7 +164,7 @@ fn instantiate(class: &str, entries: Vec<Entry>, with_gpu: bool) -> Vec<Case> {
                     let mut case = Case::new(
                         format!("{class}/{sub}/{method}/{backend}: {}", e.what),
                         move |s| {
-                            let mut c = Call::scoring(s, sub, method, backend);
+                            let mut c = base(s, sub, method, backend);
                             apply(s, &mut c);
                             c
                         },
@@ -1882,12 +1901,75 @@ fn class4_entries() -> Vec<Entry> {
             },
             Expect::Succeeds,
         ),
-        input(
+        arg(
             "--include-bias",
+            SUBS,
             |_, c| {
                 c.switch("--include-bias");
             },
             Expect::Succeeds,
+        ),
+        arg(
+            "--include-bias with tracincp-fast-rand-proj (Captum leaves the bias out)",
+            SUBS,
+            |_, c| {
+                c.set("--method", "tracincp-fast-rand-proj")
+                    .switch("--include-bias");
+            },
+            fails(&["--include-bias", "tracincp-fast-rand-proj"]),
+        ),
+        arg(
+            "--projection-dim 0",
+            SUBS,
+            |_, c| {
+                c.set("--method", "tracincp-fast-rand-proj")
+                    .set("--projection-dim", "0");
+            },
+            fails(&["--projection-dim", "0"]),
+        ),
+        arg(
+            "--projection-dim -5",
+            SUBS,
+            |_, c| {
+                c.set("--method", "tracincp-fast-rand-proj")
+                    .set("--projection-dim", "-5");
+            },
+            fails(&["--projection-dim"]),
+        ),
+        arg(
+            "--projection-dim 18446744073709551615",
+            SUBS,
+            |_, c| {
+                c.set("--method", "tracincp-fast-rand-proj")
+                    .set("--projection-dim", "18446744073709551615");
+            },
+            fails(&["--projection-dim"]),
+        ),
+        arg(
+            "--projection-dim 1 (one column per factor)",
+            SUBS,
+            |_, c| {
+                c.set("--method", "tracincp-fast-rand-proj")
+                    .set("--projection-dim", "1");
+            },
+            Expect::Succeeds,
+        ),
+        arg(
+            "--projection-dim with tracincp-fast",
+            SUBS,
+            |_, c| {
+                c.set("--method", "tracincp-fast")
+                    .set("--projection-dim", "16");
+            },
+            fails(&["--projection-dim", "tracincp-fast-rand-proj"]),
+        ),
+        arg(
+            "--seed with tracincp-fast",
+            SUBS,
+            |_, c| {
+                c.set("--method", "tracincp-fast").set("--seed", "3");
+            },
+            fails(&["--seed", "tracincp-fast-rand-proj"]),
         ),
     ]
 }
@@ -2271,7 +2353,7 @@ fn class5_entries() -> Vec<Entry> {
                     std::fs::remove_file(s.f(&te(c))).unwrap();
                 }
             },
-            fails(&["test features"]),
+            fails(&["no test examples"]),
         )
         .test_only(),
         input(
@@ -2896,14 +2978,26 @@ fn class5_messages() {
     run_group("class 5 (messages)", class5());
 }
 
+#[test]
+fn class5_factor_files() {
+    run_group("class 5 (factor files)", factors::cases(with_gpu()));
+}
+
 /// The suite covers at least 150 cases (CPU only; GPU twins come on top), every scoring
 /// subcommand, every public method and the demo; names are unique.
 #[test]
 fn the_suite_has_at_least_150_cases() {
-    let all: Vec<Case> = [class1(false), class2(), class3(), class4(), class5()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let all: Vec<Case> = [
+        class1(false),
+        class2(),
+        class3(),
+        class4(),
+        class5(),
+        factors::cases(false),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut counts = std::collections::BTreeMap::<(String, String), usize>::new();
     for c in &all {
         let mut parts = c.name.split(['/', ':']);
@@ -2915,15 +3009,16 @@ fn the_suite_has_at_least_150_cases() {
         println!("{class:>7} {sub:<15} {n:>4}");
     }
     println!(
-        "total: {} cases; public methods: {:?}",
+        "total: {} cases; public methods: {:?} (features), {:?} (factors)",
         all.len(),
-        methods()
+        methods(),
+        factors::factor_methods()
     );
     assert!(all.len() >= 150, "only {} hostile cases", all.len());
     for sub in SUBS.iter().chain(&["demo"]) {
         assert!(counts.keys().any(|(_, s)| s == sub), "no case for {sub}");
     }
-    for m in methods() {
+    for m in methods().into_iter().chain(factors::factor_methods()) {
         assert!(
             all.iter().any(|c| c.name.contains(&format!("/{m}/"))),
             "no case for --method {m}"

@@ -273,6 +273,60 @@ impl Listing {
     }
 }
 
+impl crate::FactorRun {
+    /// Discovers a factor folder: `NAME.train.safetensors` for every checkpoint `NAME`,
+    /// and `NAME.test.safetensors` for every one or none (see [`crate::factors`]).
+    pub fn discover(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let mut listing = Listing::read(dir)?;
+        if listing.trains.is_empty() {
+            return Err(Error::layout(
+                dir,
+                "no factor files: expected NAME.train.safetensors (and NAME.test.safetensors) \
+                 for every checkpoint NAME",
+            ));
+        }
+        listing
+            .trains
+            .sort_by(|a, b| natural_cmp_bytes(a.as_encoded_bytes(), b.as_encoded_bytes()));
+        if let Some(orphan) = listing.tests.iter().find(|t| !listing.trains.contains(t)) {
+            return Err(Error::layout(
+                dir,
+                format!(
+                    "`{}` has no `{}`",
+                    shown(orphan, Role::Test),
+                    shown(orphan, Role::Train)
+                ),
+            ));
+        }
+        if !listing.tests.is_empty() && listing.tests.len() != listing.trains.len() {
+            let missing: Vec<_> = listing
+                .trains
+                .iter()
+                .filter(|c| !listing.tests.contains(c))
+                .map(|c| c.to_string_lossy())
+                .collect();
+            return Err(Error::layout(
+                dir,
+                format!("test factors exist for some checkpoints but not for {missing:?}"),
+            ));
+        }
+        let has_test = !listing.tests.is_empty();
+        Ok(Self {
+            source: dir.to_path_buf(),
+            entries: listing
+                .trains
+                .iter()
+                .map(|c| crate::FactorEntry {
+                    name: c.to_string_lossy().into_owned(),
+                    train: Role::Train.path(dir, c),
+                    test: has_test.then(|| Role::Test.path(dir, c)),
+                })
+                .collect(),
+        })
+    }
+}
+
 /// Natural order: digit runs compare as numbers (`a2` < `a10`), the rest bytewise.
 pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     natural_cmp_bytes(a.as_bytes(), b.as_bytes())

@@ -8,6 +8,8 @@
 //! - [`load_checkpoint`] reads one layer of a PyTorch-style state dict (its learning rate
 //!   through [`parse_learning_rate`], which infl-nn's loader shares);
 //!   [`load_examples`] reads a feature file (`features`, `labels`, `targets`, `ids`).
+//! - [`FactorFile`] reads per-example factor files (per-layer inputs and output
+//!   gradients, or dense gradients; format in [`factors`]); [`FactorRun`] finds them.
 //! - [`mnist`] reads MNIST's IDX files, raw or gzip-compressed.
 //! - [`RunLayout`] pairs checkpoints with feature files (directory convention or JSON
 //!   manifest; see [`layout`]).
@@ -23,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod factors;
 pub mod layout;
 mod load;
 pub mod mnist;
@@ -31,6 +34,7 @@ mod tensors;
 mod write;
 
 pub use error::{Error, Result};
+pub use factors::{FactorEntry, FactorFile, FactorRun, LayerFactors};
 pub use layout::{RunEntry, RunLayout, natural_cmp};
 pub use load::{
     LEARNING_RATE_KEY, check_learning_rate, load_checkpoint, load_examples, parse_learning_rate,

@@ -6,13 +6,31 @@ use infl_core::{Checkpoint, Examples, MatRef};
 
 use crate::{Error, Rank, Result, TensorFile};
 
-fn check_finite(path: &Path, tensor: &str, m: MatRef<'_>) -> Result<()> {
+pub(crate) fn check_finite(path: &Path, tensor: &str, m: MatRef<'_>) -> Result<()> {
+    check_finite_shaped(path, tensor, m, &[m.rows(), m.cols()])
+}
+
+/// [`check_finite`] for a tensor of `shape` read as the matrix `m` (a `[N, S, D]` tensor as
+/// `[N·S, D]`): the position is reported in the file's own indices.
+pub(crate) fn check_finite_shaped(
+    path: &Path,
+    tensor: &str,
+    m: MatRef<'_>,
+    shape: &[usize],
+) -> Result<()> {
     if let Some((r, c)) = m.first_non_finite() {
         let v = m.row(r)[c];
+        let mut flat = r * m.cols() + c;
+        let mut at = vec![0; shape.len()];
+        for (i, &dim) in shape.iter().enumerate().rev() {
+            at[i] = flat % dim.max(1);
+            flat /= dim.max(1);
+        }
+        let at: Vec<String> = at.iter().map(usize::to_string).collect();
         return Err(Error::bad(
             path,
             tensor,
-            format!("expected finite values, found {v} at [{r}, {c}]"),
+            format!("expected finite values, found {v} at [{}]", at.join(", ")),
         ));
     }
     Ok(())
@@ -115,7 +133,7 @@ fn check_feature_columns(path: &Path, f: MatRef<'_>) -> Result<()> {
 }
 
 /// Ids are unique: the first repeated one is reported with both of its rows.
-fn check_unique_ids(path: &Path, ids: &[i64]) -> Result<()> {
+pub(crate) fn check_unique_ids(path: &Path, ids: &[i64]) -> Result<()> {
     let mut first_row = std::collections::HashMap::new();
     for (row, &id) in ids.iter().enumerate() {
         if let Some(first) = first_row.insert(id, row) {

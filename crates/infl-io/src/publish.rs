@@ -186,6 +186,22 @@ impl Inputs {
     }
 }
 
+impl Inputs {
+    /// Every file of a factor run, and its folder (where a `.safetensors` result could be
+    /// taken for a factor file).
+    pub fn of_factors(run: &crate::FactorRun) -> Self {
+        Self {
+            files: run
+                .entries
+                .iter()
+                .flat_map(|e| std::iter::once(&e.train).chain(&e.test))
+                .cloned()
+                .collect(),
+            run_folder: Some(run.source.clone()),
+        }
+    }
+}
+
 /// The identity of an existing file: device and inode on Unix, the canonical path elsewhere.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FileId(#[cfg(unix)] (u64, u64), #[cfg(not(unix))] PathBuf);

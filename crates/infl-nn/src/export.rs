@@ -14,8 +14,11 @@
 //!   example's own cross-entropy loss (reduction "sum", i.e. `softmax − onehot` at the
 //!   last layer) with respect to the layer's output; plus `labels` and `ids`, and the
 //!   checkpoint's metadata. The example's weight gradient at `fcK` is the outer product
-//!   `fcK.g[i] ⊗ fcK.a[i]` and its bias gradient `fcK.g[i]`. They sit in a subfolder so that
-//!   the directory convention does not take them for checkpoints.
+//!   `fcK.g[i] ⊗ fcK.a[i]` and its bias gradient `fcK.g[i]` (metadata `fcK.bias` = `true`).
+//!   This is infl-io's `infl factors v1` format (metadata `format`, `layers`, `loss`,
+//!   `reduction` as python/export_factors.py writes them), so `--method tracincp --factors
+//!   RUN/factors` traces every layer. They sit in a subfolder so that the directory
+//!   convention does not take them for checkpoints.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,9 @@ use infl_io::{
 use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 
 use crate::{Error, Linear, Mlp, Result};
+
+/// The `format` metadata of factor files (the one python/export_factors.py writes).
+const FACTORS_FORMAT: &str = "infl factors v1";
 
 /// Rows per forward pass when exporting (bounds memory; results do not depend on it).
 const EXPORT_BATCH: usize = 1024;
@@ -335,16 +341,25 @@ impl RunWriter {
         let common = || labels_and_ids(split);
         if self.factors == FactorFiles::Write {
             let mut tensors = common();
-            for f in per_example_factors(model, split.x, split.labels)? {
+            let mut metadata = metadata.clone();
+            let factors = per_example_factors(model, split.x, split.labels)?;
+            for f in &factors {
                 tensors.push((format!("{}.a", f.name), f32_tensor(&f.a)));
                 tensors.push((format!("{}.g", f.name), f32_tensor(&f.g)));
+                metadata.insert(format!("{}.bias", f.name), "true".into());
+                metadata.insert(format!("{}.kind", f.name), "linear".into());
             }
+            let layers: Vec<&str> = factors.iter().map(|f| f.name.as_str()).collect();
+            metadata.insert("layers".into(), layers.join(","));
+            metadata.insert("format".into(), FACTORS_FORMAT.into());
+            metadata.insert("loss".into(), "cross_entropy".into());
+            metadata.insert("reduction".into(), "sum".into());
             write_safetensors(
                 self.dir
                     .join("factors")
                     .join(format!("{name}.{suffix}.safetensors")),
                 tensors,
-                metadata.clone(),
+                metadata,
             )?;
         }
         let mut tensors = common();

@@ -64,7 +64,9 @@ mod suspects;
 pub use backend::{BackendChoice, select_backend};
 pub use engine::{Engine, FactorMatrices, FactorTerm, Progress, TermSet};
 pub use error::{Error, Result};
-pub use estimators::{Attributed, Estimator, Options, TracInCPFast};
+pub use estimators::{
+    Attributed, Estimator, Options, Projections, TracInCP, TracInCPFast, TracInCPFastRandProj,
+};
 pub use forgetting::{
     ExampleForgetting, ExampleHistory, ForgettingRecorder, ForgettingStats, NoisyLabels,
 };
@@ -74,15 +76,17 @@ pub use infl_core::{
 };
 pub use infl_cpu::{CpuBackend, Tiles, check_threads, max_threads};
 pub use run::{
-    CheckpointData, Loss, Prepared, Reduction, SplitInfo, Splits, load_checkpoint_data, load_run,
+    CheckpointData, FactorCheckpoint, Loss, Prepared, Reduction, Run, SplitInfo, Splits,
+    load_checkpoint_data, load_factor_run, load_run,
 };
 pub use suspects::{Suspect, rank_suspects};
 
 /// The file formats infl reads and writes (a curated view of `infl-io`).
 pub mod io {
     pub use infl_io::{
-        Inputs, OutTensor, Publication, Rank, RunEntry, RunLayout, TEMP_PREFIX, TensorFile,
-        check_learning_rate, load_checkpoint, load_examples, mnist, natural_cmp,
-        remove_temporary_files, write_atomic, write_atomic_with, write_safetensors,
+        FactorEntry, FactorFile, FactorRun, Inputs, LayerFactors, OutTensor, Publication, Rank,
+        RunEntry, RunLayout, TEMP_PREFIX, TensorFile, check_learning_rate, load_checkpoint,
+        load_examples, mnist, natural_cmp, remove_temporary_files, write_atomic, write_atomic_with,
+        write_safetensors,
     };
 }

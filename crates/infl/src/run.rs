@@ -2,8 +2,10 @@
 //! layer inputs), the loss it was trained with, what is known of each split, and what an
 //! estimator hands to the [`Engine`](crate::Engine).
 
+use std::path::PathBuf;
+
 use infl_core::{Checkpoint, Examples};
-use infl_io::RunLayout;
+use infl_io::{FactorFile, FactorRun, LayerFactors, RunLayout};
 
 use crate::engine::TermSet;
 use crate::{Error, Result};
@@ -175,6 +177,334 @@ pub fn learning_rate(d: &CheckpointData, default: f32) -> Result<f32> {
             ),
         )
     })
+}
+
+/// What estimators read: checkpoints with the final layer's inputs, or per-layer factor
+/// files. Each estimator reads one kind ([`Registration::input`](crate::estimators::Registration)).
+#[derive(Clone, Debug)]
+pub enum Run {
+    /// Checkpoints with the features of their final linear layer (`--run`, `--manifest`).
+    Features(Vec<CheckpointData>),
+    /// Per-example factors of chosen layers (`--factors`).
+    Factors(Vec<FactorCheckpoint>),
+}
+
+impl From<Vec<CheckpointData>> for Run {
+    fn from(run: Vec<CheckpointData>) -> Self {
+        Self::Features(run)
+    }
+}
+
+impl From<Vec<FactorCheckpoint>> for Run {
+    fn from(run: Vec<FactorCheckpoint>) -> Self {
+        Self::Factors(run)
+    }
+}
+
+impl Run {
+    /// The checkpoints with features, or an error saying that `who` needs them.
+    pub fn features(&self, who: &str) -> Result<&[CheckpointData]> {
+        match self {
+            Self::Features(run) => Ok(run),
+            Self::Factors(_) => Err(Error::config(
+                "input",
+                format!(
+                    "{who} reads checkpoints and features (--run or --manifest), not factor files"
+                ),
+            )),
+        }
+    }
+
+    /// The factor checkpoints, or an error saying that `who` needs them.
+    pub fn factors(&self, who: &str) -> Result<&[FactorCheckpoint]> {
+        match self {
+            Self::Factors(run) => Ok(run),
+            Self::Features(_) => Err(Error::config(
+                "input",
+                format!("{who} reads factor files (--factors DIR), not features"),
+            )),
+        }
+    }
+
+    /// Number of checkpoints.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Features(run) => run.len(),
+            Self::Factors(run) => run.len(),
+        }
+    }
+
+    /// True without checkpoints.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Training examples (of the first checkpoint; all have the same).
+    pub fn n_train(&self) -> usize {
+        match self {
+            Self::Features(run) => run.first().map_or(0, |d| d.train.len()),
+            Self::Factors(run) => run.first().map_or(0, |c| c.train.len()),
+        }
+    }
+
+    /// Test examples loaded (0 without a test set).
+    pub fn n_test(&self) -> usize {
+        match self {
+            Self::Features(run) => run
+                .first()
+                .and_then(|d| d.test.as_ref())
+                .map_or(0, Examples::len),
+            Self::Factors(run) => run
+                .first()
+                .and_then(|c| c.test.as_ref())
+                .map_or(0, SplitFactors::len),
+        }
+    }
+}
+
+/// One traced layer's factors, with its name.
+#[derive(Clone, Debug)]
+pub struct NamedFactors {
+    /// The layer (or parameter) name.
+    pub name: String,
+    /// Its factors.
+    pub factors: LayerFactors,
+}
+
+/// The chosen layers' factors of one split at one checkpoint.
+#[derive(Clone, Debug)]
+pub struct SplitFactors {
+    /// The factor file, for messages.
+    pub source: PathBuf,
+    /// Example ids (distinct).
+    pub ids: Vec<i64>,
+    /// Labels, if the file has them.
+    pub labels: Option<Vec<i64>>,
+    /// The chosen layers, in the order chosen.
+    pub layers: Vec<NamedFactors>,
+}
+
+impl SplitFactors {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True without examples.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// What is known of the split (no predictions: factor files carry none).
+    pub fn info(&self) -> SplitInfo {
+        SplitInfo {
+            ids: self.ids.clone(),
+            labels: self.labels.clone(),
+            predicted: Vec::new(),
+        }
+    }
+}
+
+/// One checkpoint of a factor run.
+#[derive(Clone, Debug)]
+pub struct FactorCheckpoint {
+    /// The checkpoint's name (`NAME` of its files).
+    pub name: String,
+    /// Its learning rate, if the training file records one.
+    pub learning_rate: Option<f32>,
+    /// Training examples' factors.
+    pub train: SplitFactors,
+    /// Test examples' factors, when asked for and present.
+    pub test: Option<SplitFactors>,
+}
+
+impl FactorCheckpoint {
+    /// The learning rate, else `default`, under the one rule ([`infl_io::check_learning_rate`]).
+    pub fn learning_rate_or(&self, default: f32) -> Result<f32> {
+        infl_io::check_learning_rate(self.learning_rate.unwrap_or(default)).map_err(|why| {
+            Error::config(
+                "learning rate",
+                format!(
+                    "checkpoint {} ({}): {why}",
+                    self.name,
+                    self.train.source.display()
+                ),
+            )
+        })
+    }
+}
+
+/// Loads a factor run: the layers `layers` names (all when `None`; see
+/// [`FactorFile::resolve`]) of every checkpoint, the test split when `splits` asks for it.
+/// Checks that every file has the same layers with the same shapes (examples, positions,
+/// widths) and every checkpoint the same examples.
+pub fn load_factor_run(
+    run: &FactorRun,
+    layers: Option<&[String]>,
+    splits: Splits,
+) -> Result<Vec<FactorCheckpoint>> {
+    let checkpoints = run
+        .entries
+        .iter()
+        .map(|e| {
+            let train = load_split_factors(&e.train, layers)?;
+            let test = match (splits, &e.test) {
+                (Splits::TrainAndTest, Some(t)) => Some(load_split_factors(t, layers)?),
+                _ => None,
+            };
+            Ok(FactorCheckpoint {
+                name: e.name.clone(),
+                learning_rate: FactorFile::open(&e.train)?.learning_rate()?,
+                train,
+                test,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    check_factor_run(&checkpoints)?;
+    Ok(checkpoints)
+}
+
+fn load_split_factors(path: &std::path::Path, layers: Option<&[String]>) -> Result<SplitFactors> {
+    let file = FactorFile::open(path)?;
+    let names = file.resolve(layers)?;
+    let layers: Vec<NamedFactors> = names
+        .into_iter()
+        .map(|name| {
+            let factors = file.layer(&name)?;
+            Ok(NamedFactors { name, factors })
+        })
+        .collect::<Result<_>>()?;
+    let n = layers.first().map_or(0, |l| l.factors.examples());
+    if n == 0 {
+        return Err(Error::data(
+            path,
+            "(all)",
+            "expected at least one example, found none",
+        ));
+    }
+    if let Some(l) = layers.iter().find(|l| l.factors.examples() != n) {
+        return Err(Error::data(
+            path,
+            &l.name,
+            format!(
+                "expected {n} examples as in layer `{}`, found {}",
+                layers[0].name,
+                l.factors.examples()
+            ),
+        ));
+    }
+    Ok(SplitFactors {
+        source: path.to_path_buf(),
+        ids: file.ids(n)?,
+        labels: file.labels(n)?,
+        layers,
+    })
+}
+
+/// A layer's shape: kind, positions and widths.
+fn shape_of(f: &LayerFactors) -> String {
+    match f {
+        LayerFactors::Linear {
+            a,
+            g,
+            positions,
+            bias,
+        } => format!(
+            "linear, {positions} position(s), inputs {}, outputs {}, bias {}",
+            a.cols(),
+            g.cols(),
+            if *bias == infl_core::Bias::Included {
+                "included"
+            } else {
+                "excluded"
+            }
+        ),
+        LayerFactors::Dense { grad } => format!("dense gradient of {}", grad.cols()),
+    }
+}
+
+/// Every split of every checkpoint has the first training file's layers and shapes, and
+/// each split the same examples at every checkpoint.
+fn check_factor_run(run: &[FactorCheckpoint]) -> Result<()> {
+    let Some(first) = run.first() else {
+        return Err(Error::config(
+            "checkpoints",
+            "at least one checkpoint is needed",
+        ));
+    };
+    let reference = &first.train;
+    for c in run {
+        for split in std::iter::once(&c.train).chain(&c.test) {
+            let names =
+                |s: &SplitFactors| s.layers.iter().map(|l| l.name.clone()).collect::<Vec<_>>();
+            if split.layers.len() != reference.layers.len() {
+                return Err(Error::data(
+                    &split.source,
+                    "(layers)",
+                    format!(
+                        "expected the layers {:?} as in {}, found {:?}",
+                        names(reference),
+                        reference.source.display(),
+                        names(split)
+                    ),
+                ));
+            }
+            for (l, r) in split.layers.iter().zip(&reference.layers) {
+                let (have, want) = (shape_of(&l.factors), shape_of(&r.factors));
+                if l.name != r.name || have != want {
+                    return Err(Error::data(
+                        &split.source,
+                        &l.name,
+                        format!(
+                            "expected layer `{}` as in {} ({want}), found `{}` ({have})",
+                            r.name,
+                            reference.source.display(),
+                            l.name
+                        ),
+                    ));
+                }
+            }
+        }
+        let pairs = std::iter::once((&c.train, Some(&first.train)))
+            .chain(c.test.as_ref().map(|t| (t, first.test.as_ref())));
+        for (split, want) in pairs {
+            match want {
+                Some(w) if split.ids != w.ids => {
+                    return Err(Error::data(
+                        &split.source,
+                        "ids",
+                        format!(
+                            "expected the {} examples of {} (same ids, same order)",
+                            w.len(),
+                            w.source.display()
+                        ),
+                    ));
+                }
+                Some(w) if split.labels != w.labels => {
+                    return Err(Error::data(
+                        &split.source,
+                        "labels",
+                        format!(
+                            "expected the labels of {} (the same examples carry the same \
+                             labels at every checkpoint)",
+                            w.source.display()
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(Error::config(
+                        "test set",
+                        format!(
+                            "checkpoint {} has test factors but {} has none",
+                            c.name, first.name
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

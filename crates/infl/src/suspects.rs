@@ -34,7 +34,7 @@ pub fn rank_suspects(self_influence: &[f32], train: &SplitInfo, top: usize) -> V
             id: train.ids[i],
             self_influence: self_influence[i],
             label: train.labels.as_ref().map(|l| l[i]),
-            predicted: train.labels.as_ref().map(|_| train.predicted[i]),
+            predicted: train.labels.as_ref().and(train.predicted.get(i).copied()),
         })
         .collect()
 }

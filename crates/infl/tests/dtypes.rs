@@ -7,7 +7,7 @@ use std::path::Path;
 
 use half::{bf16, f16};
 use infl::io::{OutTensor, Rank, RunLayout, TensorFile, write_safetensors};
-use infl::{Bias, Engine, Estimator, Splits, TracInCPFast, load_run};
+use infl::{Bias, Engine, Estimator, Run, Splits, TracInCPFast, load_run};
 use infl_core::testing::rand_matrix;
 use proptest::prelude::*;
 use safetensors::{Dtype, View};
@@ -120,7 +120,7 @@ fn run_scores(dir: &Path) -> (Vec<f32>, Vec<f32>) {
         bias: Bias::Included,
         ..Default::default()
     };
-    let p = est.prepare(e.backend(), &data).unwrap();
+    let p = est.prepare(e.backend(), &Run::from(data)).unwrap();
     (
         e.scores(&p.set, &()).unwrap(),
         e.self_influence(&p.set).unwrap(),

@@ -1,8 +1,8 @@
 //! Invariants of TracInCPFast, checked with proptest on random problems (seeded).
 
 use infl::{
-    Bias, Checkpoint, CheckpointData, CpuBackend, Engine, Estimator, Examples, Loss, Matrix, Tiles,
-    TopKRows, TracInCPFast,
+    Bias, Checkpoint, CheckpointData, CpuBackend, Engine, Estimator, Examples, Loss, Matrix, Run,
+    Tiles, TopKRows, TracInCPFast,
 };
 use infl_core::testing::{assert_close, rand_matrix};
 use proptest::prelude::*;
@@ -56,7 +56,9 @@ fn engine() -> Engine<CpuBackend> {
 
 fn scores(p: &Problem, est: &TracInCPFast) -> Vec<f32> {
     let e = engine();
-    let prepared = est.prepare(e.backend(), &p.data).unwrap();
+    let prepared = est
+        .prepare(e.backend(), &Run::from(p.data.clone()))
+        .unwrap();
     e.scores(&prepared.set, &()).unwrap()
 }
 
@@ -90,7 +92,7 @@ proptest! {
             cd.test = Some(cd.train.clone());
         }
         let e = engine();
-        let prepared = est(mse, bias).prepare(e.backend(), &p.data).unwrap();
+        let prepared = est(mse, bias).prepare(e.backend(), &Run::from(p.data.clone())).unwrap();
         let full = e.scores(&prepared.set, &()).unwrap();
         let diag: Vec<f32> = (0..n).map(|i| full[i * n + i]).collect();
         let self_inf = e.self_influence(&prepared.set).unwrap();
@@ -170,7 +172,7 @@ proptest! {
         }
         let k = k.min(n);
         let e = engine();
-        let prepared = est(false, false).prepare(e.backend(), &p.data).unwrap();
+        let prepared = est(false, false).prepare(e.backend(), &Run::from(p.data.clone())).unwrap();
         let full = e.scores(&prepared.set, &()).unwrap();
         let top = e.topk(&prepared.set, k, &()).unwrap();
         prop_assert_eq!(top, TopKRows::from_full(&full, n, k));
@@ -182,7 +184,7 @@ proptest! {
         let p = problem(2, n, 4, 7, 3, seed, false);
         let run = |threads| {
             let e = Engine::new(CpuBackend::with_threads(threads).unwrap());
-            let prepared = est(false, false).prepare(e.backend(), &p.data).unwrap();
+            let prepared = est(false, false).prepare(e.backend(), &Run::from(p.data.clone())).unwrap();
             (e.scores(&prepared.set, &()).unwrap(), e.topk(&prepared.set, n.min(3), &()).unwrap())
         };
         prop_assert_eq!(run(1), run(3));

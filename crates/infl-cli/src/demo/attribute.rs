@@ -6,9 +6,9 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use infl::estimators::{Options, REGISTRY, Registration};
-use infl::io::RunLayout;
-use infl::{Backend, CheckpointData, CpuBackend, Estimator, Splits, TopKRows, load_run};
+use infl::estimators::{Input, Options, REGISTRY, Registration};
+use infl::io::{FactorRun, RunLayout};
+use infl::{Backend, CpuBackend, Estimator, Run, Splits, TopKRows, load_factor_run, load_run};
 
 use super::train::Trained;
 use crate::progress::{Bar, SPINNER};
@@ -71,7 +71,8 @@ pub fn attribute(trained: &Trained) -> Result<Attribution> {
         .context("no estimator is registered")?;
     let layout = RunLayout::discover(&trained.run_dir)?;
     let layer = trained.model.last_layer_name();
-    let run = load_run(&layout, &layer, Splits::TrainAndTest)?;
+    let run = Run::from(load_run(&layout, &layer, Splits::TrainAndTest)?);
+    let factors = load_factors(trained)?;
     let backend = CpuBackend::new();
     let estimator = (first.build)(&Options::default());
     let mut default = self_influence(estimator.as_ref(), &backend, &run, &layer)?;
@@ -82,11 +83,16 @@ pub fn attribute(trained: &Trained) -> Result<Attribution> {
         _ => Some(explain(estimator.as_ref(), &backend, &run)?),
     };
     let topk_seconds = t.elapsed().as_secs_f64();
+    // Estimators of factor files run when the demo exported them (`--export-factors`).
     let others = rest
         .iter()
-        .map(|r| {
+        .filter_map(|r| match r.input {
+            Input::Features => Some((r, &run, layer.as_str())),
+            Input::Factors => factors.as_ref().map(|f| (r, f, "all")),
+        })
+        .map(|(r, run, layers)| {
             let estimator = (r.build)(&Options::default());
-            self_influence(estimator.as_ref(), &backend, &run, &layer)
+            self_influence(estimator.as_ref(), &backend, run, layers)
         })
         .collect::<Result<_>>()?;
     Ok(Attribution {
@@ -97,11 +103,21 @@ pub fn attribute(trained: &Trained) -> Result<Attribution> {
     })
 }
 
+/// The factor files of every layer, when the demo wrote them.
+fn load_factors(trained: &Trained) -> Result<Option<Run>> {
+    let dir = trained.run_dir.join("factors");
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let run = load_factor_run(&FactorRun::discover(&dir)?, None, Splits::TrainAndTest)?;
+    Ok(Some(run.into()))
+}
+
 /// `estimator`'s self-influence, timed.
 fn self_influence(
     estimator: &dyn Estimator,
     backend: &dyn Backend,
-    run: &[CheckpointData],
+    run: &Run,
     layer: &str,
 ) -> Result<SelfInfluence> {
     let t = Instant::now();
@@ -124,12 +140,8 @@ fn self_influence(
 }
 
 /// The [`SHOWN`] strongest proponents and opponents of every test image.
-fn explain(
-    estimator: &dyn Estimator,
-    backend: &dyn Backend,
-    run: &[CheckpointData],
-) -> Result<Explained> {
-    let n = run.first().map_or(0, |d| d.train.len());
+fn explain(estimator: &dyn Estimator, backend: &dyn Backend, run: &Run) -> Result<Explained> {
+    let n = run.n_train();
     let bar = Bar::templated(TOPK_TEMPLATE);
     let top = estimator.topk(backend, run, SHOWN.min(n), &bar)?;
     Ok(Explained {

@@ -22,6 +22,21 @@ pub fn fixture_run() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum/run")
 }
 
+/// A factor folder of the Captum TracInCP fixtures (`mlp` or `cnn`).
+pub fn fixture_factors(model: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/captum_tracincp")
+        .join(model)
+        .join("factors")
+}
+
+/// Captum's recorded results `expected_TAG.safetensors` for the factor fixtures.
+pub fn fixture_golden(tag: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/captum_tracincp")
+        .join(format!("expected_{tag}.safetensors"))
+}
+
 /// The content of a previous result, pre-seeded where a result will be written: a failed
 /// run must leave it byte for byte, a successful one must replace it.
 pub const OLD: &[u8] = b"an older result that a failed run must leave as it is\n";
@@ -93,6 +108,26 @@ impl Scene {
     /// A file of the run folder.
     pub fn f(&self, name: &str) -> PathBuf {
         self.run.join(name)
+    }
+
+    /// The factor folder `root/factors` (see [`Scene::use_factors`]).
+    pub fn factors(&self) -> PathBuf {
+        self.root.join("factors")
+    }
+
+    /// Makes `root/factors` a fresh copy of the `model` factor fixtures (`mlp`, `cnn`),
+    /// replacing whatever was there.
+    pub fn use_factors(&self, model: &str) -> PathBuf {
+        let dir = self.factors();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        std::fs::create_dir(&dir).unwrap();
+        for e in std::fs::read_dir(fixture_factors(model)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        dir
     }
 
     /// Writes `text` as `root/NAME` and returns its path.
@@ -218,6 +253,17 @@ pub struct Call {
     pub epochs: usize,
     /// A signal (`INT`, `TERM`...) sent after a delay.
     pub signal: Option<(&'static str, Duration)>,
+    /// After a success, the results must match these recorded ones.
+    pub golden: Option<Golden>,
+}
+
+/// Recorded results a successful scoring call must reproduce: the tensors of `file` named
+/// like the subcommand's (`scores`; `proponent_scores` and `opponent_scores`;
+/// `self_influence`), each within `rtol` times its largest magnitude.
+#[derive(Clone, Debug)]
+pub struct Golden {
+    pub file: PathBuf,
+    pub rtol: f32,
 }
 
 impl Call {
@@ -230,6 +276,7 @@ impl Call {
             skip: None,
             epochs: 0,
             signal: None,
+            golden: None,
         }
     }
 
@@ -263,6 +310,19 @@ impl Call {
             }
             other => panic!("not a scoring subcommand: {other}"),
         }
+        c
+    }
+
+    /// The default call of a scoring subcommand on a factor folder: as [`Call::scoring`],
+    /// with `root/factors` a copy of the MLP factor fixtures, `--factors` instead of
+    /// `--run`, and `--layers fc1,fc2` instead of `--layer`.
+    pub fn factor_scoring(scene: &Scene, sub: &'static str, method: &str, backend: &str) -> Call {
+        let mut c = Call::scoring(scene, sub, method, backend);
+        let dir = scene.use_factors("mlp");
+        c.unset("--run")
+            .unset("--layer")
+            .set("--factors", dir)
+            .set("--layers", "fc1,fc2");
         c
     }
 
@@ -699,7 +759,51 @@ fn run_case(case: &Case) -> Outcome {
             other => p.push(format!("output {} missing ({other:?})", o.display())),
         }
     }
+    if let (Some(golden), Some(first)) = (&call.golden, outputs.first())
+        && let Err(why) = check_golden(&scene.root.join(first), call.sub, golden)
+    {
+        p.push(format!("output {}: {why}", first.display()));
+    }
     out
+}
+
+/// The results of a success against recorded ones (see [`Golden`]).
+fn check_golden(path: &Path, sub: &str, golden: &Golden) -> Result<(), String> {
+    let got = TensorFile::open(path).map_err(|e| e.to_string())?;
+    let want = TensorFile::open(&golden.file).map_err(|e| e.to_string())?;
+    let names: &[&str] = match sub {
+        "scores" => &["scores"],
+        "topk" => &["proponent_scores", "opponent_scores"],
+        "self-influence" => &["self_influence"],
+        _ => &[],
+    };
+    for &name in names {
+        if !want.contains(name) {
+            continue;
+        }
+        let read = |f: &TensorFile| {
+            f.matrix(name, Rank::MatrixOrVector)
+                .map(|m| m.data().to_vec())
+                .map_err(|e| e.to_string())
+        };
+        let (g, w) = (read(&got)?, read(&want)?);
+        if g.len() != w.len() {
+            return Err(format!("{name}: {} values, recorded {}", g.len(), w.len()));
+        }
+        let tol = golden.rtol * w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        if let Some((i, (a, b))) = g
+            .iter()
+            .zip(&w)
+            .enumerate()
+            .find(|(_, (a, b))| (*a - *b).abs() > tol || !a.is_finite())
+        {
+            return Err(format!(
+                "{name}[{i}] = {a}, recorded {b} (tolerance {tol:e}, from {})",
+                golden.file.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An output of a success: replaced (not the pre-seeded older result), readable, and its

@@ -4,10 +4,10 @@
 
 use infl_core::{Backend, Bias};
 
-use super::{Audience, Estimator, Options, Registration};
+use super::{Audience, Estimator, Input, Options, Registration};
 use crate::engine::{FactorMatrices, FactorTerm, TermSet};
 use crate::head::LossHead;
-use crate::run::{CheckpointData, Prepared, SplitInfo, check_test_sets};
+use crate::run::{Prepared, Run, SplitInfo, check_test_sets};
 use crate::{Error, Result};
 
 pub(super) const REGISTRATION: Registration = Registration {
@@ -15,6 +15,7 @@ pub(super) const REGISTRATION: Registration = Registration {
     label: "GradDot(last checkpoint)",
     about: "test-only toy: the final layer's gradient dot product at the last checkpoint",
     build: |o| Box::new(GradDotLast { options: *o }),
+    input: Input::Features,
     audience: Audience::Tests,
 };
 
@@ -34,7 +35,8 @@ impl Estimator for GradDotLast {
         vec![("loss".into(), self.options.loss.short_name().into())]
     }
 
-    fn prepare(&self, backend: &dyn Backend, run: &[CheckpointData]) -> Result<Prepared> {
+    fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared> {
+        let run = run.features(self.label())?;
         let last = run
             .last()
             .ok_or_else(|| Error::config("checkpoints", "at least one checkpoint is needed"))?;

@@ -14,21 +14,27 @@
 
 #[cfg(feature = "testing")]
 mod grad_dot_last;
+mod tracincp;
 mod tracincp_fast;
+mod tracincp_fast_rand_proj;
 
 use std::fmt;
 
 use infl_core::{Backend, Bias, TopKRows};
 
 use crate::engine::{Engine, Progress};
-use crate::run::{CheckpointData, Loss, Prepared, Reduction};
+use crate::run::{Loss, Prepared, Reduction, Run};
 use crate::{Error, Result};
 
+pub use tracincp::TracInCP;
 pub use tracincp_fast::TracInCPFast;
+pub use tracincp_fast_rand_proj::{Projections, TracInCPFastRandProj};
 
 /// Every estimator infl knows, in the order the CLI lists them (the first is the default).
 pub const REGISTRY: &[Registration] = &[
     tracincp_fast::REGISTRATION,
+    tracincp::REGISTRATION,
+    tracincp_fast_rand_proj::REGISTRATION,
     #[cfg(feature = "testing")]
     grad_dot_last::REGISTRATION,
 ];
@@ -44,6 +50,11 @@ pub struct Options {
     pub bias: Bias,
     /// Learning rate of checkpoints that record none (Captum's default is 1.0).
     pub default_learning_rate: f32,
+    /// Random projection dimension `p` of TracInCPFastRandProj (`None`: no projection,
+    /// Captum's default).
+    pub projection_dim: Option<usize>,
+    /// Seed of random projections (Captum's default is 0).
+    pub seed: u64,
 }
 
 impl Default for Options {
@@ -53,6 +64,8 @@ impl Default for Options {
             reduction: Reduction::Sum,
             bias: Bias::Excluded,
             default_learning_rate: 1.0,
+            projection_dim: None,
+            seed: 0,
         }
     }
 }
@@ -70,6 +83,18 @@ pub struct Registration {
     pub build: fn(&Options) -> Box<dyn Estimator>,
     /// Who it is for: users, or only the tests (registered with the `testing` feature).
     pub audience: Audience,
+    /// What it reads: features or factor files.
+    pub input: Input,
+}
+
+/// What an estimator reads (the CLI loads it before building the estimator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Checkpoints with their final layer's features ([`Run::Features`]: `--run` or
+    /// `--manifest`, with `--layer`).
+    Features,
+    /// Per-example factors of chosen layers ([`Run::Factors`]: `--factors`, `--layers`).
+    Factors,
 }
 
 /// Who an estimator is for.
@@ -136,7 +161,7 @@ pub trait Estimator: fmt::Debug + Send + Sync {
 
     /// Turns a run into the terms the engine scores (computing gradients on `backend`),
     /// checking that the run is consistent.
-    fn prepare(&self, backend: &dyn Backend, run: &[CheckpointData]) -> Result<Prepared>;
+    fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared>;
 
     /// Stable machine name (see [`Registration::name`]).
     fn name(&self) -> &'static str {
@@ -159,7 +184,7 @@ pub trait Estimator: fmt::Debug + Send + Sync {
     fn scores(
         &self,
         backend: &dyn Backend,
-        run: &[CheckpointData],
+        run: &Run,
         progress: &dyn Progress,
     ) -> Result<Attributed<Vec<f32>>> {
         let prepared = self.prepare(backend, run)?;
@@ -171,7 +196,7 @@ pub trait Estimator: fmt::Debug + Send + Sync {
     fn topk(
         &self,
         backend: &dyn Backend,
-        run: &[CheckpointData],
+        run: &Run,
         k: usize,
         progress: &dyn Progress,
     ) -> Result<Attributed<TopKRows>> {
@@ -181,11 +206,7 @@ pub trait Estimator: fmt::Debug + Send + Sync {
     }
 
     /// Self-influence of every training example.
-    fn self_influence(
-        &self,
-        backend: &dyn Backend,
-        run: &[CheckpointData],
-    ) -> Result<Attributed<Vec<f32>>> {
+    fn self_influence(&self, backend: &dyn Backend, run: &Run) -> Result<Attributed<Vec<f32>>> {
         let prepared = self.prepare(backend, run)?;
         let values = Engine::new(backend).self_influence(&prepared.set)?;
         Ok(Attributed { prepared, values })

@@ -13,10 +13,12 @@
 
 use infl_core::{Backend, Bias};
 
-use super::{Audience, Estimator, Options, Registration};
+use super::{Audience, Estimator, Input, Options, Registration};
 use crate::engine::{FactorMatrices, FactorTerm, TermSet};
 use crate::head::LossHead;
-use crate::run::{self, CheckpointData, Loss, Prepared, Reduction, SplitInfo, check_test_sets};
+use crate::run::{
+    self, CheckpointData, Loss, Prepared, Reduction, Run, SplitInfo, check_test_sets,
+};
 use crate::{Error, Result};
 
 pub(super) const REGISTRATION: Registration = Registration {
@@ -24,6 +26,7 @@ pub(super) const REGISTRATION: Registration = Registration {
     label: "TracInCPFast",
     about: "TracInCPFast on the final linear layer (Pruthi et al. 2020, appendix F; as Captum)",
     build: |o| Box::new(TracInCPFast::from(o)),
+    input: Input::Features,
     audience: Audience::Users,
 };
 
@@ -74,7 +77,8 @@ impl Estimator for TracInCPFast {
     }
 
     /// One term per checkpoint: `A` = the features, `G` = `J`, weight = the learning rate.
-    fn prepare(&self, backend: &dyn Backend, run: &[CheckpointData]) -> Result<Prepared> {
+    fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared> {
+        let run = run.features(self.label())?;
         let first = run
             .first()
             .ok_or_else(|| Error::config("checkpoints", "at least one checkpoint is needed"))?;
