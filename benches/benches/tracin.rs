@@ -57,6 +57,7 @@ fn term_set(s: &Size) -> TermSet {
                 label: format!("checkpoint {c}"),
                 weight: 0.1 / (c + 1) as f32,
                 bias: Bias::Excluded,
+                positions: 1,
                 train: FactorMatrices {
                     a: rand_matrix(s.n, s.d, 10 * c + 1),
                     g: rand_matrix(s.n, s.k, 10 * c + 2),

@@ -59,6 +59,7 @@ fn problem(n: usize, tt: usize, d: usize, k: usize, c: usize) -> TermSet {
                 label: format!("checkpoint {i}"),
                 weight: 0.1,
                 bias: Bias::Excluded,
+                positions: 1,
                 train: FactorMatrices {
                     a: rand_matrix(n, d, i),
                     g: rand_matrix(n, k, i + 100),

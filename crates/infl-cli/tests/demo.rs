@@ -27,7 +27,17 @@ fn reduced_demo_finds_mislabelled_examples() {
     let assert = Command::cargo_bin("infl")
         .unwrap()
         .args([
-            "demo", "--train", "2000", "--test", "200", "--epochs", "3", "--seed", "1", "--out",
+            "demo",
+            "--train",
+            "2000",
+            "--test",
+            "200",
+            "--epochs",
+            "3",
+            "--seed",
+            "1",
+            "--export-factors",
+            "--out",
         ])
         .arg(&out)
         .assert()
@@ -67,8 +77,13 @@ fn reduced_demo_finds_mislabelled_examples() {
         let f1 = m["flagged"]["f1"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&f1));
     }
-    // Forgetting events and the default estimator are far better than chance.
-    for name in ["forgetting events (TIDY)", "TracInCPFast self-influence"] {
+    // Forgetting events, the default estimator and TracInCP over every layer (from the
+    // factor files the demo exported) are far better than chance.
+    for name in [
+        "forgetting events (TIDY)",
+        "TracInCPFast self-influence",
+        "TracInCP self-influence",
+    ] {
         let auc = row(name)["roc_auc"].as_f64().unwrap();
         assert!(auc > 0.8, "{name}: ROC AUC {auc} is not well above chance");
     }
@@ -95,6 +110,11 @@ fn reduced_demo_finds_mislabelled_examples() {
                 out.join(format!("run/epoch-{e}{suffix}.safetensors"))
                     .is_file()
             );
+        }
+        for split in ["train", "test"] {
+            let factors = out.join(format!("run/factors/epoch-{e}.{split}.safetensors"));
+            let file = infl::io::FactorFile::open(&factors).unwrap();
+            assert_eq!(file.layers().unwrap(), ["fc1", "fc2", "fc3"]);
         }
     }
     let history = std::fs::read(out.join("forgetting.safetensors")).unwrap();

@@ -52,16 +52,35 @@ pub struct FactorTerm {
     pub weight: f32,
     /// Whether the bias gradient is included (adds 1 to every input dot product).
     pub bias: Bias,
-    /// Training factors `[N, ·]`.
+    /// Rows per example: 1 for a plain term; `S > 1` for the ghost form of a layer seen at
+    /// `S` positions (rows `i·S .. (i+1)·S` are example `i`'s), scored
+    /// `w Σ_{s,t} (g_s·g'_t)(a_s·a'_t + bias)`.
+    pub positions: usize,
+    /// Training factors `[N·positions, ·]`.
     pub train: FactorMatrices,
-    /// Test factors `[T, ·]`, if there is a test set.
+    /// Test factors `[T·positions, ·]`, if there is a test set.
     pub test: Option<FactorMatrices>,
 }
 
-/// All terms of an attribution problem: `score(i, j) = Σ_terms w (g_i·g_j)(a_i·a_j + bias)`.
+impl FactorTerm {
+    /// Whether the term is scored in the ghost form (more than one row per example).
+    pub fn is_ghost(&self) -> bool {
+        self.positions > 1
+    }
+
+    /// Rows of example `i` in the term's factors.
+    pub fn rows_of(&self, i: usize) -> Range<usize> {
+        i * self.positions..(i + 1) * self.positions
+    }
+}
+
+/// All terms of an attribution problem: `score(i, j) = Σ_terms w (g_i·g_j)(a_i·a_j + bias)`
+/// (summed over position pairs for ghost terms).
 ///
 /// TracInCPFast builds one term per checkpoint; TracInCP over several layers builds one
-/// per (checkpoint, layer). Scoring does not care where the terms came from.
+/// per (checkpoint, layer). Scoring does not care where the terms came from: plain terms go
+/// to the backend's fused kernels together; a ghost term is scored by the same fused kernel
+/// over its positions and pooled per example pair (see [`Engine`]).
 #[derive(Clone, Debug, Default)]
 pub struct TermSet {
     /// The terms.
@@ -71,21 +90,29 @@ pub struct TermSet {
 impl TermSet {
     /// Number of training examples.
     pub fn n_train(&self) -> usize {
-        self.terms.first().map_or(0, |t| t.train.rows())
+        self.terms
+            .first()
+            .map_or(0, |t| t.train.rows() / t.positions.max(1))
     }
 
     /// Number of test examples (0 without a test set).
     pub fn n_test(&self) -> usize {
-        self.terms
-            .first()
-            .and_then(|t| t.test.as_ref())
-            .map_or(0, FactorMatrices::rows)
+        self.terms.first().map_or(0, |t| {
+            t.test.as_ref().map_or(0, |f| f.rows() / t.positions.max(1))
+        })
     }
 
-    /// Kernel terms for the test rows against training rows `train_rows`.
-    fn kernel_terms(&self, train_rows: Range<usize>) -> Result<Vec<Term<'_>>> {
+    /// Whether any term is scored in the ghost form.
+    fn has_ghost(&self) -> bool {
+        self.terms.iter().any(FactorTerm::is_ghost)
+    }
+
+    /// Kernel terms of the plain (one row per example) terms, for the test rows against
+    /// training rows `train`.
+    fn kernel_terms(&self, train: Range<usize>) -> Result<Vec<Term<'_>>> {
         self.terms
             .iter()
+            .filter(|t| !t.is_ghost())
             .map(|t| {
                 let test = t
                     .test
@@ -95,12 +122,40 @@ impl TermSet {
                     weight: t.weight,
                     bias: t.bias,
                     query: test.view()?,
-                    train: t.train.view()?.slice_rows(train_rows.start, train_rows.end),
+                    train: t.train.view()?.slice_rows(train.start, train.end),
                 })
             })
             .collect()
     }
+
+    /// Checks that every term has a test set and consistent rows.
+    fn check_shapes(&self) -> Result<()> {
+        let (n, t) = (self.n_train(), self.n_test());
+        for term in &self.terms {
+            let p = term.positions.max(1);
+            let test = term
+                .test
+                .as_ref()
+                .ok_or_else(|| Error::config("test set", "these scores need test examples"))?;
+            if term.train.rows() != n * p || test.rows() != t * p {
+                return Err(Error::config(
+                    "terms",
+                    format!(
+                        "{}: expected {n} training and {t} test examples of {p} rows each, \
+                         found {} and {} rows",
+                        term.label,
+                        term.train.rows(),
+                        test.rows()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Position scores per ghost kernel call, at most (4 Mi `f32`, 16 MiB).
+const GHOST_BLOCK_ELEMENTS: usize = 1 << 22;
 
 /// Runs a [`TermSet`] on a backend, in chunks of training rows (for progress and to bound
 /// the work of each backend call).
@@ -142,15 +197,14 @@ impl<B: Backend> Engine<B> {
     /// The full `[test, train]` score matrix, row-major.
     pub fn scores(&self, set: &TermSet, progress: &dyn Progress) -> Result<Vec<f32>> {
         let (nq, nt) = (set.n_test(), set.n_train());
-        set.kernel_terms(0..0)?;
+        set.check_shapes()?;
         finite::check(set, Splits::TrainAndTest)?;
         let mut out = full_matrix(nq, nt)?;
         let mut block = Vec::new();
         progress.start("scores", nt as u64);
         for cols in ranges(nt, self.chunk) {
-            let terms = set.kernel_terms(cols.clone())?;
             block.resize(nq * cols.len(), 0.0);
-            self.backend.scores(&terms, &mut block)?;
+            self.block(set, cols.clone(), &mut block)?;
             for (q, row) in block.chunks_exact(cols.len()).enumerate() {
                 out[q * nt + cols.start..q * nt + cols.end].copy_from_slice(row);
             }
@@ -170,17 +224,81 @@ impl<B: Backend> Engine<B> {
                 format!("k = {k}; expected 1 <= k <= {nt} (the number of training examples)"),
             ));
         }
-        set.kernel_terms(0..0)?;
+        set.check_shapes()?;
         finite::check(set, Splits::TrainAndTest)?;
         let mut acc = TopK::new(nq, k)?;
+        let mut block = Vec::new();
         progress.start("top-k", nt as u64);
         for cols in ranges(nt, self.chunk) {
-            let terms = set.kernel_terms(cols.clone())?;
-            self.backend.topk(&terms, cols.start, &mut acc)?;
+            if set.has_ghost() {
+                // The pooled block, offered on the host.
+                block.resize(nq * cols.len(), 0.0);
+                self.block(set, cols.clone(), &mut block)?;
+                for (q, row) in block.chunks_exact(cols.len()).enumerate() {
+                    acc.offer_row(q, cols.start, row);
+                }
+            } else {
+                let terms = set.kernel_terms(cols.clone())?;
+                self.backend.topk(&terms, cols.start, &mut acc)?;
+            }
             progress.advance(cols.len() as u64);
         }
         progress.finish();
         Ok(acc.finish())
+    }
+
+    /// Scores of every test example against the training examples `cols`, into `block`
+    /// (`[test, cols]`): the plain terms in one fused call, then each ghost term.
+    fn block(&self, set: &TermSet, cols: Range<usize>, block: &mut [f32]) -> Result<()> {
+        let plain = set.kernel_terms(cols.clone())?;
+        if plain.is_empty() {
+            block.fill(0.0);
+        } else {
+            self.backend.scores(&plain, block)?;
+        }
+        for term in set.terms.iter().filter(|t| t.is_ghost()) {
+            self.add_ghost(term, cols.clone(), block)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a ghost term's scores against training examples `cols` to `block`: the fused
+    /// kernel over position rows (`[T·S, c·S]`, in pieces of at most
+    /// [`GHOST_BLOCK_ELEMENTS`]), each `S × S` square summed in f64.
+    fn add_ghost(&self, term: &FactorTerm, cols: Range<usize>, block: &mut [f32]) -> Result<()> {
+        let s = term.positions;
+        let test = term
+            .test
+            .as_ref()
+            .ok_or_else(|| Error::config("test set", "these scores need test examples"))?;
+        let nq = test.rows() / s;
+        let width = cols.len();
+        let piece = (GHOST_BLOCK_ELEMENTS / (nq * s * s).max(1)).max(1);
+        let mut expanded = Vec::new();
+        for sub in ranges(width, piece) {
+            let (start, end) = (cols.start + sub.start, cols.start + sub.end);
+            let kernel = Term {
+                weight: term.weight,
+                bias: term.bias,
+                query: test.view()?,
+                train: term.train.view()?.slice_rows(start * s, end * s),
+            };
+            let row_len = sub.len() * s;
+            expanded.resize(nq * s * row_len, 0.0);
+            self.backend.scores(&[kernel], &mut expanded)?;
+            for q in 0..nq {
+                for j in 0..sub.len() {
+                    let mut sum = 0f64;
+                    for qs in q * s..(q + 1) * s {
+                        let row = &expanded[qs * row_len + j * s..qs * row_len + (j + 1) * s];
+                        sum += row.iter().map(|&x| f64::from(x)).sum::<f64>();
+                    }
+                    let cell = &mut block[q * width + sub.start + j];
+                    *cell = (f64::from(*cell) + sum) as f32;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Self-influence of every training example: `Σ_terms w ‖g‖² (‖a‖² + bias)`.
@@ -192,6 +310,7 @@ impl<B: Backend> Engine<B> {
         let terms: Vec<SelfTerm<'_>> = set
             .terms
             .iter()
+            .filter(|t| !t.is_ghost())
             .map(|t| {
                 Ok(SelfTerm {
                     weight: t.weight,
@@ -201,7 +320,14 @@ impl<B: Backend> Engine<B> {
             })
             .collect::<Result<_>>()?;
         let mut out = vec![0.0f32; set.n_train()];
-        self.backend.self_influence(&terms, &mut out)?;
+        if !terms.is_empty() {
+            self.backend.self_influence(&terms, &mut out)?;
+        }
+        for term in set.terms.iter().filter(|t| t.is_ghost()) {
+            for (i, x) in out.iter_mut().enumerate() {
+                *x = (f64::from(*x) + f64::from(term.weight) * ghost_self(term, i)) as f32;
+            }
+        }
         let fits = |x: &f32| x.is_finite() && f64::from(x.abs()) <= finite::LIMIT;
         if let Some(i) = out.iter().position(|x| !fits(x)) {
             finite::check(set, Splits::TrainOnly)?;
@@ -214,6 +340,27 @@ impl<B: Backend> Engine<B> {
         }
         Ok(out)
     }
+}
+
+/// `Σ_{s,t} (g_s·g_t)(a_s·a_t + bias)` over the positions of training example `i` of a
+/// ghost term, in f64: the squared norm of its gradient (`O(S² (K + D))`, on the host).
+pub(crate) fn ghost_self(term: &FactorTerm, i: usize) -> f64 {
+    let (a, g) = (term.train.a.view(), term.train.g.view());
+    let dot = |x: &[f32], y: &[f32]| -> f64 {
+        x.iter()
+            .zip(y)
+            .map(|(&p, &q)| f64::from(p) * f64::from(q))
+            .sum()
+    };
+    let bias = f64::from(term.bias.input_dot());
+    let rows = term.rows_of(i);
+    let mut sum = 0.0;
+    for s in rows.clone() {
+        for t in rows.clone() {
+            sum += dot(g.row(s), g.row(t)) * (dot(a.row(s), a.row(t)) + bias);
+        }
+    }
+    sum
 }
 
 /// A zeroed `[queries, train]` matrix, or an error (not an abort) when it cannot be

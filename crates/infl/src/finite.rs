@@ -37,24 +37,9 @@ fn check_split(
     let mut total: Vec<f64> = Vec::new();
     for term in &set.terms {
         let Some(f) = factors(term) else { continue };
-        total.resize(f.rows(), 0.0);
-        let bias = f64::from(term.bias.input_dot());
+        total.resize(f.rows() / term.positions.max(1), 0.0);
         for (i, sum) in total.iter_mut().enumerate() {
-            let na = squared_norm(f.a.view().row(i));
-            let ng = squared_norm(f.g.view().row(i));
-            let unweighted = ng * (na + bias);
-            let fits = |x: f64| x.is_finite() && x <= LIMIT;
-            if !(fits(na) && fits(ng) && fits(unweighted)) {
-                return Err(Error::NonFinite {
-                    checkpoint: term.label.clone(),
-                    split,
-                    example: i,
-                    details: format!(
-                        "‖a‖² = {na:.4e}, ‖g‖² = {ng:.4e}: its gradient does not fit in f32 \
-                         (largest accepted {LIMIT:.4e}); rescale the features or the model"
-                    ),
-                });
-            }
+            let unweighted = example_bound(term, f, i, split)?;
             *sum += f64::from(term.weight).abs() * unweighted;
         }
     }
@@ -71,6 +56,43 @@ fn check_split(
             ),
         }),
     }
+}
+
+/// Example `i`'s bound in one term: `‖g‖²(‖a‖² + bias)`, or for a ghost term over
+/// positions `s` the bound `(Σ_s ‖g_s‖ √(‖a_s‖² + bias))²` of every partial sum of its
+/// position pairs; an error when a position's norms do not fit.
+fn example_bound(
+    term: &crate::FactorTerm,
+    f: &FactorMatrices,
+    i: usize,
+    split: &'static str,
+) -> Result<f64> {
+    let bias = f64::from(term.bias.input_dot());
+    let fits = |x: f64| x.is_finite() && x <= LIMIT;
+    let mut root_sum = 0.0;
+    let mut plain = 0.0;
+    for row in term.rows_of(i) {
+        let na = squared_norm(f.a.view().row(row));
+        let ng = squared_norm(f.g.view().row(row));
+        plain = ng * (na + bias);
+        if !(fits(na) && fits(ng) && fits(plain)) {
+            return Err(Error::NonFinite {
+                checkpoint: term.label.clone(),
+                split,
+                example: i,
+                details: format!(
+                    "‖a‖² = {na:.4e}, ‖g‖² = {ng:.4e}: its gradient does not fit in f32 \
+                     (largest accepted {LIMIT:.4e}); rescale the features or the model"
+                ),
+            });
+        }
+        root_sum += plain.sqrt();
+    }
+    Ok(if term.is_ghost() {
+        root_sum * root_sum
+    } else {
+        plain
+    })
 }
 
 fn squared_norm(row: &[f32]) -> f64 {

@@ -65,7 +65,8 @@ pub use backend::{BackendChoice, select_backend};
 pub use engine::{Engine, FactorMatrices, FactorTerm, Progress, TermSet};
 pub use error::{Error, Result};
 pub use estimators::{
-    Attributed, Estimator, Options, Projections, TracInCP, TracInCPFast, TracInCPFastRandProj,
+    Attributed, Estimator, LayerForm, Options, Projections, TracInCP, TracInCPFast,
+    TracInCPFastRandProj,
 };
 pub use forgetting::{
     ExampleForgetting, ExampleHistory, ForgettingRecorder, ForgettingStats, NoisyLabels,
@@ -76,8 +77,8 @@ pub use infl_core::{
 };
 pub use infl_cpu::{CpuBackend, Tiles, check_threads, max_threads};
 pub use run::{
-    CheckpointData, FactorCheckpoint, Loss, Prepared, Reduction, Run, SplitInfo, Splits,
-    load_checkpoint_data, load_factor_run, load_run,
+    CheckpointData, FactorCheckpoint, Loss, NamedFactors, Prepared, Reduction, Run, SplitFactors,
+    SplitInfo, Splits, load_checkpoint_data, load_factor_run, load_run,
 };
 pub use suspects::{Suspect, rank_suspects};
 

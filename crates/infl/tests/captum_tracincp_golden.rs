@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use infl::io::{FactorRun, Rank, RunLayout, TensorFile};
 use infl::{
-    Backend, Bias, CpuBackend, Engine, Estimator, Run, Splits, TracInCP, TracInCPFast,
+    Backend, Bias, CpuBackend, Engine, Estimator, LayerForm, Run, Splits, TracInCP, TracInCPFast,
     load_factor_run, load_run,
 };
 
@@ -44,14 +44,18 @@ fn factor_run(expected: &TensorFile) -> Run {
     Run::from(run)
 }
 
-/// Scores, self-influence and (where recorded) top-k of `tag` on `backend`.
-fn check_on(backend: &dyn Backend, tag: &str) {
+/// Scores, self-influence and (where recorded) top-k of `tag` on `backend`, with layers of
+/// several positions scored in `form`.
+fn check_on(backend: &dyn Backend, tag: &str, form: LayerForm) {
     let expected =
         TensorFile::open(fixtures().join(format!("expected_{tag}.safetensors"))).unwrap();
     let run = factor_run(&expected);
-    let est = TracInCP::default();
+    let est = TracInCP {
+        form,
+        ..Default::default()
+    };
     let scores = est.scores(backend, &run, &()).unwrap();
-    let what = format!("{tag} on {}", backend.name());
+    let what = format!("{tag} ({form:?}) on {}", backend.name());
     assert_close(
         &format!("{what}: scores"),
         &scores.values,
@@ -83,10 +87,18 @@ fn check_on(backend: &dyn Backend, tag: &str) {
 }
 
 /// On the CPU, and on the GPU when an adapter is there (required with INFL_REQUIRE_GPU=1).
+/// Every form of layers with positions (the CNN's conv1: ghost and materialised).
 fn check(tag: &str) {
-    check_on(&CpuBackend::new(), tag);
+    let forms = [LayerForm::ByCost, LayerForm::Ghost, LayerForm::Materialised];
+    for form in forms {
+        check_on(&CpuBackend::new(), tag, form);
+    }
     match infl_wgpu_backend() {
-        Some(gpu) => check_on(gpu.as_ref(), tag),
+        Some(gpu) => {
+            for form in forms {
+                check_on(gpu.as_ref(), tag, form);
+            }
+        }
         None => assert!(
             std::env::var_os("INFL_REQUIRE_GPU").is_none(),
             "INFL_REQUIRE_GPU is set but no GPU adapter was found"

@@ -23,6 +23,7 @@ fn set(scale_train_row: Option<(usize, f32)>, scale_test_row: Option<(usize, f32
                 label: format!("checkpoint c{c}"),
                 weight: 0.5,
                 bias: Bias::Included,
+                positions: 1,
                 train: FactorMatrices {
                     a: scaled(rand_matrix(30, 7, c), scale_train_row.filter(|_| c == 1)),
                     g: rand_matrix(30, 3, c + 10),

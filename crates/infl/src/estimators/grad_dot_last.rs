@@ -56,6 +56,7 @@ impl Estimator for GradDotLast {
                     label: format!("checkpoint {}", last.checkpoint.name),
                     weight: 1.0,
                     bias: Bias::Excluded,
+                    positions: 1,
                     train: FactorMatrices {
                         a: last.train.features.clone(),
                         g: train.gradients,

@@ -26,7 +26,7 @@ use crate::engine::{Engine, Progress};
 use crate::run::{Loss, Prepared, Reduction, Run};
 use crate::{Error, Result};
 
-pub use tracincp::TracInCP;
+pub use tracincp::{LayerForm, TracInCP};
 pub use tracincp_fast::TracInCPFast;
 pub use tracincp_fast_rand_proj::{Projections, TracInCPFastRandProj};
 

@@ -8,11 +8,14 @@
 //! the engine's, on every backend:
 //! - a linear layer with one position per example: `a` and `g` as they are, scored
 //!   `(g_i·g_j)(a_i·a_j + bias)`;
-//! - a layer with `S > 1` positions (a sequence, conv patches): the per-example gradient
-//!   `Σ_s g_s ⊗ a_s` (and its bias `Σ_s g_s`) materialised, flattened and scored as a plain
-//!   dot product `(1·1)(v_i·v_j)`. (The "ghost" form `Σ_{s,t}(g_s·g'_t)(a_s·a'_t)`, cheaper
-//!   when `S²(K + D) < K·D`, is not implemented yet; both give the same numbers.)
-//! - a dense per-example gradient (`P.grad`): the same plain dot product.
+//! - a layer with `S > 1` positions (a sequence, conv patches), in one of two forms that
+//!   give the same numbers ([`LayerForm`]): the *ghost* form, a term over the positions
+//!   scored `Σ_{s,t}(g_s·g'_t)(a_s·a'_t + bias)` (`S²(K + D)` per pair, nothing
+//!   materialised), or the *materialised* gradient `Σ_s g_s ⊗ a_s` (and its bias `Σ_s g_s`),
+//!   flattened and scored as a plain dot product `(1·1)(v_i·v_j)` (`K·D` per pair, plus
+//!   `N·K·D` memory). [`LayerForm::ByCost`], the default, takes the cheaper per pair:
+//!   ghost when `S²(K + D) < K·D`;
+//! - a dense per-example gradient (`P.grad`): the plain dot product.
 
 use infl_core::{Bias, Matrix};
 use infl_io::LayerFactors;
@@ -36,6 +39,39 @@ pub(super) const REGISTRATION: Registration = Registration {
 pub struct TracInCP {
     /// Learning rate for checkpoints whose files record none (Captum's default is 1.0).
     pub default_learning_rate: f32,
+    /// How layers with several positions per example are scored.
+    pub form: LayerForm,
+}
+
+/// How TracInCP scores a layer with `S > 1` positions per example (the numbers are the
+/// same; the cost differs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LayerForm {
+    /// The cheaper per pair of examples: ghost when `S²(K + D) < K·D`.
+    #[default]
+    ByCost,
+    /// `Σ_{s,t}(g_s·g'_t)(a_s·a'_t + bias)` over position pairs.
+    Ghost,
+    /// The flattened gradient `Σ_s g_s ⊗ a_s`, scored as a plain dot product.
+    Materialised,
+}
+
+impl LayerForm {
+    /// Whether a layer of `positions` positions, `outputs` K and `inputs` D is scored in
+    /// the ghost form.
+    pub fn ghost(self, positions: usize, outputs: usize, inputs: usize) -> bool {
+        match self {
+            _ if positions <= 1 => false,
+            Self::Ghost => true,
+            Self::Materialised => false,
+            Self::ByCost => {
+                let ghost = positions
+                    .saturating_mul(positions)
+                    .saturating_mul(outputs + inputs);
+                ghost < outputs.saturating_mul(inputs)
+            }
+        }
+    }
 }
 
 impl Default for TracInCP {
@@ -48,6 +84,7 @@ impl From<&Options> for TracInCP {
     fn from(o: &Options) -> Self {
         Self {
             default_learning_rate: o.default_learning_rate,
+            form: LayerForm::default(),
         }
     }
 }
@@ -58,7 +95,10 @@ impl Estimator for TracInCP {
     }
 
     fn settings(&self) -> Vec<(String, String)> {
-        vec![("bias".into(), "each layer's, when it has one".into())]
+        vec![
+            ("bias".into(), "each layer's, when it has one".into()),
+            ("form".into(), format!("{:?}", self.form)),
+        ]
     }
 
     /// One term per (checkpoint, layer).
@@ -72,7 +112,7 @@ impl Estimator for TracInCP {
         for c in run {
             let lr = c.learning_rate_or(self.default_learning_rate)?;
             learning_rates.push(lr);
-            terms.extend(checkpoint_terms(c, lr)?);
+            terms.extend(self.checkpoint_terms(c, lr)?);
         }
         Ok(Prepared {
             learning_rates,
@@ -84,53 +124,76 @@ impl Estimator for TracInCP {
     }
 }
 
-/// The terms of one checkpoint, one per layer.
-fn checkpoint_terms(c: &FactorCheckpoint, lr: f32) -> Result<Vec<FactorTerm>> {
-    c.train
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(l, train)| {
-            let test = c.test.as_ref().map(|t| &t.layers[l]);
-            let (bias, train_m) = term_factors(train)?;
-            Ok(FactorTerm {
-                label: format!("checkpoint {}, layer {}", c.name, train.name),
-                weight: lr,
-                bias,
-                train: train_m,
-                test: test.map(|t| term_factors(t).map(|(_, m)| m)).transpose()?,
+impl TracInCP {
+    /// The terms of one checkpoint, one per layer.
+    fn checkpoint_terms(&self, c: &FactorCheckpoint, lr: f32) -> Result<Vec<FactorTerm>> {
+        c.train
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, train)| {
+                let test = c.test.as_ref().map(|t| &t.layers[l]);
+                let (shape, train_m) = self.term_factors(train)?;
+                Ok(FactorTerm {
+                    label: format!("checkpoint {}, layer {}", c.name, train.name),
+                    weight: lr,
+                    bias: shape.bias,
+                    positions: shape.positions,
+                    train: train_m,
+                    test: test
+                        .map(|t| self.term_factors(t).map(|(_, m)| m))
+                        .transpose()?,
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
+
+    /// A layer's factors as an engine term's: as they are for one position or the ghost
+    /// form, else the materialised gradient against a constant 1.
+    fn term_factors(&self, layer: &NamedFactors) -> Result<(TermShape, FactorMatrices)> {
+        match &layer.factors {
+            LayerFactors::Linear {
+                a,
+                g,
+                positions,
+                bias,
+            } if *positions == 1 || self.form.ghost(*positions, g.cols(), a.cols()) => Ok((
+                TermShape {
+                    bias: *bias,
+                    positions: *positions,
+                },
+                FactorMatrices {
+                    a: a.clone(),
+                    g: g.clone(),
+                },
+            )),
+            LayerFactors::Linear {
+                a,
+                g,
+                positions,
+                bias,
+            } => Ok((
+                TermShape::PLAIN,
+                against_one(materialise(a, g, *positions, *bias)?)?,
+            )),
+            LayerFactors::Dense { grad } => Ok((TermShape::PLAIN, against_one(grad.clone())?)),
+        }
+    }
 }
 
-/// A layer's factors as an engine term's: as they are for one position, else the
-/// materialised gradient against a constant 1.
-fn term_factors(layer: &NamedFactors) -> Result<(Bias, FactorMatrices)> {
-    match &layer.factors {
-        LayerFactors::Linear {
-            a,
-            g,
-            positions: 1,
-            bias,
-        } => Ok((
-            *bias,
-            FactorMatrices {
-                a: a.clone(),
-                g: g.clone(),
-            },
-        )),
-        LayerFactors::Linear {
-            a,
-            g,
-            positions,
-            bias,
-        } => Ok((
-            Bias::Excluded,
-            against_one(materialise(a, g, *positions, *bias)?)?,
-        )),
-        LayerFactors::Dense { grad } => Ok((Bias::Excluded, against_one(grad.clone())?)),
-    }
+/// How a term's rows are scored: its bias, and rows per example.
+#[derive(Clone, Copy, Debug)]
+struct TermShape {
+    bias: Bias,
+    positions: usize,
+}
+
+impl TermShape {
+    /// One row per example, no bias (a vector against a constant 1).
+    const PLAIN: Self = Self {
+        bias: Bias::Excluded,
+        positions: 1,
+    };
 }
 
 /// `[n, width]` vectors scored by their plain dot product: `a` = the vectors, `g` = 1.

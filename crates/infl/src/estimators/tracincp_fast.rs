@@ -107,6 +107,7 @@ impl Estimator for TracInCPFast {
                 label: format!("checkpoint {}", d.checkpoint.name),
                 weight: self.learning_rate(d)?,
                 bias: self.bias,
+                positions: 1,
                 train: FactorMatrices {
                     a: d.train.features.clone(),
                     g: train.gradients,
