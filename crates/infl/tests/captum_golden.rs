@@ -6,21 +6,12 @@ use std::path::PathBuf;
 use infl::io::{Rank, RunLayout, TensorFile};
 use infl::{Bias, Engine, Estimator, Loss, Reduction, Run, Splits, TracInCPFast, load_run};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum")
-}
+mod common;
 
-/// |a - b| <= 1e-5 · max(|b|, scale) elementwise, where `scale` is the largest |b|.
-fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let tol = 1e-5 * w.abs().max(scale * 1e-2) + 1e-7 * scale;
-        assert!(
-            (g - w).abs() <= tol,
-            "{what}[{i}]: got {g}, Captum {w} (tol {tol})"
-        );
-    }
+use common::assert_close_to_peer as assert_close;
+
+fn fixtures() -> PathBuf {
+    common::fixtures("captum")
 }
 
 fn check(loss: Loss, reduction: Reduction, tag: &str) {

@@ -14,12 +14,16 @@ use std::path::PathBuf;
 
 use infl::io::{Rank, RunLayout, TensorFile};
 use infl::{
-    Backend, CpuBackend, Engine, Estimator, Matrix, Projections, Run, Splits, TracInCPFast,
+    CpuBackend, Engine, Estimator, Matrix, Projections, Run, Splits, TracInCPFast,
     TracInCPFastRandProj, load_run,
 };
 
+mod common;
+
+use common::{assert_close_to_peer as assert_close, backends};
+
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum_tracincp")
+    common::fixtures("captum_tracincp")
 }
 
 fn expected(tag: &str) -> TensorFile {
@@ -45,35 +49,6 @@ fn rand_proj(projection_dim: Option<usize>, seed: u64) -> TracInCPFastRandProj {
         seed,
         ..Default::default()
     }
-}
-
-/// |a - b| <= 1e-5 · max(|b|, 1% of the largest |b|) + 1e-7 · the largest |b|.
-fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let tol = 1e-5 * w.abs().max(scale * 1e-2) + 1e-7 * scale;
-        assert!((g - w).abs() <= tol, "{what}[{i}]: got {g}, Captum {w}");
-    }
-}
-
-fn gpu() -> Option<Box<dyn Backend>> {
-    match infl::select_backend(infl::BackendChoice::Gpu, None) {
-        Ok(b) => Some(b),
-        Err(_) => {
-            assert!(
-                std::env::var_os("INFL_REQUIRE_GPU").is_none(),
-                "INFL_REQUIRE_GPU is set but no GPU adapter was found"
-            );
-            None
-        }
-    }
-}
-
-fn backends() -> Vec<Box<dyn Backend>> {
-    let mut b: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
-    b.extend(gpu());
-    b
 }
 
 #[test]

@@ -13,21 +13,12 @@ use infl::{
     load_factor_run, load_run,
 };
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum_tracincp")
-}
+mod common;
 
-/// |a - b| <= 1e-5 · max(|b|, 1% of the largest |b|) + 1e-7 · the largest |b|.
-fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let tol = 1e-5 * w.abs().max(scale * 1e-2) + 1e-7 * scale;
-        assert!(
-            (g - w).abs() <= tol,
-            "{what}[{i}]: got {g}, Captum {w} (tol {tol})"
-        );
-    }
+use common::assert_close_to_peer as assert_close;
+
+fn fixtures() -> PathBuf {
+    common::fixtures("captum_tracincp")
 }
 
 /// The factor run of an expected file: its folder and layers come from its metadata.
@@ -86,28 +77,14 @@ fn check_on(backend: &dyn Backend, tag: &str, form: LayerForm) {
     }
 }
 
-/// On the CPU, and on the GPU when an adapter is there (required with INFL_REQUIRE_GPU=1).
 /// Every form of layers with positions (the CNN's conv1: ghost and materialised).
 fn check(tag: &str) {
     let forms = [LayerForm::ByCost, LayerForm::Ghost, LayerForm::Materialised];
-    for form in forms {
-        check_on(&CpuBackend::new(), tag, form);
-    }
-    match infl_wgpu_backend() {
-        Some(gpu) => {
-            for form in forms {
-                check_on(gpu.as_ref(), tag, form);
-            }
+    for backend in common::backends() {
+        for form in forms {
+            check_on(backend.as_ref(), tag, form);
         }
-        None => assert!(
-            std::env::var_os("INFL_REQUIRE_GPU").is_none(),
-            "INFL_REQUIRE_GPU is set but no GPU adapter was found"
-        ),
     }
-}
-
-fn infl_wgpu_backend() -> Option<Box<dyn Backend>> {
-    infl::select_backend(infl::BackendChoice::Gpu, None).ok()
 }
 
 #[test]

@@ -10,6 +10,8 @@ use infl::{
 use infl_core::testing::rand_matrix;
 use proptest::prelude::*;
 
+mod common;
+
 /// One checkpoint of a K-class head on D features, N training examples (test = train).
 fn run(n: usize, d: usize, k: usize, seed: u64) -> Run {
     let labels: Vec<i64> = (0..n as i64).map(|i| i % k as i64).collect();
@@ -90,7 +92,7 @@ proptest! {
             rand_proj(None, seed).scores(&cpu, &run, &()).unwrap().values,
             fast
         );
-        if let Ok(gpu) = infl::select_backend(infl::BackendChoice::Gpu, None) {
+        if let Some(gpu) = common::gpu() {
             let on_gpu = est.scores(gpu.as_ref(), &run, &()).unwrap().values;
             infl_core::testing::assert_close("GPU", &on_gpu, &scores, d + k);
         }

@@ -100,15 +100,12 @@ fn tracincp(form: LayerForm) -> TracInCP {
     }
 }
 
+mod common;
+
+/// Two CPU threads, then the GPU when present.
 fn backends() -> Vec<Box<dyn Backend>> {
     let mut b: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::with_threads(2).unwrap())];
-    match infl::select_backend(infl::BackendChoice::Gpu, None) {
-        Ok(gpu) => b.push(gpu),
-        Err(e) => assert!(
-            std::env::var_os("INFL_REQUIRE_GPU").is_none(),
-            "INFL_REQUIRE_GPU is set but no GPU adapter was found: {e}"
-        ),
-    }
+    b.extend(common::gpu());
     b
 }
 

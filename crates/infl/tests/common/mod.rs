@@ -1,0 +1,51 @@
+//! Shared by the golden tests against peers: where the fixtures are, the tolerance of a
+//! peer comparison, and the backends to check (the CPU, and the GPU when one is there).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use infl::{Backend, CpuBackend};
+
+/// `fixtures/NAME` at the repository root.
+pub fn fixtures(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
+}
+
+/// `|a − b| ≤ 1e-5 · max(|b|, 1% of the largest |b|) + 1e-7 · the largest |b|`, elementwise:
+/// the peers' own f32 arithmetic agrees with an f64 hand computation to ~1e-7 of the
+/// largest value, so 1e-5 relative leaves room without hiding a wrong convention.
+pub fn assert_close_to_peer(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let tol = 1e-5 * w.abs().max(scale * 1e-2) + 1e-7 * scale;
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}[{i}]: got {g}, peer {w} (tol {tol})"
+        );
+    }
+}
+
+/// The GPU backend, or `None` when there is no adapter (a failure with INFL_REQUIRE_GPU=1).
+pub fn gpu() -> Option<Box<dyn Backend>> {
+    match infl::select_backend(infl::BackendChoice::Gpu, None) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            assert!(
+                std::env::var_os("INFL_REQUIRE_GPU").is_none(),
+                "INFL_REQUIRE_GPU is set but no GPU adapter was found: {e}"
+            );
+            None
+        }
+    }
+}
+
+/// The CPU backend, then the GPU one when present.
+pub fn backends() -> Vec<Box<dyn Backend>> {
+    let mut b: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
+    b.extend(gpu());
+    b
+}
