@@ -39,6 +39,6 @@ pub use layout::{RunEntry, RunLayout, natural_cmp};
 pub use load::{
     LEARNING_RATE_KEY, check_learning_rate, load_checkpoint, load_examples, parse_learning_rate,
 };
-pub use publish::{Inputs, Publication, TEMP_PREFIX, remove_temporary_files};
+pub use publish::{Inputs, Publication, StagedFile, TEMP_PREFIX, remove_temporary_files};
 pub use tensors::{Rank, TensorFile, TensorInfo};
 pub use write::{OutTensor, write_atomic, write_atomic_with, write_safetensors};

@@ -279,6 +279,27 @@ struct Staged {
     dest: PathBuf,
 }
 
+/// A file being staged in pieces ([`Publication::stage_file`]): a temporary file beside
+/// its destination, written and sought through [`file`](Self::file).
+#[derive(Debug)]
+pub struct StagedFile {
+    file: std::fs::File,
+    tmp: Temp,
+    dest: PathBuf,
+}
+
+impl StagedFile {
+    /// The temporary file, to write, seek and read back.
+    pub fn file(&mut self) -> &mut std::fs::File {
+        &mut self.file
+    }
+
+    /// The destination (for messages).
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+}
+
 /// A destination replaced, with the old file's backup until the set is complete.
 struct Installed {
     dest: PathBuf,
@@ -387,6 +408,31 @@ impl Publication {
             .and_then(|()| w.flush())
             .map_err(|e| Error::io(&dest, e))?;
         self.staged.push(Staged { tmp, dest });
+        Ok(())
+    }
+
+    /// Starts staging `dest` as a file written in pieces — appended, or patched in place
+    /// (a header whose checksum is known only at the end) — for content that a closure
+    /// cannot produce in one go. Hand it back with [`finish_file`](Self::finish_file) once
+    /// complete; dropped before that, its temporary file is removed and nothing is staged.
+    pub fn stage_file(&mut self, dest: impl AsRef<Path>) -> Result<StagedFile> {
+        let dest = self.planned_path(dest.as_ref())?;
+        self.create_folders(&dest)?;
+        let (file, tmp) =
+            Temp::create_in(parent_of(&dest), "").map_err(|e| Error::io(&dest, e))?;
+        Ok(StagedFile { file, tmp, dest })
+    }
+
+    /// Stages a file written through [`stage_file`](Self::stage_file), once it is complete.
+    pub fn finish_file(&mut self, mut staged: StagedFile) -> Result<()> {
+        staged
+            .file
+            .flush()
+            .map_err(|e| Error::io(&staged.dest, e))?;
+        self.staged.push(Staged {
+            tmp: staged.tmp,
+            dest: staged.dest,
+        });
         Ok(())
     }
 
@@ -603,6 +649,33 @@ mod tests {
         p.stage(&out, b"x").expect("stage");
         p.publish().expect("publish");
         assert_eq!(std::fs::read(&out).expect("out"), b"x");
+    }
+
+    #[test]
+    fn files_staged_in_pieces_are_published_or_removed() {
+        use std::io::{Seek, SeekFrom};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("sub/a.bin"), dir.path().join("sub/b.bin"));
+        let mut p = Publication::plan(&Inputs::none(), [&a, &b]).expect("plan");
+        let mut f = p.stage_file(&a).expect("stage a");
+        f.file().write_all(b"00-body").expect("write");
+        f.file().seek(SeekFrom::Start(0)).expect("seek");
+        f.file().write_all(b"42").expect("patch");
+        assert_eq!(f.dest(), a);
+        p.finish_file(f).expect("finish a");
+        // Dropped unfinished: its temporary file goes, and the set is incomplete.
+        drop(p.stage_file(&b).expect("stage b"));
+        assert_eq!(names(&dir.path().join("sub")).len(), 1);
+        let err = p.publish().expect_err("b was never finished");
+        assert!(message(err).contains("never written"));
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+        let mut p = Publication::plan(&Inputs::none(), [&a]).expect("plan");
+        let mut f = p.stage_file(&a).expect("stage a");
+        f.file().write_all(b"42-body").expect("write");
+        p.finish_file(f).expect("finish");
+        p.publish().expect("publish");
+        assert_eq!(std::fs::read(&a).expect("a"), b"42-body");
+        assert_eq!(names(&dir.path().join("sub")), ["a.bin"]);
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!   gradients `g`, whose outer product is the weight gradient.
 //! - [`Engine`]: scores a term set on any [`Backend`] — full scores, streamed top-k
 //!   proponents/opponents, self-influence. Estimators never score by themselves.
+//! - [`index`]: a persistent nearest-neighbour [`Index`] of training embeddings (their dot
+//!   products are a term set's scores), for top-k without scoring every training example.
 //! - [`eval`] and [`metrics`]: how well a score finds mislabelled examples; [`forgetting`]:
 //!   forgetting events (Toneva et al. 2019) with InterpretDL's noisy-label rule.
 //! - [`select_backend`]: the CPU backend, or a GPU one through wgpu (cargo feature `gpu`,
@@ -57,6 +59,7 @@ pub mod eval;
 pub mod finite;
 pub mod forgetting;
 pub mod head;
+pub mod index;
 pub mod metrics;
 pub mod run;
 mod suspects;
@@ -71,6 +74,7 @@ pub use estimators::{
 pub use forgetting::{
     ExampleForgetting, ExampleHistory, ForgettingRecorder, ForgettingStats, NoisyLabels,
 };
+pub use index::Index;
 pub use infl_core::{
     Backend, Bias, Checkpoint, Examples, MatRef, Matrix, Presentation, Ranked, TopKRows,
     TrainingObserver,
