@@ -67,6 +67,12 @@ pub enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// A persistent nearest-neighbour index of the training examples: `index build`, then
+    /// `index query` for proponents and opponents of new examples.
+    Index {
+        #[command(subcommand)]
+        command: crate::index::IndexCommand,
+    },
     /// Self-influence of every training example and the most suspicious (likely
     /// mislabelled) ones: self_influence.safetensors, suspicious.csv, suspicious.json.
     SelfInfluence {
@@ -178,14 +184,14 @@ pub struct Input {
 }
 
 /// Where a run is: a layout of checkpoints with features, or a factor folder.
-enum Source {
+pub(crate) enum Source {
     Features { layout: RunLayout, layer: String },
     Factors(FactorRun),
 }
 
 impl Source {
     /// What outputs must leave alone.
-    fn inputs(&self) -> Inputs {
+    pub(crate) fn inputs(&self) -> Inputs {
         match self {
             Source::Features { layout, .. } => Inputs::of_run(layout),
             Source::Factors(run) => Inputs::of_factors(run),
@@ -195,7 +201,7 @@ impl Source {
 
 impl Input {
     /// The run's source, checked against what `--method` reads.
-    fn source(&self) -> Result<Source> {
+    pub(crate) fn source(&self) -> Result<Source> {
         let input = estimators::find(&self.method)?.input;
         match (input, &self.factors) {
             (Reads::Factors, Some(dir)) => {
@@ -262,7 +268,55 @@ impl Input {
         Ok(())
     }
 
-    fn estimator(&self) -> Result<Box<dyn Estimator>> {
+    /// The defaults of every flag, for `method` (as if only `--method` were given).
+    pub(crate) fn for_method(method: &str) -> Self {
+        Self {
+            run: None,
+            manifest: None,
+            factors: None,
+            layer: None,
+            layers: None,
+            method: method.to_string(),
+            loss: LossArg::Ce,
+            reduction: ReductionArg::Sum,
+            include_bias: false,
+            learning_rate: 1.0,
+            projection_dim: None,
+            seed: None,
+        }
+    }
+
+    /// Sets the flags from an estimator's recorded settings (`Estimator::settings`), as
+    /// `setting(key)` gives them.
+    pub(crate) fn apply_settings<'a>(
+        &mut self,
+        setting: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<()> {
+        let number = |key: &str, v: &str| -> Result<u64> {
+            v.parse()
+                .with_context(|| format!("setting {key}: expected a number, found {v:?}"))
+        };
+        if let Some(v) = setting("loss") {
+            self.loss = LossArg::from_str(v, true)
+                .map_err(|_| anyhow::anyhow!("setting loss: unknown {v:?}"))?;
+        }
+        if let Some(v) = setting("reduction") {
+            self.reduction = ReductionArg::from_str(v, true)
+                .map_err(|_| anyhow::anyhow!("setting reduction: unknown {v:?}"))?;
+        }
+        if let Some(v) = setting("include_bias") {
+            self.include_bias = v == "true";
+        }
+        if let Some(v) = setting("projection_dim").filter(|v| *v != "none") {
+            self.projection_dim = Some(number("projection_dim", v)?);
+        }
+        if let Some(v) = setting("seed") {
+            self.seed = Some(number("seed", v)?);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn estimator(&self) -> Result<Box<dyn Estimator>> {
         if let Err(why) = infl::io::check_learning_rate(self.learning_rate) {
             bail!("--learning-rate: {why}");
         }
@@ -323,7 +377,7 @@ impl Loaded {
 
 /// How to compute: backend choice and CPU threads.
 #[derive(Clone, Copy, Debug)]
-pub struct Compute {
+pub(crate) struct Compute {
     pub backend: BackendArg,
     pub threads: Option<usize>,
 }
@@ -348,7 +402,7 @@ impl Plan {
 
 /// Publishes a subcommand's staged outputs. `INFL_HOLD_BEFORE_PUBLISH_MS` (for the tests
 /// of interrupt handling only) waits that long first, with every file staged.
-fn publish(publication: Publication) -> Result<()> {
+pub(crate) fn publish(publication: Publication) -> Result<()> {
     if let Some(ms) = std::env::var("INFL_HOLD_BEFORE_PUBLISH_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -358,7 +412,7 @@ fn publish(publication: Publication) -> Result<()> {
     Ok(publication.publish()?)
 }
 
-fn load(
+pub(crate) fn load(
     input: &Input,
     source: &Source,
     compute: Compute,
@@ -426,6 +480,7 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Demo(args) => crate::demo::run(&args, cli.threads)?,
+        Command::Index { command } => crate::index::run(command, compute, &bar)?,
         Command::Scores { input, out } => {
             let mut plan = Plan::new(&input, [&out])?;
             let l = load(&input, &plan.source, compute, &bar, Splits::TrainAndTest)?;

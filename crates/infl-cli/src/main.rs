@@ -10,6 +10,7 @@
 
 mod cli;
 mod demo;
+mod index;
 mod output;
 mod plots;
 mod progress;

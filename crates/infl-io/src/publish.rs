@@ -187,6 +187,12 @@ impl Inputs {
 }
 
 impl Inputs {
+    /// These inputs and `files` too (e.g. an index read by a query).
+    pub fn and_files(mut self, files: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.files.extend(files);
+        self
+    }
+
     /// Every file of a factor run, and its folder (where a `.safetensors` result could be
     /// taken for a factor file).
     pub fn of_factors(run: &crate::FactorRun) -> Self {
@@ -418,8 +424,7 @@ impl Publication {
     pub fn stage_file(&mut self, dest: impl AsRef<Path>) -> Result<StagedFile> {
         let dest = self.planned_path(dest.as_ref())?;
         self.create_folders(&dest)?;
-        let (file, tmp) =
-            Temp::create_in(parent_of(&dest), "").map_err(|e| Error::io(&dest, e))?;
+        let (file, tmp) = Temp::create_in(parent_of(&dest), "").map_err(|e| Error::io(&dest, e))?;
         Ok(StagedFile { file, tmp, dest })
     }
 

@@ -242,6 +242,7 @@ fn embedded(train: Matrix, test: Matrix) -> Prepared {
                 label: "synthetic".into(),
                 weight: 1.0,
                 bias: Bias::Excluded,
+                positions: 1,
                 train: ones(train),
                 test: Some(ones(test)),
             }],

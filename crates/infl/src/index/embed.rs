@@ -4,7 +4,8 @@
 //! A term contributes `w (g_i·g_j)(a_i·a_j + bias)` to a score, and
 //! `(g_i·g_j)(a_i·a_j) = vec(g_i ⊗ a_i)·vec(g_j ⊗ a_j)`; an included bias is one more input
 //! column of 1. So with `e_i = concat_t √w_t · vec(g_t[i] ⊗ [a_t[i], 1 if bias])`
-//! (row-major, the `g` index major) `e_i·e_j` is the score. For TracInCPFastRandProj's
+//! (row-major, the `g` index major) `e_i·e_j` is the score; a ghost term's example sums
+//! that over its positions (its materialised gradient). For TracInCPFastRandProj's
 //! terms these are exactly Captum's embeddings `concat_c √lr_c vec((J P_J) ⊗ (a P_a))`.
 //!
 //! Each entry is one product, formed in f64 (`√w`, `g`, `a`) and stored as f32. The width
@@ -75,17 +76,21 @@ pub fn embeddings(set: &TermSet, rows: Rows) -> Result<Matrix> {
         let factors = split_factors(term, split)?;
         let scale = term_scale(term)?;
         let w = term_width(term);
+        let mut acc = Vec::new();
         for (r, i) in range.clone().enumerate() {
             let block = &mut out[r * width + offset..r * width + offset + w];
-            embed_row(factors, i, scale, term.bias, block).map_err(|norm| Error::NonFinite {
-                checkpoint: term.label.clone(),
-                split,
-                example: i,
-                details: format!(
-                    "its embedding block has w‖g‖²(‖a‖² + bias) = {norm:.4e}, which does not \
+            let rows = term.rows_of(i);
+            embed_row(factors, rows, scale, term.bias, &mut acc, block).map_err(|norm| {
+                Error::NonFinite {
+                    checkpoint: term.label.clone(),
+                    split,
+                    example: i,
+                    details: format!(
+                        "its embedding block has w‖g‖²(‖a‖² + bias) = {norm:.4e}, which does not \
                      fit in f32 (largest accepted {:.4e}); rescale the features or the model",
-                    finite::LIMIT
-                ),
+                        finite::LIMIT
+                    ),
+                }
             })?;
         }
         offset += w;
@@ -135,29 +140,35 @@ fn term_scale(term: &FactorTerm) -> Result<f64> {
     Ok(w.sqrt())
 }
 
-/// Writes `√w vec(g ⊗ [a, 1?])` of example `i` into `block`; on failure returns the
-/// block's squared norm, computed in f64.
+/// Writes `√w Σ_s vec(g_s ⊗ [a_s, 1?])` over the rows of example `i` (one row, or its
+/// positions for a ghost term) into `block`, summed in f64 in `acc`; on failure returns
+/// the block's squared norm, computed in f64.
 fn embed_row(
     f: &FactorMatrices,
-    i: usize,
+    rows: Range<usize>,
     scale: f64,
     bias: Bias,
+    acc: &mut Vec<f64>,
     block: &mut [f32],
 ) -> std::result::Result<(), f64> {
-    let (a, g) = (f.a.view().row(i), f.g.view().row(i));
-    let stride = a.len() + bias_columns(bias);
-    let mut norm = 0.0f64;
-    for (gk, out) in g.iter().zip(block.chunks_exact_mut(stride.max(1))) {
-        let s = scale * f64::from(*gk);
-        for (o, al) in out.iter_mut().zip(a) {
-            let v = s * f64::from(*al);
-            norm += v * v;
-            *o = v as f32;
+    acc.clear();
+    acc.resize(block.len(), 0.0);
+    for row in rows {
+        let (a, g) = (f.a.view().row(row), f.g.view().row(row));
+        let stride = a.len() + bias_columns(bias);
+        for (gk, out) in g.iter().zip(acc.chunks_exact_mut(stride.max(1))) {
+            let s = scale * f64::from(*gk);
+            for (o, al) in out.iter_mut().zip(a) {
+                *o += s * f64::from(*al);
+            }
+            if bias == Bias::Included {
+                out[a.len()] += s;
+            }
         }
-        if bias == Bias::Included {
-            norm += s * s;
-            out[a.len()] = s as f32;
-        }
+    }
+    let norm: f64 = acc.iter().map(|v| v * v).sum();
+    for (o, v) in block.iter_mut().zip(acc.iter()) {
+        *o = *v as f32;
     }
     if norm.is_finite() && norm <= finite::LIMIT {
         Ok(())

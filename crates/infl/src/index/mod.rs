@@ -325,6 +325,7 @@ fn one_term(train: Matrix, query: Matrix) -> TermSet {
             label: "index embeddings".into(),
             weight: 1.0,
             bias: Bias::Excluded,
+            positions: 1,
             train: ones(&train),
             test: Some(ones(&query)),
         }],

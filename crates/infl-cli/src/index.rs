@@ -1,0 +1,319 @@
+//! `infl index build` and `infl index query`: a persistent nearest-neighbour index of a
+//! run's training examples (see `infl::index`).
+//!
+//! `build` reads a run as the scoring subcommands do (same `--run`/`--manifest`/`--factors`
+//! flags and `--method`), embeds the training examples and publishes the index folder
+//! all-or-nothing. `query` rebuilds the estimator *from the index's recipe* (method and
+//! settings are never given twice), reads only the test files of the query run — they are
+//! loaded as the examples to embed, so the training files are never opened and the time
+//! does not grow with the training set — and refuses a query whose checkpoints, learning
+//! rates, layers or shapes differ from the index's.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use infl::index::{BuildOptions, Index, Queries, Recipe, Search, Training};
+use infl::io::{FactorRun, Publication, RunLayout};
+use infl::{Attributed, Prepared, Progress, SplitInfo, Splits, TermSet, estimators};
+
+use crate::cli::{Compute, Input, Source, load, publish};
+use crate::output::{self, Provenance};
+use crate::progress::Bar;
+
+/// `infl index ...`.
+#[derive(Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Embed a run's training examples and write an index folder (embeddings.safetensors
+    /// memory-mapped on load, ann.usearch an inner-product HNSW graph).
+    Build {
+        #[command(flatten)]
+        input: Input,
+        /// The index folder to write.
+        #[arg(long)]
+        index: PathBuf,
+        #[command(flatten)]
+        options: BuildArgs,
+    },
+    /// Top-k proponents and opponents of a run's test examples from an index: approximate
+    /// candidates rescored exactly (default), or --exact.
+    Query {
+        /// The index folder.
+        #[arg(long)]
+        index: PathBuf,
+        /// Run folder whose NAME.test.safetensors files hold the queries (the checkpoints
+        /// must be the index's).
+        #[arg(long, group = "query_source")]
+        run: Option<PathBuf>,
+        /// JSON manifest instead of --run.
+        #[arg(long, group = "query_source")]
+        manifest: Option<PathBuf>,
+        /// Factor folder instead of --run (for an index built from factors).
+        #[arg(long, group = "query_source")]
+        factors: Option<PathBuf>,
+        /// How many proponents and opponents per query.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        /// Score every training example (the reference) instead of searching the graph.
+        #[arg(long)]
+        exact: bool,
+        /// Rows the graph proposes per query (and per negated query), rescored exactly.
+        #[arg(long, default_value_t = Search::DEFAULT_CANDIDATES)]
+        candidates: usize,
+        /// The graph search's breadth (usearch's ef).
+        #[arg(long, default_value_t = Search::DEFAULT_EXPANSION)]
+        expansion: usize,
+        /// Output file (safetensors).
+        #[arg(long, short, default_value = "topk.safetensors")]
+        out: PathBuf,
+        /// Also write the lists as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+/// The index's graph settings.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Graph edges per node (HNSW's M).
+    #[arg(long, default_value_t = BuildOptions::default().connectivity)]
+    connectivity: usize,
+    /// Candidates explored when adding a row (ef_construction).
+    #[arg(long, default_value_t = BuildOptions::default().expansion_add)]
+    expansion_add: usize,
+}
+
+/// Runs `infl index ...`.
+pub fn run(command: IndexCommand, compute: Compute, bar: &Bar) -> Result<()> {
+    match command {
+        IndexCommand::Build {
+            input,
+            index,
+            options,
+        } => build(&input, index, &options, compute, bar),
+        IndexCommand::Query {
+            index,
+            run,
+            manifest,
+            factors,
+            k,
+            exact,
+            candidates,
+            expansion,
+            out,
+            json,
+        } => {
+            let search = if exact {
+                Search::Exact
+            } else {
+                Search::Approximate {
+                    candidates,
+                    expansion,
+                }
+            };
+            let source = QuerySource {
+                run,
+                manifest,
+                factors,
+            };
+            query(&index, &source, k, search, &out, json, compute, bar)
+        }
+    }
+}
+
+fn build(input: &Input, dir: PathBuf, args: &BuildArgs, compute: Compute, bar: &Bar) -> Result<()> {
+    let source = input.source()?;
+    let options = BuildOptions {
+        connectivity: args.connectivity,
+        expansion_add: args.expansion_add,
+        ..BuildOptions::default()
+    };
+    // Planned before any work, as every output (Index::build plans again and publishes).
+    Publication::plan(&source.inputs(), index_files(&dir))?;
+    let loaded = load(input, &source, compute, bar, Splits::TrainOnly)?;
+    let prepared = loaded.estimator.prepare(&*loaded.backend, &loaded.run)?;
+    let layers: Vec<String> = loaded.layer.split(',').map(String::from).collect();
+    let recipe = Recipe::of(&*loaded.estimator, &prepared, &layers);
+    bar.start("index", prepared.train.ids.len() as u64);
+    let index = Index::build(
+        Training::from(&prepared),
+        &recipe,
+        &dir,
+        &source.inputs(),
+        &options,
+    )?;
+    bar.finish();
+    println!(
+        "{} index of {} training examples x {} checkpoints: width {}, wrote {}",
+        loaded.estimator.label(),
+        index.len(),
+        recipe.checkpoints.len(),
+        index.width(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// The files an index folder holds.
+fn index_files(dir: &std::path::Path) -> [PathBuf; 2] {
+    [
+        dir.join(infl::index::EMBEDDINGS_FILE),
+        dir.join(infl::index::ANN_FILE),
+    ]
+}
+
+/// Where the queries are.
+struct QuerySource {
+    run: Option<PathBuf>,
+    manifest: Option<PathBuf>,
+    factors: Option<PathBuf>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn query(
+    dir: &std::path::Path,
+    source: &QuerySource,
+    k: usize,
+    search: Search,
+    out: &std::path::Path,
+    json: Option<PathBuf>,
+    compute: Compute,
+    bar: &Bar,
+) -> Result<()> {
+    let index = Index::open(dir)?;
+    let input = input_of(index.recipe(), source)?;
+    let queries = as_training(input.source()?)?;
+    let mut publication = Publication::plan(
+        &queries.inputs().and_files(index_files(dir)),
+        std::iter::once(out).chain(json.as_deref()),
+    )?;
+    let loaded = load(&input, &queries, compute, bar, Splits::TrainOnly)?;
+    let prepared = loaded.estimator.prepare(&*loaded.backend, &loaded.run)?;
+    let layers: Vec<String> = loaded.layer.split(',').map(String::from).collect();
+    let recipe = Recipe::of(&*loaded.estimator, &prepared, &layers);
+    let embedded = Queries {
+        recipe,
+        embeddings: infl::index::embeddings(
+            &prepared.set,
+            infl::index::Rows::Train(0..prepared.set.n_train()),
+        )?,
+    };
+    let top = index.query(&*loaded.backend, &embedded, k, search)?;
+    let result = Attributed {
+        prepared: Prepared {
+            set: TermSet::default(),
+            learning_rates: prepared.learning_rates.clone(),
+            checkpoints: prepared.checkpoints.clone(),
+            train: SplitInfo {
+                ids: index.ids().to_vec(),
+                labels: None,
+                predicted: Vec::new(),
+            },
+            test: Some(prepared.train.clone()),
+        },
+        values: top,
+    };
+    let provenance = Provenance {
+        estimator: &*loaded.estimator,
+        layer: &loaded.layer,
+    };
+    output::stage_topk(&mut publication, out, json.as_deref(), &provenance, &result)?;
+    publish(publication)?;
+    println!(
+        "{} top-{} of {} queries from the index {} ({} training examples, {})",
+        loaded.estimator.label(),
+        k,
+        result.values.proponents.len(),
+        dir.display(),
+        index.len(),
+        match search {
+            Search::Exact => "exact".to_string(),
+            Search::Approximate { candidates, .. } =>
+                format!("approximate: {candidates} candidates rescored"),
+        }
+    );
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// The scoring input that reproduces the index's recipe on the query's files.
+fn input_of(recipe: &Recipe, source: &QuerySource) -> Result<Input> {
+    let setting = |key: &str| {
+        recipe
+            .settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let registration = estimators::find(&recipe.method)
+        .with_context(|| format!("the index was built with method {:?}", recipe.method))?;
+    let mut input = Input::for_method(registration.name);
+    input.run = source.run.clone();
+    input.manifest = source.manifest.clone();
+    input.factors = source.factors.clone();
+    match registration.input {
+        estimators::Input::Features => {
+            input.layer = recipe.layers.first().cloned();
+        }
+        estimators::Input::Factors => input.layers = Some(recipe.layers.clone()),
+    }
+    input.apply_settings(setting).with_context(|| {
+        format!(
+            "{}: the index's settings of {}",
+            dir_hint(source),
+            recipe.method
+        )
+    })?;
+    Ok(input)
+}
+
+/// The query run with its test files in the place of the training files: they are the
+/// examples to embed, and the training files are never opened.
+fn as_training(source: Source) -> Result<Source> {
+    let missing = |origin: &std::path::Path| {
+        anyhow::anyhow!(
+            "{}: no test examples: a query needs NAME.test.safetensors for every checkpoint",
+            origin.display()
+        )
+    };
+    Ok(match source {
+        Source::Features { layout, layer } => {
+            let entries = (layout.entries.iter())
+                .map(|e| {
+                    let test = e.test.clone().ok_or_else(|| missing(&layout.source))?;
+                    Ok(infl::io::RunEntry {
+                        train: test,
+                        test: None,
+                        ..e.clone()
+                    })
+                })
+                .collect::<Result<_>>()?;
+            Source::Features {
+                layout: RunLayout { entries, ..layout },
+                layer,
+            }
+        }
+        Source::Factors(run) => {
+            let entries = (run.entries.iter())
+                .map(|e| {
+                    let test = e.test.clone().ok_or_else(|| missing(&run.source))?;
+                    Ok(infl::io::FactorEntry {
+                        train: test,
+                        test: None,
+                        ..e.clone()
+                    })
+                })
+                .collect::<Result<_>>()?;
+            Source::Factors(FactorRun { entries, ..run })
+        }
+    })
+}
+
+/// The query folder, for messages.
+fn dir_hint(source: &QuerySource) -> String {
+    [&source.run, &source.manifest, &source.factors]
+        .into_iter()
+        .flatten()
+        .next()
+        .map_or_else(String::new, |p| p.display().to_string())
+}
