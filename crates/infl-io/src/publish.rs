@@ -418,8 +418,7 @@ impl Publication {
     pub fn stage_file(&mut self, dest: impl AsRef<Path>) -> Result<StagedFile> {
         let dest = self.planned_path(dest.as_ref())?;
         self.create_folders(&dest)?;
-        let (file, tmp) =
-            Temp::create_in(parent_of(&dest), "").map_err(|e| Error::io(&dest, e))?;
+        let (file, tmp) = Temp::create_in(parent_of(&dest), "").map_err(|e| Error::io(&dest, e))?;
         Ok(StagedFile { file, tmp, dest })
     }
 
