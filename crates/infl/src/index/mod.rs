@@ -119,7 +119,9 @@ impl std::fmt::Debug for Index {
 
 impl Index {
     /// Embeds `training` chunk by chunk, builds the usearch graph, publishes both files in
-    /// `dir` all-or-nothing (never replacing one of `inputs`), and opens the result.
+    /// `dir` all-or-nothing (never replacing one of `inputs`), and opens the result. A
+    /// training example whose embedding does not fit in f32 is an [`Error::NonFinite`]
+    /// naming it, and then nothing is written (see [`embeddings`]).
     pub fn build(
         training: Training<'_>,
         recipe: &Recipe,
