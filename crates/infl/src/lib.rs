@@ -22,7 +22,7 @@
 //!   on by default).
 //!
 //! ```
-//! use infl::{Checkpoint, CheckpointData, Engine, Estimator, Examples, Matrix, TracInCPFast};
+//! use infl::{Checkpoint, CheckpointData, Engine, Estimator, Examples, Matrix, Run, TracInCPFast};
 //!
 //! // One checkpoint of a 3-class linear head on 2-D features.
 //! let weight = Matrix::from_vec(3, 2, vec![1.0, 0.0, 0.0, 1.0, -1.0, -1.0])?;
@@ -38,10 +38,10 @@
 //!     vec![0, 1, 2, 0],
 //! );
 //! let test = Examples::classified(Matrix::from_vec(1, 2, vec![0.9, 0.1])?, vec![0]);
-//! let data = [CheckpointData { checkpoint, train, test: Some(test) }];
+//! let run = Run::from(vec![CheckpointData { checkpoint, train, test: Some(test) }]);
 //!
 //! let engine = Engine::default(); // CPU backend
-//! let prepared = TracInCPFast::default().prepare(engine.backend(), &data)?;
+//! let prepared = TracInCPFast::default().prepare(engine.backend(), &run)?;
 //! let top = engine.topk(&prepared.set, 2, &())?;
 //! assert_eq!(top.proponents[0][0].index, 0); // the most similar example of class 0
 //! let self_inf = engine.self_influence(&prepared.set)?;

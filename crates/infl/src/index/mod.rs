@@ -8,7 +8,7 @@
 //! [`Publication`](infl_io::Publication)):
 //! - `embeddings.safetensors`: `embeddings` f32 `[N, E]`, `ids` i64 `[N]`, and metadata
 //!   recording the [`Recipe`] (method, settings, checkpoints, learning rates, layers, term
-//!   shapes), the [`BuildOptions`], `N`, `E` and checksums (see [`file`] for the layout);
+//!   shapes), the [`BuildOptions`], `N`, `E` and checksums (see [`mod@file`] for the layout);
 //! - `ann.usearch`: a usearch HNSW graph with the native inner-product metric (MEASURED.md:
 //!   the usual "append √(M²−‖x‖²)" reduction to cosine collapses when norms vary, as
 //!   gradient norms do), keys = training rows.
@@ -17,7 +17,7 @@
 //! size and dimensions) before any search: a truncated or altered file is an error naming
 //! it, never a crash. [`Index::query`] answers with [`Search::Exact`] — the reference: a
 //! one-term set (`a` = embeddings, `g` = a column of ones) scored by the one
-//! [`Engine`](crate::Engine), blocked GEMM with streamed top-k — or
+//! [`Engine`], blocked GEMM with streamed top-k — or
 //! [`Search::Approximate`]: usearch proposes `candidates` rows for the query and for its
 //! negation, the engine rescores them exactly, and the best `k` come back with exact scores
 //! (opponents keep their negative sign). Queries are refused unless their [`Recipe`]
@@ -119,7 +119,9 @@ impl std::fmt::Debug for Index {
 
 impl Index {
     /// Embeds `training` chunk by chunk, builds the usearch graph, publishes both files in
-    /// `dir` all-or-nothing (never replacing one of `inputs`), and opens the result.
+    /// `dir` all-or-nothing (never replacing one of `inputs`), and opens the result. A
+    /// training example whose embedding does not fit in f32 is an [`Error::NonFinite`]
+    /// naming it, and then nothing is written (see [`embeddings`]).
     pub fn build(
         training: Training<'_>,
         recipe: &Recipe,
