@@ -157,6 +157,7 @@ fn several_terms(train: usize, test: usize, seed: u64) -> Prepared {
                 label: format!("term {t}"),
                 weight: 0.5 + t as f32,
                 bias,
+                positions: 1,
                 train: split(train),
                 test: Some(split(test)),
             }

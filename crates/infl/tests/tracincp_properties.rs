@@ -216,3 +216,44 @@ fn the_cost_rule_picks_the_cheaper_form() {
     assert!(LayerForm::Ghost.ghost(2, 1, 1));
     assert!(!LayerForm::Materialised.ghost(4, 768, 768));
 }
+
+/// The index's embeddings of a ghost term set are the materialised gradients: their dot
+/// products are the engine's scores.
+#[test]
+fn embeddings_of_ghost_terms_give_the_scores() {
+    let shapes = [
+        Shape::Linear {
+            s: 3,
+            k: 4,
+            d: 5,
+            bias: Bias::Included,
+        },
+        Shape::Linear {
+            s: 1,
+            k: 2,
+            d: 3,
+            bias: Bias::Excluded,
+        },
+        Shape::Dense { w: 4 },
+    ];
+    let (n, t) = (9, 4);
+    let run = Run::from(run(&shapes, 2, n, Some(t), 11));
+    let cpu = CpuBackend::with_threads(2).unwrap();
+    let prepared = tracincp(LayerForm::Ghost).prepare(&cpu, &run).unwrap();
+    assert!(prepared.set.terms.iter().any(|t| t.positions == 3));
+    let scores = Engine::new(&cpu).scores(&prepared.set, &()).unwrap();
+    let train = infl::index::embeddings(&prepared.set, infl::index::Rows::Train(0..n)).unwrap();
+    let test = infl::index::embeddings(&prepared.set, infl::index::Rows::Test).unwrap();
+    let width = infl::index::embedding_width(&prepared.set);
+    assert_eq!(width, 2 * (4 * 6 + 2 * 3 + 4));
+    let dots: Vec<f32> = (0..t)
+        .flat_map(|q| {
+            let (test, train) = (&test, &train);
+            (0..n).map(move |i| {
+                let (x, y) = (test.view().row(q), train.view().row(i));
+                x.iter().zip(y).map(|(a, b)| a * b).sum::<f32>()
+            })
+        })
+        .collect();
+    assert_close("embedding dot products", &dots, &scores, width);
+}
