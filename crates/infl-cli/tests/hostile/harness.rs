@@ -308,6 +308,9 @@ impl Call {
                 }
                 c.set("--out-dir", &scene.out).set("--top", "5");
             }
+            "index-build" => {
+                c.set("--index", scene.out.join("idx"));
+            }
             other => panic!("not a scoring subcommand: {other}"),
         }
         c
@@ -390,7 +393,11 @@ impl Call {
 
     /// The arguments after `infl`.
     pub fn args(&self) -> Vec<OsString> {
-        let mut a = vec![OsString::from(self.sub)];
+        // `index-build` is the two words `index build`.
+        let mut a: Vec<OsString> = self.sub.split('-').map(OsString::from).collect();
+        if !self.sub.starts_with("index-") {
+            a = vec![OsString::from(self.sub)];
+        }
         for (f, v) in &self.flags {
             match v {
                 None => a.push(f.into()),
@@ -426,6 +433,10 @@ impl Call {
                 let dir = at(self.get("--out-dir").unwrap_or(".".as_ref()));
                 SELF_FILES.iter().map(|f| dir.join(f)).collect()
             }
+            "index-build" => {
+                let dir = at(self.get("--index").expect("index-build has --index"));
+                INDEX_FILES.iter().map(|f| dir.join(f)).collect()
+            }
             "demo" => {
                 let dir = at(self.get("--out").unwrap_or("infl-demo".as_ref()));
                 let mut v = vec![dir.join("results.json"), dir.join("forgetting.safetensors")];
@@ -440,6 +451,9 @@ impl Call {
         }
     }
 }
+
+/// The files of an index folder.
+pub const INDEX_FILES: [&str; 2] = ["embeddings.safetensors", "ann.usearch"];
 
 /// The three files of `self-influence`.
 pub const SELF_FILES: [&str; 3] = [

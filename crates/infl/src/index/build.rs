@@ -148,6 +148,9 @@ fn check_inputs(t: Training<'_>, recipe: &Recipe) -> Result<(usize, usize)> {
             format!("{} ids for {rows} training examples", t.ids.len()),
         ));
     }
+    // The engine's one rule for values f32 cannot hold, with its messages: an index holds
+    // nothing that scoring would refuse.
+    crate::finite::check(t.set, crate::run::Splits::TrainOnly)?;
     if recipe.terms != Recipe::term_shapes(t.set) {
         return Err(Error::config(
             "recipe",
