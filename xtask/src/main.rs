@@ -8,9 +8,10 @@
 //!   (`benches/torch_tracin.py`) back to back, for BENCHMARKS.md.
 //! - `compare-outputs --old BIN --new BIN`: checks that two builds of `infl` write
 //!   byte-identical outputs (see `compare.rs`), for refactors.
-//! - `fuzz [--cases N]`: infl-io's mutation fuzzing (`crates/infl-io/tests/fuzz.rs`) in
-//!   release mode with N cases per reader (default 100,000; six readers), where the
-//!   ordinary test run does 2,000 each.
+//! - `fuzz [--cases N]`: infl-io's mutation fuzzing (`crates/infl-io/tests/fuzz.rs`) and
+//!   the index files' (`crates/infl/tests/index.rs`) in release mode with N cases per
+//!   reader (default 100,000; seven readers), where the ordinary test run does 2,000 each
+//!   (64 for the index, whose files are checksummed and read in full).
 
 mod compare;
 mod tidy;
@@ -187,6 +188,21 @@ fn fuzz(root: &Path, args: &[String]) -> Result<()> {
         root,
         &cargo,
         &["test", "-p", "infl-io", "--release", "--test", "fuzz"],
+        &[("PROPTEST_CASES", cases)],
+    )?;
+    // The index's files (infl::index): byte changes in either file.
+    run(
+        root,
+        &cargo,
+        &[
+            "test",
+            "-p",
+            "infl",
+            "--release",
+            "--test",
+            "index",
+            "altered_files",
+        ],
         &[("PROPTEST_CASES", cases)],
     )?;
     eprintln!(

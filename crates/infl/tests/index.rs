@@ -465,8 +465,16 @@ fn truncated_files_are_refused_naming_the_file() {
     assert!(e.contains(ANN_FILE), "{e}");
 }
 
+/// Cases of the mutation test: `PROPTEST_CASES` (`cargo xtask fuzz`), else 64.
+fn fuzz_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
 
     /// Any changed bytes, in either file, are refused with the file named (usearch never
     /// sees a changed graph).
