@@ -160,6 +160,11 @@ pub(super) fn verify_embeddings(path: &Path, recorded: &str) -> Result<()> {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&zeroed);
     let crc = crc_text(crc_of(file, hasher).map_err(io)?);
+    check_crc(path, &crc, recorded)
+}
+
+/// The one message of a file whose CRC-32 is not the one recorded at build.
+fn check_crc(path: &Path, crc: &str, recorded: &str) -> Result<()> {
     if crc != recorded {
         return Err(damaged(
             path,
@@ -197,14 +202,5 @@ pub(super) fn verify_ann(path: &Path, bytes: u64, recorded: &str) -> Result<()> 
         ));
     }
     let crc = crc_text(file_crc(path).map_err(io)?);
-    if crc != recorded {
-        return Err(damaged(
-            path,
-            format!(
-                "corrupted: its CRC-32 is {crc}, the index recorded {recorded} when it was \
-                 built (the file changed since); rebuild the index"
-            ),
-        ));
-    }
-    Ok(())
+    check_crc(path, &crc, recorded)
 }
