@@ -4,8 +4,10 @@
 //!   docs with -D warnings. The same command runs locally and in `.ci/run`.
 //! - `fixtures`: regenerates the golden files from the peers' own code (PyTorch + Captum
 //!   from PyPI, in a venv under `target/`). Not run by CI (CI has no torch).
-//! - `bench-compare`: runs the CPU criterion benchmark and the PyTorch peer
-//!   (`benches/torch_tracin.py`) back to back, for BENCHMARKS.md.
+//! - `bench-compare`: runs the CPU criterion benchmarks (`tracin`: TracInCPFast;
+//!   `tracincp`: TracInCP over 3 layers) and the PyTorch peer (`benches/torch_tracin.py`,
+//!   modes `topk,scores,self,sgemm,tracincp`) back to back, same thread count, for
+//!   BENCHMARKS.md.
 //! - `compare-outputs --old BIN --new BIN`: checks that two builds of `infl` write
 //!   byte-identical outputs (see `compare.rs`), for refactors.
 //! - `fuzz [--cases N]`: infl-io's mutation fuzzing (`crates/infl-io/tests/fuzz.rs`) and
@@ -219,7 +221,15 @@ fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
     run(
         root,
         &cargo,
-        &["bench", "-p", "infl-benches", "--bench", "tracin"],
+        &[
+            "bench",
+            "-p",
+            "infl-benches",
+            "--bench",
+            "tracin",
+            "--bench",
+            "tracincp",
+        ],
         &[("INFL_BENCH_THREADS", threads)],
     )?;
     run(
@@ -230,7 +240,7 @@ fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
             "--threads",
             threads,
             "--modes",
-            "topk,scores,self,sgemm",
+            "topk,scores,self,sgemm,tracincp",
             "--json",
             "target/torch_tracin.json",
         ],
