@@ -249,6 +249,50 @@ impl pulp::WithSimd for FuseTerm<'_> {
     }
 }
 
+/// Self-influence of the rows `start..start + out.len()`, with runtime SIMD dispatch.
+struct SelfRows<'a> {
+    terms: &'a [SelfTerm<'a>],
+    start: usize,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for SelfRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        for (i, v) in self.out.iter_mut().enumerate() {
+            let r = self.start + i;
+            let mut s = 0.0f32;
+            for t in self.terms {
+                let na = squared_norm(t.factors.a.row(r));
+                let ng = squared_norm(t.factors.g.row(r));
+                s += t.weight * (ng * (na + t.bias_dot()));
+            }
+            *v = s;
+        }
+    }
+}
+
+/// `Σ x²` in 16 independent lanes (a fixed order, so the compiler vectorises it and the
+/// result does not depend on threads), then the lanes summed in order.
+#[inline(always)]
+fn squared_norm(x: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(tail) {
+        *a += v * v;
+    }
+    acc.iter().sum()
+}
+
 /// [`fuse`] over a whole tile, with runtime SIMD dispatch.
 struct FuseTile<'a> {
     accum: Accum,
@@ -456,19 +500,11 @@ impl Backend for CpuBackend {
         const CHUNK: usize = 1024;
         self.install(|| {
             out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
-                let start = c * CHUNK;
-                for (i, v) in o.iter_mut().enumerate() {
-                    let r = start + i;
-                    let mut s = 0.0f32;
-                    for t in terms {
-                        let a = t.factors.a.row(r);
-                        let g = t.factors.g.row(r);
-                        let na: f32 = a.iter().map(|x| x * x).sum();
-                        let ng: f32 = g.iter().map(|x| x * x).sum();
-                        s += t.weight * (ng * (na + t.bias_dot()));
-                    }
-                    *v = s;
-                }
+                pulp::Arch::new().dispatch(SelfRows {
+                    terms,
+                    start: c * CHUNK,
+                    out: o,
+                });
             });
         });
         Ok(())
