@@ -1,8 +1,8 @@
 //! The persistent index (`infl::index`) at N = 1,000,000 synthetic embeddings of width
 //! E = 64 (low rank + noise, heavy-tailed norms, seeded: `infl_benches::index_data`), k = 10,
 //! side by side in one run:
-//! - `index_build`: `Index::build` (throughput = rows/s). A 1M-row build takes minutes on
-//!   2 cores, too long for criterion's 10 samples, so this group builds
+//! - `index_build`: `Index::build` (throughput = rows/s). A 1M-row build takes 1–2 minutes
+//!   on 2 cores, too long for criterion's 10 samples, so this group builds
 //!   `INFL_BENCH_BUILD_ROWS` rows (default 100,000) per sample; the 1M index the query
 //!   groups use is built once in setup, and that one build's time and rows/s are printed
 //!   (`benches/examples/index_build.rs` times a 1M build alone, under `/usr/bin/time -v`).
