@@ -68,6 +68,13 @@ impl FactorTerm {
         self.positions > 1
     }
 
+    /// The test factors, or the error of scores that need them.
+    fn test_factors(&self) -> Result<&FactorMatrices> {
+        self.test
+            .as_ref()
+            .ok_or_else(|| Error::config("test set", "these scores need test examples"))
+    }
+
     /// Rows of example `i` in the term's factors.
     pub fn rows_of(&self, i: usize) -> Range<usize> {
         i * self.positions..(i + 1) * self.positions
@@ -114,10 +121,7 @@ impl TermSet {
             .iter()
             .filter(|t| !t.is_ghost())
             .map(|t| {
-                let test = t
-                    .test
-                    .as_ref()
-                    .ok_or_else(|| Error::config("test set", "these scores need test examples"))?;
+                let test = t.test_factors()?;
                 Ok(Term {
                     weight: t.weight,
                     bias: t.bias,
@@ -133,10 +137,7 @@ impl TermSet {
         let (n, t) = (self.n_train(), self.n_test());
         for term in &self.terms {
             let p = term.positions.max(1);
-            let test = term
-                .test
-                .as_ref()
-                .ok_or_else(|| Error::config("test set", "these scores need test examples"))?;
+            let test = term.test_factors()?;
             if term.train.rows() != n * p || test.rows() != t * p {
                 return Err(Error::config(
                     "terms",
@@ -267,10 +268,7 @@ impl<B: Backend> Engine<B> {
     /// [`GHOST_BLOCK_ELEMENTS`]), each `S × S` square summed in f64.
     fn add_ghost(&self, term: &FactorTerm, cols: Range<usize>, block: &mut [f32]) -> Result<()> {
         let s = term.positions;
-        let test = term
-            .test
-            .as_ref()
-            .ok_or_else(|| Error::config("test set", "these scores need test examples"))?;
+        let test = term.test_factors()?;
         let nq = test.rows() / s;
         let width = cols.len();
         let piece = (GHOST_BLOCK_ELEMENTS / (nq * s * s).max(1)).max(1);
