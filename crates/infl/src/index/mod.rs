@@ -72,7 +72,8 @@ pub enum Search {
     Exact,
     /// usearch candidates rescored exactly.
     Approximate {
-        /// Rows fetched for the query and for its negation (at least `k`; at most `N`).
+        /// Rows fetched for the query and for its negation (at least `k`; `N` or more is
+        /// the exact search).
         candidates: usize,
         /// usearch's `ef` for this search (it explores `max(ef, candidates)` nodes).
         expansion: usize,
@@ -245,13 +246,15 @@ impl Index {
             return Err(Error::config("k", details));
         }
         match search {
-            Search::Exact => {
-                Engine::new(backend).topk(&one_term(self.embeddings.clone(), q.clone()), k, &())
-            }
+            // Candidates covering every row: rescoring them all is the exact search, and
+            // the graph (which may leave a row unreachable) has nothing to add.
             Search::Approximate {
                 candidates,
                 expansion,
-            } => self.approximate(backend, q, k, candidates, expansion),
+            } if candidates < self.len() => self.approximate(backend, q, k, candidates, expansion),
+            Search::Exact | Search::Approximate { .. } => {
+                Engine::new(backend).topk(&one_term(self.embeddings.clone(), q.clone()), k, &())
+            }
         }
     }
 
