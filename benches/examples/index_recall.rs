@@ -7,8 +7,9 @@
 //!   the same settings against the exact search in the projected space (the graph alone),
 //! - `--exact-dims`: the projection alone without building an index (the engine's exact
 //!   top-k of the projected terms; cheap at any `p`),
-//! - a projected shortlist of `--rerank` rows rescored with the exact unprojected scores
-//!   (what would recover the lost recall),
+//! - `Index::query_rescored`: a shortlist of `--rerank` rows from the exact and the default
+//!   approximate search, rescored with exact unprojected TracInCPFast (what recovers the
+//!   recall the projection loses),
 //!
 //! plus build time, query time per query, index size on disk and embedding width. Prints
 //! markdown tables (QUALITY.md, "Index recall").
@@ -21,7 +22,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use infl::index::{BuildOptions, Index, Queries, Recipe, Search, Training};
+use infl::index::{BuildOptions, ExactRun, Index, Queries, Recipe, Rescore, Search, Training};
 use infl::io::{Inputs, RunLayout};
 use infl::{
     CheckpointData, CpuBackend, Engine, Estimator, Examples, Ranked, Run, Splits, TopKRows,
@@ -81,17 +82,7 @@ fn args() -> Res<Args> {
 
 /// The first `n` rows of `e`.
 fn first(e: &Examples, n: usize) -> Examples {
-    let rows: Vec<usize> = (0..n.min(e.len())).collect();
-    Examples {
-        source: e.source.clone(),
-        features: e.features.select_rows(&rows),
-        labels: e
-            .labels
-            .as_ref()
-            .map(|l| rows.iter().map(|&r| l[r]).collect()),
-        targets: e.targets.as_ref().map(|t| t.select_rows(&rows)),
-        ids: e.ids.as_ref().map(|l| rows.iter().map(|&r| l[r]).collect()),
-    }
+    e.select(&(0..n.min(e.len())).collect::<Vec<_>>())
 }
 
 /// Mean |got ∩ want| / k over queries (first `k` of each list).
@@ -107,50 +98,12 @@ fn recall(got: &[Vec<Ranked>], want: &[Vec<Ranked>], k: usize) -> f64 {
     total as f64 / (k * want.len()) as f64
 }
 
-/// The first `k` of every list.
-fn prefix(t: &TopKRows, k: usize) -> TopKRows {
-    let cut = |l: &[Vec<Ranked>]| l.iter().map(|v| v[..k.min(v.len())].to_vec()).collect();
-    TopKRows {
-        k,
-        proponents: cut(&t.proponents),
-        opponents: cut(&t.opponents),
-    }
-}
-
 /// (proponents, opponents) recall@k.
 fn recalls(got: &TopKRows, want: &TopKRows, k: usize) -> (f64, f64) {
     (
         recall(&got.proponents, &want.proponents, k),
         recall(&got.opponents, &want.opponents, k),
     )
-}
-
-/// The best `k` of each query's shortlist by the exact scores (`full` `[T, N]`), for
-/// proponents (largest) and opponents (most negative).
-fn rerank(short: &TopKRows, full: &[f32], n: usize, k: usize) -> TopKRows {
-    let pick = |lists: &[Vec<Ranked>], sign: f32| -> Vec<Vec<Ranked>> {
-        lists
-            .iter()
-            .enumerate()
-            .map(|(q, l)| {
-                let mut v: Vec<Ranked> = l
-                    .iter()
-                    .map(|r| Ranked {
-                        index: r.index,
-                        score: full[q * n + r.index],
-                    })
-                    .collect();
-                v.sort_by(|a, b| (sign * b.score).total_cmp(&(sign * a.score)));
-                v.truncate(k);
-                v
-            })
-            .collect()
-    };
-    TopKRows {
-        k,
-        proponents: pick(&short.proponents, 1.0),
-        opponents: pick(&short.opponents, -1.0),
-    }
 }
 
 /// Keeps a table row and shows it at once on stderr (a long run can be cut short).
@@ -189,11 +142,11 @@ fn main() -> Res<()> {
     let run = Run::from(run);
     eprintln!("loaded in {:.1} s", t.elapsed().as_secs_f64());
 
-    let exact = TracInCPFast::default().prepare(&backend, &run)?;
+    let fast = TracInCPFast::default();
+    let exact = fast.prepare(&backend, &run)?;
     let t = Instant::now();
     let reference = engine.topk(&exact.set, a.k, &())?;
     let reference_s = t.elapsed().as_secs_f64();
-    let full = engine.scores(&exact.set, &())?;
     println!(
         "Run {}: layer {}, {} checkpoints, N = {n} train, D = {d}, {t_count} queries, k = {}. \
          Reference: exact TracInCPFast (bias excluded) top-{}, {:.2} s ({:.2} ms/query).\n",
@@ -205,28 +158,21 @@ fn main() -> Res<()> {
         reference_s,
         1e3 * reference_s / t_count as f64
     );
+    let exact_run = ExactRun {
+        estimator: &fast,
+        backend: &backend,
+        run: &run,
+    };
 
     // usearch explores max(ef, candidates) nodes, so ef matters only below the candidates.
     let settings = [(256, 128), (1024, 128), (Search::DEFAULT_CANDIDATES, 128)];
-    let long = a
-        .rerank
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(a.k)
-        .max(a.k)
-        .min(n);
     let mut main_rows = Vec::new();
     let mut graph_rows = Vec::new();
-    let mut rerank_rows = Vec::new();
+    let mut rescore_rows = Vec::new();
     // Projection alone, without an index: the engine's exact top-k of the projected terms
     // (the scores Search::Exact computes from the stored embeddings, up to f32 rounding).
     for &p in &a.exact_dims {
-        let est = TracInCPFastRandProj {
-            projection_dim: Some(p),
-            seed: 0,
-            ..TracInCPFastRandProj::default()
-        };
+        let est = projected(p);
         let prepared = est.prepare(&backend, &run)?;
         let width = infl::index::embedding_width(&prepared.set);
         let t = Instant::now();
@@ -239,26 +185,9 @@ fn main() -> Res<()> {
                 "| {p} | {width} | (no index) | | engine top-k (projected, factored) | {rp:.3} | {ro:.3} | {ms:.2} |"
             ),
         );
-        let ex_long = engine.topk(&prepared.set, long, &())?;
-        for &c in &a.rerank {
-            let c = c.min(n);
-            let (rp, ro) = recalls(
-                &rerank(&prefix(&ex_long, c), &full, n, a.k),
-                &reference,
-                a.k,
-            );
-            row(
-                &mut rerank_rows,
-                format!("| {p} | {c} | {rp:.3} | {ro:.3} | (no index) | |"),
-            );
-        }
     }
     for &p in &a.dims {
-        let est = TracInCPFastRandProj {
-            projection_dim: Some(p),
-            seed: 0,
-            ..TracInCPFastRandProj::default()
-        };
+        let est = projected(p);
         let prepared = est.prepare(&backend, &run)?;
         let recipe = Recipe::of(&est, &prepared, std::slice::from_ref(&a.layer));
         let dir = a.work.join(format!("p{p}"));
@@ -275,13 +204,9 @@ fn main() -> Res<()> {
         let build_s = t.elapsed().as_secs_f64();
         let bytes = dir_bytes(&dir)?;
         let queries = Queries::of_test(recipe, &prepared.set)?;
-        // Approximate: one search per setting, at k = `long` where the candidates allow;
-        // shorter lists are its prefixes (the same candidates are rescored whatever
-        // k <= candidates is).
         let t = Instant::now();
         let ex = index.query(&backend, &queries, a.k, Search::Exact)?;
         let ex_ms = 1e3 * t.elapsed().as_secs_f64() / t_count as f64;
-        let ex_long = index.query(&backend, &queries, long, Search::Exact)?;
         let (rp, ro) = recalls(&ex, &reference, a.k);
         eprintln!(
             "p {p}: width {}, build {build_s:.1} s, exact {rp:.3}",
@@ -295,20 +220,16 @@ fn main() -> Res<()> {
                 mib(bytes)
             ),
         );
-        let mut ap_long = None;
         for &(candidates, expansion) in &settings {
             let search = Search::Approximate {
                 candidates,
                 expansion,
             };
-            let kk = if candidates >= long { long } else { a.k };
             let t = Instant::now();
-            let got = index.query(&backend, &queries, kk, search)?;
+            let ap = index.query(&backend, &queries, a.k, search)?;
             let ap_ms = 1e3 * t.elapsed().as_secs_f64() / t_count as f64;
-            let ap = prefix(&got, a.k);
             let (rp, ro) = recalls(&ap, &reference, a.k);
             let (gp, go) = recalls(&ap, &ex, a.k);
-            eprintln!("  approx {candidates}/{expansion}: {rp:.3} {gp:.3} {ap_ms:.1} ms");
             row(
                 &mut main_rows,
                 format!(
@@ -319,25 +240,30 @@ fn main() -> Res<()> {
                 &mut graph_rows,
                 format!("| {p} | {candidates} / ef {expansion} | {gp:.3} | {go:.3} |"),
             );
-            if candidates == Search::DEFAULT_CANDIDATES {
-                ap_long = Some(got);
-            }
         }
-        for &c in &a.rerank {
-            let c = c.min(n);
-            let (rp, ro) = recalls(
-                &rerank(&prefix(&ex_long, c), &full, n, a.k),
-                &reference,
-                a.k,
-            );
-            let (ap, ao) = match &ap_long {
-                Some(l) => recalls(&rerank(&prefix(l, c), &full, n, a.k), &reference, a.k),
-                None => (f64::NAN, f64::NAN),
-            };
-            row(
-                &mut rerank_rows,
-                format!("| {p} | {c} | {rp:.3} | {ro:.3} | {ap:.3} | {ao:.3} |"),
-            );
+        // The real path: Index::query_rescored with the exact estimator on the run.
+        for search in [Search::Exact, Search::approximate()] {
+            for &c in &a.rerank {
+                let rescore = Rescore {
+                    shortlist: c.max(a.k),
+                    exact: &exact_run,
+                };
+                let t = Instant::now();
+                let got = index.query_rescored(&backend, &queries, a.k, search, rescore)?;
+                let ms = 1e3 * t.elapsed().as_secs_f64() / t_count as f64;
+                let (rp, ro) = recalls(&got, &reference, a.k);
+                let name = match search {
+                    Search::Exact => "exact".to_string(),
+                    Search::Approximate {
+                        candidates,
+                        expansion,
+                    } => format!("approx {candidates} / ef {expansion}"),
+                };
+                row(
+                    &mut rescore_rows,
+                    format!("| {p} | {name} | {c} | {rp:.3} | {ro:.3} | {ms:.2} |"),
+                );
+            }
         }
         drop(index);
         std::fs::remove_dir_all(&dir)?;
@@ -360,14 +286,21 @@ fn main() -> Res<()> {
     println!("| p | candidates / ef | proponents | opponents |\n|---|---|---|---|");
     graph_rows.iter().for_each(|r| println!("{r}"));
     println!(
-        "\nShortlist of C rows from the projected index (k = C), rescored with the exact \
-         unprojected TracInCPFast scores (recall@{k} against exact TracInCPFast):\n",
+        "\nIndex::query_rescored: a shortlist of C proponents and C opponents from the index's \
+         search, rescored with exact TracInCPFast (recall@{k} against exact TracInCPFast):\n",
         k = a.k
     );
-    println!(
-        "| p | C | exact shortlist: proponents | opponents | approx (4096 / ef 128) shortlist: proponents | opponents |"
-    );
+    println!("| p | search | shortlist C | proponents | opponents | ms/query |");
     println!("|---|---|---|---|---|---|");
-    rerank_rows.iter().for_each(|r| println!("{r}"));
+    rescore_rows.iter().for_each(|r| println!("{r}"));
     Ok(())
+}
+
+/// TracInCPFastRandProj with dimension `p`, seed 0.
+fn projected(p: usize) -> TracInCPFastRandProj {
+    TracInCPFastRandProj {
+        projection_dim: Some(p),
+        seed: 0,
+        ..TracInCPFastRandProj::default()
+    }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use infl::curvature::Solver;
 use infl::estimators::Input as Reads;
 use infl::io::{FactorRun, Inputs, Publication, RunLayout};
 use infl::{
@@ -181,6 +182,30 @@ pub struct Input {
     /// Seed of the random projections (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// How --method influence applies (H + damping I)^-1: `exact` (assemble + Cholesky in
+    /// f64, up to 20,000 parameters) or `cg` (conjugate gradients; --cg-tolerance,
+    /// --cg-max-iterations). Default: exact.
+    #[arg(long, value_enum)]
+    pub solver: Option<SolverArg>,
+    /// Damping added to the Hessian of the summed loss (--method influence; default 1e-6,
+    /// Captum's hessian_reg).
+    #[arg(long, allow_hyphen_values = true)]
+    pub damping: Option<f64>,
+    /// CG's relative residual tolerance (default 1e-6).
+    #[arg(long)]
+    pub cg_tolerance: Option<f64>,
+    /// CG's iteration cap (default 1000).
+    #[arg(long)]
+    pub cg_max_iterations: Option<usize>,
+}
+
+/// `--solver`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SolverArg {
+    /// Assemble the Hessian, Cholesky in f64.
+    Exact,
+    /// Conjugate gradients.
+    Cg,
 }
 
 /// Where a run is: a layout of checkpoints with features, or a factor folder.
@@ -283,6 +308,10 @@ impl Input {
             learning_rate: 1.0,
             projection_dim: None,
             seed: None,
+            solver: None,
+            damping: None,
+            cg_tolerance: None,
+            cg_max_iterations: None,
         }
     }
 
@@ -313,6 +342,25 @@ impl Input {
         if let Some(v) = setting("seed") {
             self.seed = Some(number("seed", v)?);
         }
+        if let Some(v) = setting("solver") {
+            self.solver = Some(
+                SolverArg::from_str(v, true)
+                    .map_err(|_| anyhow::anyhow!("setting solver: unknown {v:?}"))?,
+            );
+        }
+        let real = |key: &str, v: &str| -> Result<f64> {
+            v.parse()
+                .with_context(|| format!("setting {key}: expected a number, found {v:?}"))
+        };
+        if let Some(v) = setting("damping") {
+            self.damping = Some(real("damping", v)?);
+        }
+        if let Some(v) = setting("cg_tolerance") {
+            self.cg_tolerance = Some(real("cg_tolerance", v)?);
+        }
+        if let Some(v) = setting("cg_max_iterations") {
+            self.cg_max_iterations = Some(number("cg_max_iterations", v)? as usize);
+        }
         Ok(())
     }
 
@@ -320,6 +368,21 @@ impl Input {
         if let Err(why) = infl::io::check_learning_rate(self.learning_rate) {
             bail!("--learning-rate: {why}");
         }
+        let influence = infl::InfluenceFunction::default();
+        let solving = self.solver.is_some()
+            || self.damping.is_some()
+            || self.cg_tolerance.is_some()
+            || self.cg_max_iterations.is_some();
+        ensure!(
+            self.method == influence.name() || !solving,
+            "--solver, --damping, --cg-tolerance and --cg-max-iterations are for --method {}",
+            influence.name()
+        );
+        ensure!(
+            self.solver == Some(SolverArg::Cg)
+                || (self.cg_tolerance.is_none() && self.cg_max_iterations.is_none()),
+            "--cg-tolerance and --cg-max-iterations are for --solver cg"
+        );
         let rand_proj = infl::TracInCPFastRandProj::default();
         if self.method != rand_proj.name() {
             ensure!(
@@ -351,6 +414,17 @@ impl Input {
             default_learning_rate: self.learning_rate,
             projection_dim: self.projection_dim.map(|p| p as usize),
             seed: self.seed.unwrap_or(0),
+            solver: match self.solver {
+                None | Some(SolverArg::Exact) => Solver::Exact,
+                Some(SolverArg::Cg) => Solver::Cg {
+                    tolerance: (self.cg_tolerance).unwrap_or(Solver::DEFAULT_CG_TOLERANCE),
+                    max_iterations: (self.cg_max_iterations)
+                        .unwrap_or(Solver::DEFAULT_CG_MAX_ITERATIONS),
+                },
+            },
+            damping: self
+                .damping
+                .unwrap_or(infl::InfluenceFunction::DEFAULT_DAMPING),
         };
         Ok(estimators::build(&self.method, &options)?)
     }
@@ -419,15 +493,25 @@ pub(crate) fn load(
     progress: &Bar,
     splits: Splits,
 ) -> Result<Loaded> {
-    let (entries, has_test, origin) = match source {
-        Source::Features { layout, .. } => {
-            (layout.entries.len(), layout.has_test(), &layout.source)
-        }
-        Source::Factors(run) => (
-            run.entries.len(),
-            run.entries.iter().all(|e| e.test.is_some()),
-            &run.source,
-        ),
+    check_splits(source, splits)?;
+    let backend = infl::select_backend(compute.backend.into(), compute.threads)?;
+    if !progress.quiet() {
+        eprintln!("backend: {}", backend.name());
+    }
+    let (run, layer) = read_run(input, source, progress, splits)?;
+    Ok(Loaded {
+        backend,
+        estimator: input.estimator()?,
+        run,
+        layer,
+    })
+}
+
+/// A test set must be there when `splits` asks for it.
+fn check_splits(source: &Source, splits: Splits) -> Result<()> {
+    let (has_test, origin) = match source {
+        Source::Features { layout, .. } => (layout.has_test(), &layout.source),
+        Source::Factors(run) => (run.entries.iter().all(|e| e.test.is_some()), &run.source),
     };
     if splits == Splits::TrainAndTest && !has_test {
         bail!(
@@ -436,12 +520,24 @@ pub(crate) fn load(
             origin.display()
         );
     }
-    let backend = infl::select_backend(compute.backend.into(), compute.threads)?;
-    if !progress.quiet() {
-        eprintln!("backend: {}", backend.name());
-    }
+    Ok(())
+}
+
+/// Reads the run of `source` (the splits asked for) with the layer names for output
+/// metadata: the layer (features) or the layers (factors), comma-separated.
+pub(crate) fn read_run(
+    input: &Input,
+    source: &Source,
+    progress: &Bar,
+    splits: Splits,
+) -> Result<(Run, String)> {
+    check_splits(source, splits)?;
+    let entries = match source {
+        Source::Features { layout, .. } => layout.entries.len(),
+        Source::Factors(run) => run.entries.len(),
+    };
     progress.start("loading", entries as u64);
-    let (run, layer) = match source {
+    let read = match source {
         Source::Features { layout, layer } => {
             let mut run: Vec<CheckpointData> = Vec::with_capacity(entries);
             for entry in &layout.entries {
@@ -460,12 +556,7 @@ pub(crate) fn load(
         }
     };
     progress.finish();
-    Ok(Loaded {
-        backend,
-        estimator: input.estimator()?,
-        run,
-        layer,
-    })
+    Ok(read)
 }
 
 /// Runs a parsed command line.

@@ -4,20 +4,22 @@
 //! `build` reads a run as the scoring subcommands do (same `--run`/`--manifest`/`--factors`
 //! flags and `--method`), embeds the training examples and publishes the index folder
 //! all-or-nothing. `query` rebuilds the estimator *from the index's recipe* (method and
-//! settings are never given twice), reads only the test files of the query run — they are
-//! loaded as the examples to embed, so the training files are never opened and the time
-//! does not grow with the training set — and refuses a query whose checkpoints, learning
-//! rates, layers or shapes differ from the index's.
+//! settings are never given twice), embeds the test files of the query run (loaded as the
+//! examples to embed), and refuses a query whose checkpoints, learning rates, layers or
+//! shapes differ from the index's. A projected index re-ranks a shortlist with exact
+//! scores by default (`--rescore exact`, `infl::index::Rescore`): the training files are
+//! then opened (memory-mapped) but only the shortlisted rows are read, so the time still
+//! grows with queries × shortlist, not with the training set.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use infl::index::{BuildOptions, Index, Queries, Recipe, Search, Training};
+use infl::index::{BuildOptions, ExactRun, Index, Queries, Recipe, Rescore, Search, Training};
 use infl::io::{FactorRun, Publication, RunLayout};
 use infl::{Attributed, Prepared, Progress, SplitInfo, Splits, TermSet, estimators};
 
-use crate::cli::{Compute, Input, Source, load, publish};
+use crate::cli::{Compute, Input, Source, load, publish, read_run};
 use crate::output::{self, Provenance};
 use crate::progress::Bar;
 
@@ -63,6 +65,15 @@ pub enum IndexCommand {
         /// The graph search's breadth (usearch's ef).
         #[arg(long, default_value_t = Search::DEFAULT_EXPANSION)]
         expansion: usize,
+        /// How the best rows of the search are re-ranked: `exact` rescores a shortlist with
+        /// the unprojected estimator (reads the run's training files; the default for a
+        /// projected index, whose own scores miss most of the exact top-k), `embeddings`
+        /// keeps the index's scores (the default otherwise, where they are exact).
+        #[arg(long, value_enum)]
+        rescore: Option<RescoreArg>,
+        /// Proponents and opponents per query rescored by `--rescore exact`.
+        #[arg(long, default_value_t = Rescore::DEFAULT_SHORTLIST)]
+        shortlist: usize,
         /// Output file (safetensors).
         #[arg(long, short, default_value = "topk.safetensors")]
         out: PathBuf,
@@ -70,6 +81,15 @@ pub enum IndexCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+}
+
+/// `--rescore`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RescoreArg {
+    /// Exact scores of a shortlist (the unprojected estimator on the run's training files).
+    Exact,
+    /// The index's own scores.
+    Embeddings,
 }
 
 /// The index's graph settings.
@@ -100,6 +120,8 @@ pub fn run(command: IndexCommand, compute: Compute, bar: &Bar) -> Result<()> {
             exact,
             candidates,
             expansion,
+            rescore,
+            shortlist,
             out,
             json,
         } => {
@@ -116,7 +138,13 @@ pub fn run(command: IndexCommand, compute: Compute, bar: &Bar) -> Result<()> {
                 manifest,
                 factors,
             };
-            query(&index, &source, k, search, &out, json, compute, bar)
+            let ask = Ask {
+                k,
+                search,
+                rescore,
+                shortlist,
+            };
+            query(&index, &source, &ask, &out, json, compute, bar)
         }
     }
 }
@@ -130,6 +158,14 @@ fn build(input: &Input, dir: PathBuf, args: &BuildArgs, compute: Compute, bar: &
     };
     // Planned before any work, as every output (Index::build plans again and publishes).
     Publication::plan(&source.inputs(), index_files(&dir))?;
+    let registration = estimators::find(&input.method)?;
+    anyhow::ensure!(
+        registration.indexing == estimators::Indexing::Embeddings,
+        "--method {}: an index embeds training examples alone, and this method's queries \
+         depend on a fit over the training set (influence functions: the Hessian); index \
+         this run with a TracIn method",
+        registration.name
+    );
     let loaded = load(input, &source, compute, bar, Splits::TrainOnly)?;
     let prepared = loaded.estimator.prepare(&*loaded.backend, &loaded.run)?;
     let layers: Vec<String> = loaded.layer.split(',').map(String::from).collect();
@@ -169,12 +205,18 @@ struct QuerySource {
     factors: Option<PathBuf>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a query asks for.
+struct Ask {
+    k: usize,
+    search: Search,
+    rescore: Option<RescoreArg>,
+    shortlist: usize,
+}
+
 fn query(
     dir: &std::path::Path,
     source: &QuerySource,
-    k: usize,
-    search: Search,
+    ask: &Ask,
     out: &std::path::Path,
     json: Option<PathBuf>,
     compute: Compute,
@@ -184,10 +226,14 @@ fn query(
     let input = input_of(index.recipe(), source)?;
     let queries = as_training(input.source()?)?;
     let mut publication = Publication::plan(
-        &queries.inputs().and_files(index_files(dir)),
+        &input.source()?.inputs().and_files(index_files(dir)),
         std::iter::once(out).chain(json.as_deref()),
     )?;
     let loaded = load(&input, &queries, compute, bar, Splits::TrainOnly)?;
+    let exact = match ask.rescore {
+        Some(RescoreArg::Embeddings) => None,
+        Some(RescoreArg::Exact) | None => loaded.estimator.unprojected(),
+    };
     let prepared = loaded.estimator.prepare(&*loaded.backend, &loaded.run)?;
     let layers: Vec<String> = loaded.layer.split(',').map(String::from).collect();
     let recipe = Recipe::of(&*loaded.estimator, &prepared, &layers);
@@ -198,7 +244,24 @@ fn query(
             infl::index::Rows::Train(0..prepared.set.n_train()),
         )?,
     };
-    let top = index.query(&*loaded.backend, &embedded, k, search)?;
+    let backend = &*loaded.backend;
+    let top = match &exact {
+        None => index.query(backend, &embedded, ask.k, ask.search)?,
+        Some(exact) => {
+            let (run, _) = read_run(&input, &input.source()?, bar, Splits::TrainAndTest)?;
+            check_rows(&index, &run, source)?;
+            let exact_run = ExactRun {
+                estimator: &**exact,
+                backend,
+                run: &run,
+            };
+            let rescore = Rescore {
+                shortlist: ask.shortlist,
+                exact: &exact_run,
+            };
+            index.query_rescored(backend, &embedded, ask.k, ask.search, rescore)?
+        }
+    };
     let result = Attributed {
         prepared: Prepared {
             set: TermSet::default(),
@@ -219,20 +282,46 @@ fn query(
     };
     output::stage_topk(&mut publication, out, json.as_deref(), &provenance, &result)?;
     publish(publication)?;
+    let searched = match ask.search {
+        Search::Exact => "exact search".to_string(),
+        Search::Approximate { candidates, .. } => format!("approximate: {candidates} candidates"),
+    };
+    let ranked = match &exact {
+        None => "index scores".to_string(),
+        Some(e) => format!("best {} rescored with {}", ask.shortlist, e.label()),
+    };
     println!(
-        "{} top-{} of {} queries from the index {} ({} training examples, {})",
+        "{} top-{} of {} queries from the index {} ({} training examples; {searched}, {ranked})",
         loaded.estimator.label(),
-        k,
+        ask.k,
         result.values.proponents.len(),
         dir.display(),
         index.len(),
-        match search {
-            Search::Exact => "exact".to_string(),
-            Search::Approximate { candidates, .. } =>
-                format!("approximate: {candidates} candidates rescored"),
-        }
     );
     println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Exact rescoring reads the query run's training rows as the index's rows: they must be
+/// the examples the index was built from, in the same order.
+fn check_rows(index: &Index, run: &infl::Run, source: &QuerySource) -> Result<()> {
+    let ids = run.train_ids();
+    if ids != index.ids() {
+        let first = ids.iter().zip(index.ids()).position(|(a, b)| a != b);
+        bail!(
+            "{}: its {} training examples are not the {} the index {} was built from ({}); \
+             --rescore exact reads them, so query with the run the index was built from, or \
+             pass --rescore embeddings",
+            dir_hint(source),
+            ids.len(),
+            index.len(),
+            index.dir().display(),
+            match first {
+                Some(i) => format!("row {i}: id {} vs {}", ids[i], index.ids()[i]),
+                None => "different counts".to_string(),
+            }
+        );
+    }
     Ok(())
 }
 

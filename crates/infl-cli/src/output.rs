@@ -283,7 +283,7 @@ pub fn print_self_summary(
     println!(
         "{} self-influence of {} training examples over {} checkpoints",
         p.estimator.label(),
-        result.prepared.set.n_train(),
+        result.values.len(),
         result.prepared.checkpoints.len()
     );
     println!(

@@ -1,51 +1,16 @@
 //! `infl index build` and `infl index query` end to end: the index answers what `topk`
 //! answers (exactly with `--exact`, and approximately with every candidate rescored), for
-//! features and for factor files; queries in another space, damaged index files and
+//! features and for factor files, and a projected index rescored exactly answers what
+//! unprojected `topk` answers; queries in another space, damaged index files and
 //! outputs that would destroy the index are refused with a message naming what is wrong,
 //! exit code ≠ 0 and nothing written.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+use common::{fails, fixtures, infl, manifest, ok, s};
 use infl::io::TensorFile;
-
-fn fixtures(sub: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/captum_tracincp")
-        .join(sub)
-}
-
-fn infl(args: &[&str]) -> std::process::Output {
-    Command::cargo_bin("infl")
-        .unwrap()
-        .args(["-q", "--backend", "cpu"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) {
-    let out = infl(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Fails with every needle in stderr.
-fn fails(args: &[&str], needles: &[&str]) {
-    let out = infl(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: stderr lacks {n:?}: {err}");
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Proponent and opponent ids and scores of a top-k file.
 fn lists(path: &Path) -> (Vec<i64>, Vec<f32>) {
@@ -96,9 +61,39 @@ fn the_index_answers_what_topk_answers() {
     reference.extend(method);
     reference.extend(["-o", s(&topk)]);
     ok(&reference);
-    for (name, extra) in [
-        ("exact", &["--exact"][..]),
-        ("approx", &["--candidates", "40"][..]),
+    // The unprojected reference: a shortlist of every row (the fixture has 40) rescored
+    // with it is its exact top-k.
+    let fast = dir.path().join("fast.safetensors");
+    ok(&[
+        "topk",
+        "--run",
+        s(&run),
+        "--layer",
+        "fc3",
+        "-k",
+        "5",
+        "-o",
+        s(&fast),
+    ]);
+    let embeddings = ["--rescore", "embeddings"];
+    for (name, extra, want) in [
+        (
+            "exact",
+            &["--exact", embeddings[0], embeddings[1]][..],
+            &topk,
+        ),
+        (
+            "approx",
+            &["--candidates", "40", embeddings[0], embeddings[1]][..],
+            &topk,
+        ),
+        ("rescored (default)", &[][..], &fast),
+        (
+            "rescored exact",
+            &["--exact", "--rescore", "exact"][..],
+            &fast,
+        ),
+        ("rescored approx", &["--candidates", "40"][..], &fast),
     ] {
         let out = dir.path().join(format!("{name}.safetensors"));
         let mut q = vec![
@@ -114,8 +109,46 @@ fn the_index_answers_what_topk_answers() {
         q.extend(extra);
         q.extend(["-o", s(&out)]);
         ok(&q);
-        assert_same_lists(&out, &topk);
+        assert_same_lists(&out, want);
     }
+    // Rescoring reads the training rows of the query run: another training set is
+    // refused, naming the run and what to do.
+    let swapped = dir.path().join("swapped.json");
+    manifest(&swapped, &run, "test", "");
+    let out = dir.path().join("swapped.safetensors");
+    let q = [
+        "index",
+        "query",
+        "--index",
+        s(&idx),
+        "--manifest",
+        s(&swapped),
+        "-o",
+        s(&out),
+    ];
+    fails(&q, &[s(&swapped), "not the 40", "--rescore embeddings"]);
+    assert!(!out.exists(), "nothing is written");
+    let mut embedded = q.to_vec();
+    embedded.extend(embeddings);
+    ok(&embedded);
+    // A shortlist shorter than k is refused.
+    fails(
+        &[
+            "index",
+            "query",
+            "--index",
+            s(&idx),
+            "--run",
+            s(&run),
+            "-k",
+            "5",
+            "--shortlist",
+            "4",
+            "-o",
+            s(&out),
+        ],
+        &["shortlist 4 < k = 5"],
+    );
 }
 
 #[test]
@@ -216,21 +249,8 @@ fn queries_in_another_space_are_refused() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     fails(&args, &["the index was built with", "checkpoints"]);
     // Other learning rates (a manifest overriding them).
-    let manifest = dir.path().join("run.json");
-    let entries: Vec<String> = ["1", "2", "10"]
-        .iter()
-        .map(|c| {
-            format!(
-                r#"{{"checkpoint": "{r}/checkpoint-{c}.safetensors", "train": "{r}/checkpoint-{c}.train.safetensors", "test": "{r}/checkpoint-{c}.test.safetensors", "learning_rate": 0.7}}"#,
-                r = s(&run)
-            )
-        })
-        .collect();
-    std::fs::write(
-        &manifest,
-        format!(r#"{{"checkpoints": [{}]}}"#, entries.join(",")),
-    )
-    .unwrap();
+    let other_rates = dir.path().join("run.json");
+    manifest(&other_rates, &run, "train", r#", "learning_rate": 0.7"#);
     fails(
         &[
             "index",
@@ -238,7 +258,7 @@ fn queries_in_another_space_are_refused() {
             "--index",
             s(&idx),
             "--manifest",
-            s(&manifest),
+            s(&other_rates),
             "-o",
             s(&out),
         ],

@@ -69,4 +69,15 @@ impl Examples {
     pub fn id(&self, i: usize) -> i64 {
         self.ids.as_ref().map_or(i as i64, |ids| ids[i])
     }
+
+    /// The examples in `rows` (in that order; each `< len()`), keeping their ids.
+    pub fn select(&self, rows: &[usize]) -> Self {
+        Self {
+            source: self.source.clone(),
+            features: self.features.select_rows(rows),
+            labels: (self.labels.as_ref()).map(|l| rows.iter().map(|&r| l[r]).collect()),
+            targets: self.targets.as_ref().map(|t| t.select_rows(rows)),
+            ids: Some(rows.iter().map(|&r| self.id(r)).collect()),
+        }
+    }
 }

@@ -60,6 +60,30 @@ impl LayerFactors {
             Self::Dense { grad } => grad.rows(),
         }
     }
+
+    /// The factors of the examples `rows` (in that order; each `< examples()`).
+    pub fn select(&self, rows: &[usize]) -> Self {
+        match self {
+            Self::Linear {
+                a,
+                g,
+                positions,
+                bias,
+            } => {
+                let p = *positions;
+                let expanded: Vec<usize> = rows.iter().flat_map(|&r| r * p..(r + 1) * p).collect();
+                Self::Linear {
+                    a: a.select_rows(&expanded),
+                    g: g.select_rows(&expanded),
+                    positions: p,
+                    bias: *bias,
+                }
+            }
+            Self::Dense { grad } => Self::Dense {
+                grad: grad.select_rows(rows),
+            },
+        }
+    }
 }
 
 /// One factor file (a checkpoint's training or test examples), read on demand.

@@ -14,6 +14,8 @@
 //!   gradients `g`, whose outer product is the weight gradient.
 //! - [`Engine`]: scores a term set on any [`Backend`] — full scores, streamed top-k
 //!   proponents/opponents, self-influence. Estimators never score by themselves.
+//! - [`curvature`]: Hessians as operators ([`curvature::HessianOperator`]) and the solvers of
+//!   influence functions (exact Cholesky, CG) that precondition test gradients.
 //! - [`index`]: a persistent nearest-neighbour [`Index`] of training embeddings (their dot
 //!   products are a term set's scores), for top-k without scoring every training example.
 //! - [`eval`] and [`metrics`]: how well a score finds mislabelled examples; [`forgetting`]:
@@ -52,6 +54,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+pub mod curvature;
 pub mod engine;
 mod error;
 pub mod estimators;
@@ -68,8 +71,8 @@ pub use backend::{BackendChoice, select_backend};
 pub use engine::{Engine, FactorMatrices, FactorTerm, Progress, TermSet};
 pub use error::{Error, Result};
 pub use estimators::{
-    Attributed, Estimator, LayerForm, Options, Projections, TracInCP, TracInCPFast,
-    TracInCPFastRandProj,
+    Attributed, Estimator, InfluenceFunction, LayerForm, Options, Projections, TracInCP,
+    TracInCPFast, TracInCPFastRandProj,
 };
 pub use forgetting::{
     ExampleForgetting, ExampleHistory, ForgettingRecorder, ForgettingStats, NoisyLabels,

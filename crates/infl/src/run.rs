@@ -2,6 +2,7 @@
 //! layer inputs), the loss it was trained with, what is known of each split, and what an
 //! estimator hands to the [`Engine`](crate::Engine).
 
+use std::ops::Range;
 use std::path::PathBuf;
 
 use infl_core::{Checkpoint, Examples};
@@ -247,6 +248,52 @@ impl Run {
         }
     }
 
+    /// The ids of the training examples (of the first checkpoint; all have the same).
+    pub fn train_ids(&self) -> Vec<i64> {
+        match self {
+            Self::Features(run) => run.first().map_or(Vec::new(), |d| {
+                (0..d.train.len()).map(|i| d.train.id(i)).collect()
+            }),
+            Self::Factors(run) => run.first().map_or(Vec::new(), |c| c.train.ids.clone()),
+        }
+    }
+
+    /// The run restricted to the training rows `train` (in that order, ids kept) and the
+    /// test rows `test`: what an index shortlist is rescored on. Refused when a row is out
+    /// of range or the run has no test set.
+    pub fn subset(&self, train: &[usize], test: Range<usize>) -> Result<Run> {
+        let (n, t) = (self.n_train(), self.n_test());
+        if let Some(bad) = train.iter().find(|&&r| r >= n) {
+            let details = format!("training row {bad}; the run has {n}");
+            return Err(Error::config("rows", details));
+        }
+        if test.end > t || test.start > test.end {
+            let details = format!("test rows {test:?}; the run has {t} test examples");
+            return Err(Error::config("rows", details));
+        }
+        let tests: Vec<usize> = test.collect();
+        Ok(match self {
+            Self::Features(run) => Self::Features(
+                run.iter()
+                    .map(|d| CheckpointData {
+                        checkpoint: d.checkpoint.clone(),
+                        train: d.train.select(train),
+                        test: d.test.as_ref().map(|e| e.select(&tests)),
+                    })
+                    .collect(),
+            ),
+            Self::Factors(run) => Self::Factors(
+                run.iter()
+                    .map(|c| FactorCheckpoint {
+                        train: c.train.select(train),
+                        test: c.test.as_ref().map(|s| s.select(&tests)),
+                        ..c.clone()
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
     /// Test examples loaded (0 without a test set).
     pub fn n_test(&self) -> usize {
         match self {
@@ -293,6 +340,21 @@ impl SplitFactors {
     /// True without examples.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// The examples `rows` (in that order; each `< len()`), ids kept.
+    pub fn select(&self, rows: &[usize]) -> Self {
+        Self {
+            source: self.source.clone(),
+            ids: rows.iter().map(|&r| self.ids[r]).collect(),
+            labels: (self.labels.as_ref()).map(|l| rows.iter().map(|&r| l[r]).collect()),
+            layers: (self.layers.iter())
+                .map(|l| NamedFactors {
+                    name: l.name.clone(),
+                    factors: l.factors.select(rows),
+                })
+                .collect(),
+        }
     }
 
     /// What is known of the split (no predictions: factor files carry none).

@@ -1,7 +1,8 @@
 //! The nearest-neighbour index (`infl::index`): embeddings reproduce the engine's scores,
 //! exact search over an index is the engine's top-k, approximate search recalls it,
-//! reopening changes nothing, mismatched queries and damaged files are refused, and a
-//! failed build leaves nothing behind.
+//! reopening changes nothing, mismatched queries and damaged files are refused, a failed
+//! build leaves nothing behind, and rescoring keeps the exact best of each shortlist (a
+//! run's subset scores as the same rows of the whole run).
 //!
 //! No expected numbers are written here: every check compares two computations (the index
 //! against the engine on the estimator's own term set, approximate against exact).
@@ -10,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use infl::index::{
-    ANN_FILE, BuildOptions, EMBEDDINGS_FILE, Insertion, Queries, Recipe, Rows, Search, Training,
-    embedding_width, embeddings,
+    ANN_FILE, BuildOptions, EMBEDDINGS_FILE, ExactRun, ExactTerms, Insertion, Queries, Recipe,
+    Rescore, Rows, Search, Training, embedding_width, embeddings,
 };
 use infl::io::{Inputs, RunLayout};
 use infl::{
@@ -352,6 +353,10 @@ fn a_reopened_index_gives_the_same_answers() {
         candidates: 20,
         expansion: 20,
     };
+    // 3000 rows, M = 16: 2 · 20 · 16 visits pay; 2 · 4096 · 16 and (ef counts too)
+    // 2 · 100 · 16 do not, and the exact search answers instead.
+    assert!(built.graph_pays(20, 20));
+    assert!(!built.graph_pays(4096, 128) && !built.graph_pays(20, 100));
     for search in [Search::Exact, Search::approximate(), small] {
         let a = built.query(&cpu, &queries, 10, search).unwrap();
         let b = reopened.query(&cpu, &queries, 10, search).unwrap();
@@ -567,4 +572,250 @@ fn a_failed_build_leaves_nothing_behind() {
         );
     }
     Index::open(root.path()).unwrap();
+}
+
+/// Exact rescoring from a term set: training rows and queries selected from `set`.
+struct FromSet<'a>(&'a TermSet);
+
+impl ExactTerms for FromSet<'_> {
+    fn terms(&self, rows: &[usize], queries: std::ops::Range<usize>) -> infl::Result<TermSet> {
+        let q: Vec<usize> = queries.collect();
+        let terms = (self.0.terms.iter())
+            .map(|t| FactorTerm {
+                train: FactorMatrices {
+                    a: t.train.a.select_rows(rows),
+                    g: t.train.g.select_rows(rows),
+                },
+                test: t.test.as_ref().map(|f| FactorMatrices {
+                    a: f.a.select_rows(&q),
+                    g: f.g.select_rows(&q),
+                }),
+                ..t.clone()
+            })
+            .collect();
+        Ok(TermSet { terms })
+    }
+}
+
+/// For each query, the best `k` of `candidates` (proponents: largest, opponents: most
+/// negative) by the exact `scores` `[T, N]`, ties by row.
+fn best_of(candidates: &[Vec<usize>], scores: &[f32], n: usize, k: usize) -> TopKRows {
+    let pick = |sign: f32| -> Vec<Vec<infl::Ranked>> {
+        (candidates.iter().enumerate())
+            .map(|(q, rows)| {
+                let mut v: Vec<infl::Ranked> = (rows.iter())
+                    .map(|&r| infl::Ranked {
+                        index: r,
+                        score: scores[q * n + r],
+                    })
+                    .collect();
+                v.sort_by(|a, b| {
+                    (sign * b.score)
+                        .total_cmp(&(sign * a.score))
+                        .then(a.index.cmp(&b.index))
+                });
+                v.truncate(k);
+                v
+            })
+            .collect()
+    };
+    TopKRows {
+        k,
+        proponents: pick(1.0),
+        opponents: pick(-1.0),
+    }
+}
+
+/// Per query, the distinct rows of both lists of `t`.
+fn shortlisted(t: &TopKRows) -> Vec<Vec<usize>> {
+    (t.proponents.iter().zip(&t.opponents))
+        .map(|(p, o)| {
+            let mut rows: Vec<usize> = p.iter().chain(o).map(|r| r.index).collect();
+            rows.sort_unstable();
+            rows.dedup();
+            rows
+        })
+        .collect()
+}
+
+#[test]
+fn rescoring_keeps_the_exact_best_of_each_querys_shortlist_across_chunks() {
+    // The index holds noisy embeddings; the exact scores are the clean ones. 150 queries
+    // make three chunks of at most CHUNK_QUERIES.
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let basis = random(&mut rng, 8, 32, 1.0);
+    let (n, t) = (3000, 150);
+    let clean = embedded(
+        gradient_like(&mut rng, &basis, n),
+        gradient_like(&mut rng, &basis, t),
+    );
+    let noisy = |m: &Matrix, rng: &mut ChaCha8Rng| {
+        let noise = random(rng, m.rows(), m.cols(), 0.5);
+        Matrix::from_fn(m.rows(), m.cols(), |i, j| {
+            m.view().row(i)[j] * (1.0 + noise.view().row(i)[j])
+        })
+    };
+    let term = &clean.set.terms[0];
+    let stored = embedded(
+        noisy(&term.train.a, &mut rng),
+        noisy(&term.test.as_ref().unwrap().a, &mut rng),
+    );
+    let recipe = custom_recipe(&stored.set);
+    let dir = tempfile::tempdir().unwrap();
+    let index = build(&stored, &recipe, dir.path(), &BuildOptions::default());
+    let queries = Queries::of_test(recipe, &stored.set).unwrap();
+    let cpu = CpuBackend::new();
+    let exact_scores = Engine::default().scores(&clean.set, &()).unwrap();
+    let exact = FromSet(&clean.set);
+    assert!(t > 2 * infl::index::CHUNK_QUERIES);
+    let graph = Search::Approximate {
+        candidates: 40,
+        expansion: 40,
+    };
+    assert!(index.graph_pays(40, 40));
+    for search in [Search::Exact, graph] {
+        for (k, shortlist) in [(1, 1), (5, 40), (10, 300)] {
+            let rescore = Rescore {
+                shortlist,
+                exact: &exact,
+            };
+            let got = index
+                .query_rescored(&cpu, &queries, k, search, rescore)
+                .unwrap();
+            let short = index.query(&cpu, &queries, shortlist, search).unwrap();
+            let want = best_of(&shortlisted(&short), &exact_scores, n, k);
+            assert_same_topk(
+                &format!("{search:?}, k {k}, shortlist {shortlist}"),
+                &got,
+                &want,
+            );
+        }
+    }
+    // A shortlist of every row is the exact top-k of the clean scores.
+    let all = Rescore {
+        shortlist: n,
+        exact: &exact,
+    };
+    let got = index
+        .query_rescored(&cpu, &queries, 7, Search::Exact, all)
+        .unwrap();
+    let want = Engine::default().topk(&clean.set, 7, &()).unwrap();
+    assert_same_topk("shortlist of every row", &got, &want);
+    // Rescoring recovers what the noise lost.
+    let plain = index.query(&cpu, &queries, 10, Search::Exact).unwrap();
+    let rescored = (index.query_rescored(
+        &cpu,
+        &queries,
+        10,
+        Search::Exact,
+        Rescore {
+            shortlist: 300,
+            exact: &exact,
+        },
+    ))
+    .unwrap();
+    let want = Engine::default().topk(&clean.set, 10, &()).unwrap();
+    let (before, after) = (
+        recall(&plain.proponents, &want.proponents),
+        recall(&rescored.proponents, &want.proponents),
+    );
+    assert!(
+        after > before && after >= 0.95,
+        "recall {before} -> {after}"
+    );
+    // A shortlist shorter than k is refused.
+    let err = index
+        .query_rescored(
+            &cpu,
+            &queries,
+            5,
+            Search::Exact,
+            Rescore {
+                shortlist: 4,
+                exact: &exact,
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("shortlist 4 < k = 5"), "{err}");
+}
+
+#[test]
+fn a_rand_proj_index_rescored_on_its_run_answers_exact_tracincp_fast() {
+    let est = rand_proj(10);
+    let (p, recipe) = prepared(&est);
+    let dir = tempfile::tempdir().unwrap();
+    let index = build(&p, &recipe, dir.path(), &BuildOptions::default());
+    let queries = Queries::of_test(recipe, &p.set).unwrap();
+    let cpu = CpuBackend::new();
+    let run = run();
+    let unprojected = est
+        .unprojected()
+        .expect("a projection has an exact counterpart");
+    assert_eq!(unprojected.name(), TracInCPFast::default().name());
+    assert!(TracInCPFast::default().unprojected().is_none());
+    let exact = ExactRun {
+        estimator: &*unprojected,
+        backend: &cpu,
+        run: &run,
+    };
+    let fast = TracInCPFast::default().prepare(&cpu, &run).unwrap();
+    let n = p.set.n_train();
+    let full = Engine::default().scores(&fast.set, &()).unwrap();
+    for search in [Search::Exact, Search::approximate()] {
+        for shortlist in [3, 8, n] {
+            let rescore = Rescore {
+                shortlist,
+                exact: &exact,
+            };
+            let got = index
+                .query_rescored(&cpu, &queries, 3, search, rescore)
+                .unwrap();
+            let short = index.query(&cpu, &queries, shortlist, search).unwrap();
+            let want = best_of(&shortlisted(&short), &full, n, 3);
+            assert_same_topk(&format!("shortlist {shortlist}"), &got, &want);
+        }
+    }
+}
+
+#[test]
+fn a_subset_of_a_run_scores_as_the_same_rows_of_the_whole_run() {
+    let cpu = CpuBackend::new();
+    let factors = {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/captum_tracincp/cnn/factors");
+        let run = infl::io::FactorRun::discover(dir).unwrap();
+        Run::from(infl::load_factor_run(&run, None, Splits::TrainAndTest).unwrap())
+    };
+    let cases: [(&str, Run, Box<dyn Estimator>); 2] = [
+        ("features", run(), Box::new(TracInCPFast::default())),
+        ("factors", factors, Box::new(infl::TracInCP::default())),
+    ];
+    for (what, run, est) in cases {
+        let whole = est.prepare(&cpu, &run).unwrap();
+        let full = Engine::default().scores(&whole.set, &()).unwrap();
+        let (n, t) = (whole.set.n_train(), whole.set.n_test());
+        let rows: Vec<usize> = (0..n).rev().step_by(3).collect();
+        let queries = 1..t;
+        let part = est
+            .prepare(&cpu, &run.subset(&rows, queries.clone()).unwrap())
+            .unwrap();
+        let ids: Vec<i64> = rows.iter().map(|&r| whole.train.ids[r]).collect();
+        assert_eq!(part.train.ids, ids, "{what}: ids kept");
+        let got = Engine::default().scores(&part.set, &()).unwrap();
+        let scale = full.iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (i, q) in queries.clone().enumerate() {
+            for (j, &r) in rows.iter().enumerate() {
+                let (a, b) = (got[i * rows.len() + j], full[q * n + r]);
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "{what} ({q}, {r}): {a} vs {b}"
+                );
+            }
+        }
+        let err = run.subset(&[n], 0..1).unwrap_err().to_string();
+        assert!(err.contains(&format!("training row {n}")), "{err}");
+        let err = run.subset(&[0], 0..t + 1).unwrap_err().to_string();
+        assert!(err.contains("test rows"), "{err}");
+    }
 }

@@ -4,7 +4,7 @@
 
 use infl_core::{Backend, Bias};
 
-use super::{Audience, Estimator, Input, Options, Registration};
+use super::{Audience, Estimator, Indexing, Input, Options, Registration};
 use crate::engine::{FactorMatrices, FactorTerm, TermSet};
 use crate::head::LossHead;
 use crate::run::{Prepared, Run, SplitInfo, check_test_sets};
@@ -17,6 +17,7 @@ pub(super) const REGISTRATION: Registration = Registration {
     build: |o| Box::new(GradDotLast { options: *o }),
     input: Input::Features,
     audience: Audience::Tests,
+    indexing: Indexing::Embeddings,
 };
 
 /// The gradient dot product at the last checkpoint (learning rates ignored).

@@ -14,6 +14,7 @@
 
 #[cfg(feature = "testing")]
 mod grad_dot_last;
+mod influence;
 mod tracincp;
 mod tracincp_fast;
 mod tracincp_fast_rand_proj;
@@ -22,10 +23,12 @@ use std::fmt;
 
 use infl_core::{Backend, Bias, TopKRows};
 
+use crate::curvature::Solver;
 use crate::engine::{Engine, Progress};
 use crate::run::{Loss, Prepared, Reduction, Run};
 use crate::{Error, Result};
 
+pub use influence::InfluenceFunction;
 pub use tracincp::{LayerForm, TracInCP};
 pub use tracincp_fast::TracInCPFast;
 pub use tracincp_fast_rand_proj::{Projections, TracInCPFastRandProj};
@@ -35,6 +38,7 @@ pub const REGISTRY: &[Registration] = &[
     tracincp_fast::REGISTRATION,
     tracincp::REGISTRATION,
     tracincp_fast_rand_proj::REGISTRATION,
+    influence::REGISTRATION,
     #[cfg(feature = "testing")]
     grad_dot_last::REGISTRATION,
 ];
@@ -55,6 +59,10 @@ pub struct Options {
     pub projection_dim: Option<usize>,
     /// Seed of random projections (Captum's default is 0).
     pub seed: u64,
+    /// How influence functions apply `(H + λI)⁻¹` (default: exact).
+    pub solver: Solver,
+    /// Influence functions' damping `λ` (default 1e-6, Captum's `hessian_reg`).
+    pub damping: f64,
 }
 
 impl Default for Options {
@@ -66,6 +74,8 @@ impl Default for Options {
             default_learning_rate: 1.0,
             projection_dim: None,
             seed: 0,
+            solver: Solver::Exact,
+            damping: InfluenceFunction::DEFAULT_DAMPING,
         }
     }
 }
@@ -85,6 +95,18 @@ pub struct Registration {
     pub audience: Audience,
     /// What it reads: features or factor files.
     pub input: Input,
+    /// Whether `infl::index` can persist it.
+    pub indexing: Indexing,
+}
+
+/// Whether an estimator's scores can be served from an [`Index`](crate::Index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Indexing {
+    /// Its training embeddings alone determine the scores (TracIn methods).
+    Embeddings,
+    /// Its queries depend on a fit over the training set that an index does not hold
+    /// (influence functions precondition them with the Hessian).
+    Unsupported,
 }
 
 /// What an estimator reads (the CLI loads it before building the estimator).
@@ -162,6 +184,14 @@ pub trait Estimator: fmt::Debug + Send + Sync {
     /// Turns a run into the terms the engine scores (computing gradients on `backend`),
     /// checking that the run is consistent.
     fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared>;
+
+    /// The exact estimator this one approximates by a random projection
+    /// (TracInCPFastRandProj with a projection: TracInCPFast without bias), whose scores
+    /// re-rank an index's shortlist ([`crate::index::Rescore`]). `None` (the default) when
+    /// the scores are not projected.
+    fn unprojected(&self) -> Option<Box<dyn Estimator>> {
+        None
+    }
 
     /// Stable machine name (see [`Registration::name`]).
     fn name(&self) -> &'static str {

@@ -20,7 +20,7 @@
 use infl_core::{Bias, Matrix};
 use infl_io::LayerFactors;
 
-use super::{Audience, Estimator, Input, Options, Registration};
+use super::{Audience, Estimator, Indexing, Input, Options, Registration};
 use crate::engine::{FactorMatrices, FactorTerm, TermSet};
 use crate::run::{FactorCheckpoint, NamedFactors, Prepared, Run, SplitFactors};
 use crate::{Backend, Error, Result};
@@ -32,6 +32,7 @@ pub(super) const REGISTRATION: Registration = Registration {
     build: |o| Box::new(TracInCP::from(o)),
     input: Input::Factors,
     audience: Audience::Users,
+    indexing: Indexing::Embeddings,
 };
 
 /// TracInCP settings.

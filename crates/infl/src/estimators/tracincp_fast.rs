@@ -13,7 +13,7 @@
 
 use infl_core::{Backend, Bias};
 
-use super::{Audience, Estimator, Input, Options, Registration};
+use super::{Audience, Estimator, Indexing, Input, Options, Registration};
 use crate::engine::{FactorMatrices, FactorTerm, TermSet};
 use crate::head::LossHead;
 use crate::run::{
@@ -28,6 +28,7 @@ pub(super) const REGISTRATION: Registration = Registration {
     build: |o| Box::new(TracInCPFast::from(o)),
     input: Input::Features,
     audience: Audience::Users,
+    indexing: Indexing::Embeddings,
 };
 
 /// TracInCPFast settings.

@@ -20,7 +20,7 @@ use infl_core::{Backend, Bias, Matrix, Rhs};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Audience, Estimator, Input, Options, Registration, TracInCPFast};
+use super::{Audience, Estimator, Indexing, Input, Options, Registration, TracInCPFast};
 use crate::engine::FactorMatrices;
 use crate::run::{Prepared, Run};
 use crate::{Error, Result};
@@ -33,6 +33,7 @@ pub(super) const REGISTRATION: Registration = Registration {
     build: |o| Box::new(TracInCPFastRandProj::from(o)),
     input: Input::Features,
     audience: Audience::Users,
+    indexing: Indexing::Embeddings,
 };
 
 /// TracInCPFastRandProj settings.
@@ -132,6 +133,14 @@ impl Estimator for TracInCPFastRandProj {
         ));
         s.push(("seed".into(), self.seed.to_string()));
         s
+    }
+
+    /// TracInCPFast (bias excluded) when a projection dimension is set. With `K·D ≤ p`
+    /// nothing is projected, but whether that holds depends on the run, so the exact
+    /// estimator is offered whenever `p` is given (rescoring is then merely redundant).
+    fn unprojected(&self) -> Option<Box<dyn Estimator>> {
+        self.projection_dim
+            .map(|_| Box::new(self.fast) as Box<dyn Estimator>)
     }
 
     /// TracInCPFast's terms with projected factors.

@@ -22,11 +22,17 @@
 //! negation, the engine rescores them exactly, and the best `k` come back with exact scores
 //! (opponents keep their negative sign). Queries are refused unless their [`Recipe`]
 //! equals the index's.
+//!
+//! A projected index (TracInCPFastRandProj) ranks by projected scores, which at realistic
+//! sizes miss most of the exact top 10; [`Index::query_rescored`] re-ranks a shortlist of
+//! its best rows with exact scores of the unprojected estimator ([`Rescore`], see
+//! `rescore.rs` for why and at what cost).
 
 mod build;
 mod embed;
 pub mod file;
 mod recipe;
+mod rescore;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -42,6 +48,7 @@ pub use build::{BuildOptions, Insertion, Training};
 pub use embed::{Rows, embedding_width, embeddings};
 pub use file::{ANN_FILE, EMBEDDINGS_FILE};
 pub use recipe::{Recipe, TermShape};
+pub use rescore::{CHUNK_QUERIES, CHUNK_ROWS, ExactRun, ExactTerms, Rescore};
 
 use file::{damaged, verify_ann, verify_embeddings};
 use recipe::entry;
@@ -70,7 +77,8 @@ impl Queries {
 pub enum Search {
     /// Every training row, through the engine: the exact top-k.
     Exact,
-    /// usearch candidates rescored exactly.
+    /// usearch candidates rescored exactly, where the graph pays
+    /// ([`Index::graph_pays`]; otherwise the exact search, which is then cheaper).
     Approximate {
         /// Rows fetched for the query and for its negation (at least `k`; `N` or more is
         /// the exact search).
@@ -246,16 +254,30 @@ impl Index {
             return Err(Error::config("k", details));
         }
         match search {
-            // Candidates covering every row: rescoring them all is the exact search, and
-            // the graph (which may leave a row unreachable) has nothing to add.
             Search::Approximate {
                 candidates,
                 expansion,
-            } if candidates < self.len() => self.approximate(backend, q, k, candidates, expansion),
+            } if self.graph_pays(candidates.max(k), expansion) => {
+                self.approximate(backend, q, k, candidates, expansion)
+            }
             Search::Exact | Search::Approximate { .. } => {
                 Engine::new(backend).topk(&one_term(self.embeddings.clone(), q.clone()), k, &())
             }
         }
+    }
+
+    /// Whether a graph search of `candidates` rows (and `expansion`) costs less than the
+    /// exact search. Both directions explore `max(candidates, expansion)` nodes of about
+    /// `connectivity` neighbours each, so the graph computes about
+    /// `2 · max(candidates, expansion) · connectivity` dot products against the exact
+    /// search's `N`: below that `N` the exact search is both cheaper and exact (and
+    /// candidates covering every row leave the graph, which may leave a row unreachable,
+    /// nothing to add).
+    pub fn graph_pays(&self, candidates: usize, expansion: usize) -> bool {
+        let visited = candidates
+            .max(expansion)
+            .saturating_mul(2 * self.options.connectivity);
+        candidates < self.len() && visited < self.len()
     }
 
     /// usearch candidates of every query, rescored by the engine.

@@ -1,0 +1,147 @@
+//! `--method influence` end to end: the exact and CG solvers give the same scores, top-k is
+//! the top of the score matrix, self-influence is its diagonal, the settings are recorded,
+//! and flags that do not apply are refused with a message, exit code ≠ 0, nothing written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{fixtures, infl, ok, s};
+use infl::io::{Rank, TensorFile};
+
+fn run() -> PathBuf {
+    fixtures("mlp")
+}
+
+fn scores(path: &Path) -> (Vec<f32>, usize) {
+    let m = TensorFile::open(path)
+        .unwrap()
+        .matrix("scores", Rank::Matrix)
+        .unwrap();
+    (m.data().to_vec(), m.cols())
+}
+
+#[test]
+fn solvers_agree_and_topk_and_self_influence_are_the_score_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run();
+    let base = [
+        "--run",
+        s(&r),
+        "--layer",
+        "fc3",
+        "--method",
+        "influence",
+        "--include-bias",
+    ];
+    let exact = dir.path().join("exact.safetensors");
+    let cg = dir.path().join("cg.safetensors");
+    let mut a = vec!["scores"];
+    a.extend(base);
+    a.extend(["--damping", "1e-3", "-o", s(&exact)]);
+    ok(&a);
+    let mut b = vec!["scores"];
+    b.extend(base);
+    b.extend([
+        "--damping",
+        "1e-3",
+        "--solver",
+        "cg",
+        "--cg-tolerance",
+        "1e-9",
+        "-o",
+        s(&cg),
+    ]);
+    ok(&b);
+    let ((x, n), (y, _)) = (scores(&exact), scores(&cg));
+    let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (p, q) in x.iter().zip(&y) {
+        assert!((p - q).abs() <= 1e-4 * scale, "exact {p} vs CG {q}");
+    }
+    let meta = TensorFile::open(&cg).unwrap().metadata().clone();
+    assert_eq!(meta.get("method").map(String::as_str), Some("influence"));
+    assert_eq!(meta.get("solver").map(String::as_str), Some("cg"));
+    assert_eq!(meta.get("damping").map(String::as_str), Some("1e-3"));
+    // Top-1 proponent of each test example is the row maximum of the scores.
+    let top = dir.path().join("top.safetensors");
+    let mut t = vec!["topk"];
+    t.extend(base);
+    t.extend(["--damping", "1e-3", "-k", "1", "-o", s(&top)]);
+    ok(&t);
+    let f = TensorFile::open(&top).unwrap();
+    let best = f.matrix("proponent_scores", Rank::Matrix).unwrap();
+    for (q, row) in x.chunks(n).enumerate() {
+        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        assert!(
+            (best.view().row(q)[0] - max).abs() <= 1e-6 * scale,
+            "query {q}"
+        );
+    }
+    // Self-influence: positive ((H + λI)⁻¹ is positive definite), one per training example.
+    let out = dir.path().join("si");
+    let mut si = vec!["self-influence"];
+    si.extend(base);
+    si.extend(["--damping", "1e-3", "--out-dir", s(&out)]);
+    ok(&si);
+    let v = TensorFile::open(out.join("self_influence.safetensors"))
+        .unwrap()
+        .matrix("self_influence", Rank::MatrixOrVector)
+        .unwrap();
+    assert_eq!(v.rows(), n);
+    assert!(v.data().iter().all(|&x| x > 0.0));
+}
+
+#[test]
+fn flags_that_do_not_apply_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.safetensors");
+    let r = run();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--damping", "1"], "are for --method influence"),
+        (
+            &["--method", "influence", "--cg-tolerance", "1e-3"],
+            "are for --solver cg",
+        ),
+        (
+            &["--method", "influence", "--damping", "-1"],
+            "expected a finite value >= 0",
+        ),
+        (
+            &[
+                "--method",
+                "influence",
+                "--solver",
+                "cg",
+                "--cg-max-iterations",
+                "1",
+            ],
+            "did not reach",
+        ),
+        (&["--method", "influence", "--solver", "lissa"], "lissa"),
+    ];
+    for (extra, needle) in cases {
+        let mut a = vec!["topk", "--run", s(&r), "--layer", "fc3", "-o", s(&out)];
+        a.extend(extra);
+        let o = infl(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{extra:?} succeeded");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(!out.exists(), "{extra:?}: nothing is written");
+    }
+    let idx = dir.path().join("idx");
+    let o = infl(&[
+        "index",
+        "build",
+        "--run",
+        s(&r),
+        "--layer",
+        "fc3",
+        "--method",
+        "influence",
+        "--index",
+        s(&idx),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("an index embeds training examples alone"));
+    assert!(!idx.exists());
+}

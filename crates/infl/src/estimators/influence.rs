@@ -1,0 +1,283 @@
+//! Influence functions (Koh & Liang 2017) on the final linear layer: `score(q, i) =
+//! ∇ℓ_qᵀ (H + λI)⁻¹ ∇ℓ_i`, positive = helpful (as Captum, Kronfluence and dattri report
+//! it: no Koh–Liang minus sign), with `H` the exact Hessian of the summed training loss
+//! with respect to the layer's weights (and bias, when included) at the **last checkpoint**
+//! (influence functions explain one model; earlier checkpoints are not read).
+//!
+//! **One scoring path.** The solver preconditions the test gradients once (`x_q = (H +
+//! λI)⁻¹ ∇ℓ_q`, `[K, D']` per query); the score against a training example is then
+//! `Σ_r g_ir (X_q[r]·a_i) (+ X_q[r, D] g_ir for the bias)`, which is a sum of `K` rank-one
+//! terms in the engine's own form: term `r` has the training factors unchanged (`g`, `a`,
+//! memory-mapped) and test factors `e_r` and `X_q[r, :D]`; the bias adds one term with
+//! training factors `(g, 1)` and test factors `(X_q[:, D], 1)`. So scores and streamed
+//! top-k run through the [`Engine`](crate::Engine) on any backend and no training gradient
+//! is materialised. Self-influence (`∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i`) needs every training
+//! gradient preconditioned; it is solved in chunks on the host.
+
+use faer::Mat;
+use infl_core::{Backend, Bias, Matrix};
+
+use super::{Attributed, Audience, Estimator, Indexing, Input, Options, Registration};
+use crate::curvature::{FinalLayer, Inverse, Solver};
+use crate::engine::{FactorMatrices, FactorTerm, TermSet};
+use crate::head::{LossHead, logits};
+use crate::run::{CheckpointData, Loss, Prepared, Reduction, Run, SplitInfo, check_test_sets};
+use crate::{Error, Result};
+
+pub(super) const REGISTRATION: Registration = Registration {
+    name: "influence",
+    label: "Influence functions",
+    about: "influence functions on the final layer (Koh & Liang 2017; exact Hessian of the \
+            last checkpoint, --solver exact|cg, --damping)",
+    build: |o| Box::new(InfluenceFunction::from(o)),
+    input: Input::Features,
+    audience: Audience::Users,
+    indexing: Indexing::Unsupported,
+};
+
+/// Influence-function settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InfluenceFunction {
+    /// Loss head.
+    pub loss: Loss,
+    /// Loss reduction in training (the Hessian and gradients are of the summed loss
+    /// either way, as Captum's).
+    pub reduction: Reduction,
+    /// Whether the bias is a parameter (a ones column of the inputs).
+    pub bias: Bias,
+    /// How `(H + λI)⁻¹` is applied.
+    pub solver: Solver,
+    /// `λ` (default 1e-6: Captum `NaiveInfluenceFunction`'s `hessian_reg`, on the same
+    /// summed Hessian).
+    pub damping: f64,
+}
+
+impl InfluenceFunction {
+    /// Default damping (see [`damping`](Self::damping)).
+    pub const DEFAULT_DAMPING: f64 = 1e-6;
+}
+
+impl Default for InfluenceFunction {
+    fn default() -> Self {
+        Self::from(&Options::default())
+    }
+}
+
+impl From<&Options> for InfluenceFunction {
+    fn from(o: &Options) -> Self {
+        Self {
+            loss: o.loss,
+            reduction: o.reduction,
+            bias: o.bias,
+            solver: o.solver,
+            damping: o.damping,
+        }
+    }
+}
+
+/// The fitted curvature of a run's last checkpoint with its heads.
+struct Fit<'r> {
+    checkpoint: &'r CheckpointData,
+    hessian: FinalLayer,
+    /// Training output gradients `J` `[N, K]` and predictions.
+    train: crate::head::Head,
+}
+
+impl InfluenceFunction {
+    fn head(&self) -> LossHead {
+        LossHead {
+            loss: self.loss,
+            reduction: self.reduction,
+        }
+    }
+
+    /// The last checkpoint's Hessian and training heads.
+    fn fit<'r>(&self, backend: &dyn Backend, run: &'r Run) -> Result<Fit<'r>> {
+        let run = run.features(self.label())?;
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Err(Error::config(
+                "checkpoints",
+                "at least one checkpoint is needed",
+            ));
+        };
+        check_test_sets(run)?;
+        // Every checkpoint is checked as every estimator checks a run (shapes, the same
+        // examples, labels, logits that fit in f32), in order, though only the last is used.
+        for d in &run[..run.len() - 1] {
+            self.head()
+                .compute(backend, &d.checkpoint, &d.train, &first.train)?;
+            if let (Some(t), Some(f)) = (&d.test, &first.test) {
+                self.head().compute(backend, &d.checkpoint, t, f)?;
+            }
+        }
+        let train = self
+            .head()
+            .compute(backend, &last.checkpoint, &last.train, &first.train)?;
+        let z = logits(backend, &last.checkpoint, &last.train)?;
+        let k = last.checkpoint.weight.rows();
+        let hessian = FinalLayer::new(&last.train.features, &z, k, self.loss, self.bias)?;
+        Ok(Fit {
+            checkpoint: last,
+            hessian,
+            train,
+        })
+    }
+
+    /// Flattened gradients `J_n ⊗ ã_n` of `rows` as f64 `[rows, K·D']`.
+    fn gradients(&self, g: &Matrix, a: &Matrix, rows: std::ops::Range<usize>) -> Mat<f64> {
+        let (k, d) = (g.cols(), a.cols());
+        let w = d + usize::from(self.bias == Bias::Included);
+        let (g, a) = (g.view(), a.view());
+        Mat::from_fn(rows.len(), k * w, |i, c| {
+            let (r, j) = (c / w, c % w);
+            let x = if j < d {
+                f64::from(a.row(rows.start + i)[j])
+            } else {
+                1.0
+            };
+            f64::from(g.row(rows.start + i)[r]) * x
+        })
+    }
+}
+
+impl Estimator for InfluenceFunction {
+    fn registration(&self) -> &'static Registration {
+        &REGISTRATION
+    }
+
+    fn settings(&self) -> Vec<(String, String)> {
+        let mut s = vec![
+            ("loss".into(), self.loss.short_name().into()),
+            ("reduction".into(), self.reduction.short_name().into()),
+            (
+                "include_bias".into(),
+                (self.bias == Bias::Included).to_string(),
+            ),
+            ("solver".into(), self.solver.short_name().into()),
+            ("damping".into(), format!("{:e}", self.damping)),
+        ];
+        if let Solver::Cg {
+            tolerance,
+            max_iterations,
+        } = self.solver
+        {
+            s.push(("cg_tolerance".into(), format!("{tolerance:e}")));
+            s.push(("cg_max_iterations".into(), max_iterations.to_string()));
+        }
+        s
+    }
+
+    /// `K` (+1 with the bias) terms of preconditioned test factors (see the module docs).
+    fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared> {
+        let fit = self.fit(backend, run)?;
+        let first = &run.features(self.label())?[0];
+        let d = fit.checkpoint;
+        let test = match (&d.test, &first.test) {
+            (Some(t), Some(f)) => {
+                let head = self.head().compute(backend, &d.checkpoint, t, f)?;
+                let mut x = self.gradients(&head.gradients, &t.features, 0..t.len());
+                let inverse = Inverse::new(&fit.hessian, self.damping, self.solver)?;
+                inverse.solve_rows(x.as_mut())?;
+                Some((x, head.predicted))
+            }
+            _ => None,
+        };
+        let terms = self.terms(&fit, test.as_ref().map(|(x, _)| x))?;
+        Ok(Prepared {
+            set: TermSet { terms },
+            learning_rates: vec![1.0],
+            checkpoints: vec![d.checkpoint.name.clone()],
+            train: SplitInfo::of(&first.train, fit.train.predicted.clone()),
+            test: (first.test.as_ref())
+                .zip(test)
+                .map(|(t, (_, predicted))| SplitInfo::of(t, predicted)),
+        })
+    }
+
+    /// `∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i` per training example, in chunks of 1024 rows.
+    fn self_influence(&self, backend: &dyn Backend, run: &Run) -> Result<Attributed<Vec<f32>>> {
+        let fit = self.fit(backend, run)?;
+        let inverse = Inverse::new(&fit.hessian, self.damping, self.solver)?;
+        let (g, a) = (&fit.train.gradients, &fit.checkpoint.train.features);
+        let n = a.rows();
+        let mut values = Vec::with_capacity(n);
+        for start in (0..n).step_by(1024) {
+            let rows = start..(start + 1024).min(n);
+            let grads = self.gradients(g, a, rows.clone());
+            let mut x = grads.clone();
+            inverse.solve_rows(x.as_mut())?;
+            for i in 0..rows.len() {
+                let v: f64 = (0..x.ncols()).map(|c| x[(i, c)] * grads[(i, c)]).sum();
+                if !(v as f32).is_finite() {
+                    let details = format!(
+                        "training example {} ({}): {v:e} does not fit in f32; raise the damping",
+                        fit.checkpoint.train.id(rows.start + i),
+                        fit.checkpoint.train.source.display()
+                    );
+                    return Err(Error::config("self-influence", details));
+                }
+                values.push(v as f32);
+            }
+        }
+        let first = &run.features(self.label())?[0];
+        Ok(Attributed {
+            prepared: Prepared {
+                set: TermSet::default(),
+                learning_rates: vec![1.0],
+                checkpoints: vec![fit.checkpoint.checkpoint.name.clone()],
+                train: SplitInfo::of(&first.train, fit.train.predicted.clone()),
+                test: None,
+            },
+            values,
+        })
+    }
+}
+
+impl InfluenceFunction {
+    /// The engine terms: training factors as they are, test factors preconditioned.
+    fn terms(&self, fit: &Fit<'_>, x: Option<&Mat<f64>>) -> Result<Vec<FactorTerm>> {
+        let (g, a) = (&fit.train.gradients, &fit.checkpoint.train.features);
+        let (k, d) = (g.cols(), a.cols());
+        let w = fit.hessian.width();
+        let name = &fit.checkpoint.checkpoint.name;
+        let f32s = |rows: usize, cols: usize, f: &dyn Fn(usize, usize) -> f64| {
+            Matrix::from_fn(rows, cols, |i, j| f(i, j) as f32)
+        };
+        let mut terms = Vec::with_capacity(k + 1);
+        for r in 0..k {
+            let test = x.map(|x| FactorMatrices {
+                g: f32s(x.nrows(), k, &|_, j| if j == r { 1.0 } else { 0.0 }),
+                a: f32s(x.nrows(), d, &|i, j| x[(i, r * w + j)]),
+            });
+            terms.push(FactorTerm {
+                label: format!("checkpoint {name}, output {r}"),
+                weight: 1.0,
+                bias: Bias::Excluded,
+                positions: 1,
+                train: FactorMatrices {
+                    a: a.clone(),
+                    g: g.clone(),
+                },
+                test,
+            });
+        }
+        if self.bias == Bias::Included {
+            let ones = |n: usize| Matrix::from_fn(n, 1, |_, _| 1.0);
+            terms.push(FactorTerm {
+                label: format!("checkpoint {name}, bias"),
+                weight: 1.0,
+                bias: Bias::Excluded,
+                positions: 1,
+                train: FactorMatrices {
+                    a: ones(a.rows()),
+                    g: g.clone(),
+                },
+                test: x.map(|x| FactorMatrices {
+                    g: f32s(x.nrows(), k, &|i, r| x[(i, r * w + d)]),
+                    a: ones(x.nrows()),
+                }),
+            });
+        }
+        Ok(terms)
+    }
+}

@@ -1,0 +1,449 @@
+//! Influence functions on the final layer: the Hessian operator is the Hessian (against an
+//! explicit f64 sum and against central differences of the summed loss's gradient), the
+//! solvers solve `(H + λI) x = b`, and the estimator's scores, top-k and self-influence
+//! through the engine equal `∇ℓ_qᵀ (H + λI)⁻¹ ∇ℓ_i` computed densely here in f64.
+//!
+//! No expected numbers are written down: every check compares two computations.
+
+use faer::{Mat, MatMut, MatRef};
+use infl::curvature::{FinalLayer, HessianOperator, Inverse, Solver};
+use infl::{
+    Bias, Checkpoint, CheckpointData, CpuBackend, Estimator, Examples, InfluenceFunction, Matrix,
+    Run, run::Loss,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn uniform(rng: &mut ChaCha8Rng) -> f32 {
+    use rand::Rng;
+    ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
+}
+
+fn matrix(rng: &mut ChaCha8Rng, rows: usize, cols: usize, scale: f32) -> Matrix {
+    Matrix::from_fn(rows, cols, |_, _| scale * uniform(rng))
+}
+
+/// Examples with labels (CE) or targets (MSE).
+fn examples(rng: &mut ChaCha8Rng, n: usize, d: usize, k: usize, loss: Loss) -> Examples {
+    let features = matrix(rng, n, d, 1.0);
+    match loss {
+        Loss::CrossEntropy => {
+            let labels = (0..n).map(|i| ((i * 7 + 3) % k) as i64).collect();
+            Examples::classified(features, labels)
+        }
+        Loss::MeanSquaredError => Examples {
+            targets: Some(matrix(rng, n, k, 1.0)),
+            labels: None,
+            ..Examples::classified(features, Vec::new())
+        },
+    }
+}
+
+struct Case {
+    run: Run,
+    weight: Matrix,
+    bias: Option<Vec<f32>>,
+}
+
+/// Two checkpoints (only the last one counts), `n` training and `t` test examples.
+fn case(seed: u64, n: usize, t: usize, d: usize, k: usize, loss: Loss) -> Case {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let train = examples(&mut rng, n, d, k, loss);
+    let test = examples(&mut rng, t, d, k, loss);
+    let mut last = None;
+    let checkpoints: Vec<CheckpointData> = (0..2)
+        .map(|c| {
+            let weight = matrix(&mut rng, k, d, 1.5);
+            let bias: Vec<f32> = (0..k).map(|_| uniform(&mut rng)).collect();
+            last = Some((weight.clone(), bias.clone()));
+            CheckpointData {
+                checkpoint: Checkpoint {
+                    name: format!("c{c}"),
+                    source: Default::default(),
+                    learning_rate: Some(0.1),
+                    weight,
+                    bias: Some(bias),
+                },
+                train: train.clone(),
+                test: Some(test.clone()),
+            }
+        })
+        .collect();
+    let (weight, bias) = last.unwrap();
+    Case {
+        run: Run::from(checkpoints),
+        weight,
+        bias: Some(bias),
+    }
+}
+
+fn split(run: &Run, test: bool) -> &Examples {
+    let d = &run.features("test").unwrap()[1];
+    if test {
+        d.test.as_ref().unwrap()
+    } else {
+        &d.train
+    }
+}
+
+/// The summed loss's gradient w.r.t. `θ` (`[K, D']` row-major, the bias in column D when
+/// `with_bias`), in f64, at weights `theta` — written out here from the definitions.
+fn gradient(
+    e: &Examples,
+    theta: &[f64],
+    k: usize,
+    with_bias: bool,
+    loss: Loss,
+    fixed_bias: &[f64],
+) -> Vec<f64> {
+    let d = e.features.cols();
+    let w = d + usize::from(with_bias);
+    let mut grad = vec![0.0; k * w];
+    for i in 0..e.len() {
+        let a: Vec<f64> = e
+            .features
+            .view()
+            .row(i)
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        let z: Vec<f64> = (0..k)
+            .map(|r| {
+                let dot: f64 = (0..d).map(|j| theta[r * w + j] * a[j]).sum();
+                dot + if with_bias {
+                    theta[r * w + d]
+                } else {
+                    fixed_bias[r]
+                }
+            })
+            .collect();
+        let j: Vec<f64> = match loss {
+            Loss::CrossEntropy => {
+                let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let s: f64 = z.iter().map(|x| (x - m).exp()).sum();
+                let y = e.labels.as_ref().unwrap()[i] as usize;
+                (0..k)
+                    .map(|r| (z[r] - m).exp() / s - f64::from(u8::from(r == y)))
+                    .collect()
+            }
+            Loss::MeanSquaredError => {
+                let y = e.targets.as_ref().unwrap().view().row(i).to_vec();
+                (0..k).map(|r| 2.0 * (z[r] - f64::from(y[r]))).collect()
+            }
+        };
+        for r in 0..k {
+            for c in 0..w {
+                grad[r * w + c] += j[r] * if c < d { a[c] } else { 1.0 };
+            }
+        }
+    }
+    grad
+}
+
+fn theta(c: &Case, with_bias: bool) -> Vec<f64> {
+    let (k, d) = (c.weight.rows(), c.weight.cols());
+    let w = d + usize::from(with_bias);
+    (0..k * w)
+        .map(|i| {
+            let (r, j) = (i / w, i % w);
+            if j < d {
+                f64::from(c.weight.view().row(r)[j])
+            } else {
+                f64::from(c.bias.as_ref().unwrap()[r])
+            }
+        })
+        .collect()
+}
+
+/// The last checkpoint's bias in f64 (the logits' offset when the bias is no parameter).
+fn fixed_bias(c: &Case) -> Vec<f64> {
+    let bias = c.bias.as_ref().unwrap();
+    bias.iter().map(|&x| f64::from(x)).collect()
+}
+
+/// The operator of the case's last checkpoint (through the estimator's own inputs).
+fn operator(c: &Case, loss: Loss, bias: Bias) -> FinalLayer {
+    let e = split(&c.run, false);
+    let (k, d) = (c.weight.rows(), c.weight.cols());
+    let b = c.bias.as_ref().unwrap();
+    let logits: Vec<f32> = (0..e.len())
+        .flat_map(|i| {
+            let a = e.features.view().row(i).to_vec();
+            (0..k)
+                .map(move |r| {
+                    (0..d)
+                        .map(|j| c.weight.view().row(r)[j] * a[j])
+                        .sum::<f32>()
+                        + b[r]
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    FinalLayer::new(&e.features, &logits, k, loss, bias).unwrap()
+}
+
+fn max_abs(m: MatRef<'_, f64>) -> f64 {
+    let mut x: f64 = 0.0;
+    for i in 0..m.nrows() {
+        for j in 0..m.ncols() {
+            x = x.max(m[(i, j)].abs());
+        }
+    }
+    x
+}
+
+#[test]
+fn the_operator_is_the_hessian_of_the_summed_loss() {
+    for loss in [Loss::CrossEntropy, Loss::MeanSquaredError] {
+        for bias in [Bias::Excluded, Bias::Included] {
+            let c = case(1, 23, 4, 5, 3, loss);
+            let op = operator(&c, loss, bias);
+            let n = op.dim();
+            let with_bias = bias == Bias::Included;
+            assert_eq!(n, 3 * (5 + usize::from(with_bias)));
+            let h = op.assemble().unwrap();
+            // The generic assembly (apply to the identity) equals the blockwise one.
+            struct Generic<'a>(&'a FinalLayer);
+            impl HessianOperator for Generic<'_> {
+                fn dim(&self) -> usize {
+                    self.0.dim()
+                }
+                fn apply(&self, v: MatRef<'_, f64>, out: MatMut<'_, f64>) -> infl::Result<()> {
+                    self.0.apply(v, out)
+                }
+            }
+            let generic = Generic(&op).assemble().unwrap();
+            let scale = max_abs(h.as_ref());
+            assert!(
+                max_abs((&h - &generic).as_ref()) <= 1e-12 * scale,
+                "{loss:?} {bias:?}"
+            );
+            // Central differences of the summed loss's gradient, column by column.
+            let t0 = theta(&c, with_bias);
+            let fixed = fixed_bias(&c);
+            let e = split(&c.run, false);
+            let eps = 1e-5;
+            for col in 0..n {
+                let (mut plus, mut minus) = (t0.clone(), t0.clone());
+                plus[col] += eps;
+                minus[col] -= eps;
+                let gp = gradient(e, &plus, 3, with_bias, loss, &fixed);
+                let gm = gradient(e, &minus, 3, with_bias, loss, &fixed);
+                for row in 0..n {
+                    let fd = (gp[row] - gm[row]) / (2.0 * eps);
+                    assert!(
+                        (fd - h[(row, col)]).abs() <= 1e-6 * scale,
+                        "{loss:?} {bias:?} H[{row}, {col}]: {} vs finite difference {fd}",
+                        h[(row, col)]
+                    );
+                }
+            }
+            // Symmetric, and apply agrees with the assembled matrix on a block.
+            assert!(max_abs((&h - h.transpose()).as_ref()) <= 1e-12 * scale);
+            let v = Mat::from_fn(4, n, |i, j| ((i * 31 + j * 7) % 11) as f64 - 5.0);
+            let mut hv = Mat::zeros(4, n);
+            op.apply(v.as_ref(), hv.as_mut()).unwrap();
+            let want = &v * &h;
+            assert!(max_abs((&hv - &want).as_ref()) <= 1e-10 * max_abs(want.as_ref()));
+        }
+    }
+}
+
+#[test]
+fn both_solvers_solve_the_damped_system_and_agree() {
+    let c = case(2, 40, 3, 6, 4, Loss::CrossEntropy);
+    let op = operator(&c, Loss::CrossEntropy, Bias::Included);
+    let n = op.dim();
+    let b = Mat::from_fn(5, n, |i, j| ((i * 13 + j * 5) % 9) as f64 - 4.0);
+    let h = op.assemble().unwrap();
+    let damping = 1e-2;
+    let mut solutions = Vec::new();
+    for solver in [Solver::Exact, Solver::cg()] {
+        let mut x = b.clone();
+        Inverse::new(&op, damping, solver)
+            .unwrap()
+            .solve_rows(x.as_mut())
+            .unwrap();
+        // (H + λI) x = b, row by row.
+        let back = &x * &h + &x * faer::Scale(damping);
+        let residual = max_abs((&back - &b).as_ref()) / max_abs(b.as_ref());
+        assert!(
+            residual <= 1e-5,
+            "{solver:?}: relative residual {residual:e}"
+        );
+        solutions.push(x);
+    }
+    let diff = max_abs((&solutions[0] - &solutions[1]).as_ref()) / max_abs(solutions[0].as_ref());
+    assert!(diff <= 1e-4, "exact vs CG: {diff:e}");
+}
+
+#[test]
+fn refusals_name_the_damping_that_works() {
+    /// diag(1, -2): indefinite.
+    struct Indefinite;
+    impl HessianOperator for Indefinite {
+        fn dim(&self) -> usize {
+            2
+        }
+        fn apply(&self, v: MatRef<'_, f64>, mut out: MatMut<'_, f64>) -> infl::Result<()> {
+            for i in 0..v.nrows() {
+                out[(i, 0)] = v[(i, 0)];
+                out[(i, 1)] = -2.0 * v[(i, 1)];
+            }
+            Ok(())
+        }
+    }
+    let err = Inverse::new(&Indefinite, 0.5, Solver::Exact)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not positive definite") && err.contains("at least 2.000e0"),
+        "{err}"
+    );
+    // With that damping it works.
+    assert!(Inverse::new(&Indefinite, 2.0 + 1e-6, Solver::Exact).is_ok());
+    let mut b = Mat::from_fn(1, 2, |_, _| 1.0);
+    let cg = Inverse::new(&Indefinite, 0.5, Solver::cg()).unwrap();
+    let err = cg.solve_rows(b.as_mut()).unwrap_err().to_string();
+    assert!(
+        err.contains("not positive definite along a CG direction"),
+        "{err}"
+    );
+    for bad in [-1.0, f64::NAN] {
+        let err = Inverse::new(&Indefinite, bad, Solver::Exact)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("damping"), "{err}");
+    }
+    let tight = Solver::Cg {
+        tolerance: 1e-30,
+        max_iterations: 1,
+    };
+    let c = case(3, 30, 2, 4, 3, Loss::CrossEntropy);
+    let op = operator(&c, Loss::CrossEntropy, Bias::Excluded);
+    let mut b = Mat::from_fn(2, op.dim(), |i, j| (i + j) as f64);
+    let err = Inverse::new(&op, 1e-3, tight)
+        .unwrap()
+        .solve_rows(b.as_mut())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("did not reach") && err.contains("1 iterations"),
+        "{err}"
+    );
+}
+
+/// `∇ℓ_qᵀ (H + λI)⁻¹ ∇ℓ_i` for every pair, densely in f64 (the f64 gradients written out
+/// above, the assembled Hessian, faer's dense LU).
+fn dense_scores(c: &Case, loss: Loss, bias: Bias, damping: f64) -> Vec<f64> {
+    let with_bias = bias == Bias::Included;
+    let k = c.weight.rows();
+    let t0 = theta(c, with_bias);
+    let fixed = fixed_bias(c);
+    let per = |e: &Examples| -> Vec<Vec<f64>> {
+        (0..e.len())
+            .map(|i| gradient(&e.select(&[i]), &t0, k, with_bias, loss, &fixed))
+            .collect()
+    };
+    let (train, test) = (per(split(&c.run, false)), per(split(&c.run, true)));
+    let op = operator(c, loss, bias);
+    let n = op.dim();
+    let mut h = op.assemble().unwrap();
+    for i in 0..n {
+        h[(i, i)] += damping;
+    }
+    let lu = h.partial_piv_lu();
+    use faer::linalg::solvers::Solve;
+    let mut out = Vec::new();
+    for q in &test {
+        let x = lu.solve(Mat::from_fn(n, 1, |i, _| q[i]));
+        for g in &train {
+            out.push((0..n).map(|i| x[(i, 0)] * g[i]).sum());
+        }
+    }
+    out
+}
+
+#[test]
+fn scores_topk_and_self_influence_are_the_dense_formula() {
+    let cpu = CpuBackend::new();
+    for (loss, bias, solver) in [
+        (Loss::CrossEntropy, Bias::Excluded, Solver::Exact),
+        (Loss::CrossEntropy, Bias::Included, Solver::Exact),
+        (Loss::CrossEntropy, Bias::Included, Solver::cg()),
+        (Loss::MeanSquaredError, Bias::Included, Solver::Exact),
+    ] {
+        let c = case(4, 37, 6, 7, 4, loss);
+        let est = InfluenceFunction {
+            loss,
+            bias,
+            solver,
+            damping: 1e-3,
+            ..InfluenceFunction::default()
+        };
+        let what = format!("{loss:?} {bias:?} {solver:?}");
+        let got = est.scores(&cpu, &c.run, &()).unwrap().values;
+        let want = dense_scores(&c, loss, bias, 1e-3);
+        let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(*g) - w).abs() <= 2e-5 * scale,
+                "{what} pair {i}: {g} vs {w}"
+            );
+        }
+        // Top-k is the engine's streamed top-k of the same terms.
+        let top = est.topk(&cpu, &c.run, 3, &()).unwrap().values;
+        let full = infl::TopKRows::from_full(&got, 37, 3);
+        assert_eq!(
+            top.proponents
+                .iter()
+                .map(|l| l.iter().map(|r| r.index).collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
+            full.proponents
+                .iter()
+                .map(|l| l.iter().map(|r| r.index).collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
+            "{what}"
+        );
+        // Self-influence is the diagonal of the scores of the training set against itself.
+        let mut own = c.run.clone();
+        if let Run::Features(ckpts) = &mut own {
+            for d in ckpts {
+                d.test = Some(d.train.clone());
+            }
+        }
+        let diag = est.scores(&cpu, &own, &()).unwrap().values;
+        let si = est.self_influence(&cpu, &c.run).unwrap().values;
+        assert_eq!(si.len(), 37);
+        for (i, s) in si.iter().enumerate() {
+            let d = diag[i * 37 + i];
+            assert!(
+                (s - d).abs() <= 1e-4 * d.abs().max(1e-6),
+                "{what} self-influence {i}: {s} vs {d}"
+            );
+            assert!(*s > 0.0, "{what}: (H + λI)⁻¹ is positive definite");
+        }
+    }
+}
+
+#[test]
+fn scores_on_the_gpu_equal_the_cpu() {
+    let Some(gpu) = infl::select_backend(infl::BackendChoice::Gpu, None).ok() else {
+        let required = std::env::var("INFL_REQUIRE_GPU").is_ok_and(|v| v == "1");
+        assert!(!required, "INFL_REQUIRE_GPU=1 and no GPU adapter was found");
+        eprintln!("no GPU adapter: skipped (set INFL_REQUIRE_GPU=1 to fail instead)");
+        return;
+    };
+    let c = case(5, 137, 9, 63, 10, Loss::CrossEntropy);
+    let est = InfluenceFunction {
+        bias: Bias::Included,
+        damping: 1e-3,
+        ..InfluenceFunction::default()
+    };
+    let cpu = est.scores(&CpuBackend::new(), &c.run, &()).unwrap().values;
+    let gpu = est.scores(&*gpu, &c.run, &()).unwrap().values;
+    let scale = cpu.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for (a, b) in cpu.iter().zip(&gpu) {
+        assert!((a - b).abs() <= 1e-4 * scale, "{a} vs {b}");
+    }
+}
