@@ -139,6 +139,8 @@ fn fixtures(root: &Path, args: &[String]) -> Result<()> {
     // Captum TracInCP over chosen layers and TracInCPFastRandProj, from factor files that
     // python/export_factors.py writes (the exporter is tested by the same run).
     run(root, py, &["fixtures/captum_tracincp/generate.py"], &[])?;
+    // Captum NaiveInfluenceFunction on the final layer (float64), for --method influence.
+    run(root, py, &["fixtures/captum_influence/generate.py"], &[])?;
     // InterpretDL forgetting events: re-record an infl-nn history, then run the port.
     run(
         root,

@@ -182,21 +182,108 @@ pub struct Input {
     /// Seed of the random projections (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// How --method influence applies (H + damping I)^-1: `exact` (assemble + Cholesky in
-    /// f64, up to 20,000 parameters) or `cg` (conjugate gradients; --cg-tolerance,
-    /// --cg-max-iterations). Default: exact.
+    /// Influence functions' solver (--method influence).
+    #[command(flatten)]
+    pub solving: SolverArgs,
+}
+
+/// How --method influence applies `(H + damping I)^-1`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct SolverArgs {
+    /// `exact` (assemble + Cholesky in f64, up to 20,000 parameters; the default), `cg`
+    /// (block conjugate gradients), `lissa` (Koh & Liang's recursion) or `arnoldi` (a
+    /// low-rank inverse from a Krylov basis, Captum's ArnoldiInfluenceFunction; --seed
+    /// seeds its start).
     #[arg(long, value_enum)]
     pub solver: Option<SolverArg>,
-    /// Damping added to the Hessian of the summed loss (--method influence; default 1e-6,
-    /// Captum's hessian_reg).
+    /// Damping added to the Hessian of the summed loss (default 1e-6, Captum's
+    /// hessian_reg).
     #[arg(long, allow_hyphen_values = true)]
     pub damping: Option<f64>,
-    /// CG's relative residual tolerance (default 1e-6).
+    /// CG's relative residual tolerance (default 1e-8).
     #[arg(long)]
     pub cg_tolerance: Option<f64>,
     /// CG's iteration cap (default 1000).
     #[arg(long)]
     pub cg_max_iterations: Option<usize>,
+    /// LiSSA's recursion depth (default 5000, dattri's).
+    #[arg(long)]
+    pub lissa_depth: Option<usize>,
+    /// LiSSA's scale (default: the largest eigenvalue of H + damping I, by power
+    /// iteration).
+    #[arg(long)]
+    pub lissa_scale: Option<f64>,
+    /// Arnoldi's Krylov dimension (default 200, Captum's arnoldi_dim).
+    #[arg(long)]
+    pub arnoldi_dim: Option<usize>,
+    /// Eigenpairs Arnoldi keeps (default 50, Captum's projection_dim).
+    #[arg(long)]
+    pub arnoldi_eigenpairs: Option<usize>,
+}
+
+impl SolverArgs {
+    /// Whether any solver flag was given.
+    fn any(&self) -> bool {
+        self.solver.is_some() || self.damping.is_some() || self.knobs().iter().any(|(_, set)| *set)
+    }
+
+    /// Each solver-specific flag, whether it was given.
+    fn knobs(&self) -> [(&'static str, bool); 6] {
+        [
+            ("--cg-tolerance", self.cg_tolerance.is_some()),
+            ("--cg-max-iterations", self.cg_max_iterations.is_some()),
+            ("--lissa-depth", self.lissa_depth.is_some()),
+            ("--lissa-scale", self.lissa_scale.is_some()),
+            ("--arnoldi-dim", self.arnoldi_dim.is_some()),
+            ("--arnoldi-eigenpairs", self.arnoldi_eigenpairs.is_some()),
+        ]
+    }
+
+    /// The solver, refusing another solver's flags.
+    fn solver(&self, seed: Option<u64>) -> Result<Solver> {
+        let chosen = self.solver.unwrap_or(SolverArg::Exact);
+        let prefix = match chosen {
+            SolverArg::Exact => "--exact-",
+            SolverArg::Cg => "--cg-",
+            SolverArg::Lissa => "--lissa-",
+            SolverArg::Arnoldi => "--arnoldi-",
+        };
+        if let Some((flag, _)) = self
+            .knobs()
+            .iter()
+            .find(|(f, set)| *set && !f.starts_with(prefix))
+        {
+            bail!("{flag} is not a flag of --solver {}", chosen.name());
+        }
+        if seed.is_some() && chosen != SolverArg::Arnoldi {
+            bail!(
+                "--seed: --solver {} draws nothing at random (arnoldi does)",
+                chosen.name()
+            );
+        }
+        Ok(match chosen {
+            SolverArg::Exact => Solver::Exact,
+            SolverArg::Cg => Solver::Cg {
+                tolerance: self.cg_tolerance.unwrap_or(Solver::DEFAULT_CG_TOLERANCE),
+                max_iterations: self
+                    .cg_max_iterations
+                    .unwrap_or(Solver::DEFAULT_CG_MAX_ITERATIONS),
+            },
+            SolverArg::Lissa => Solver::Lissa {
+                depth: self.lissa_depth.unwrap_or(Solver::DEFAULT_LISSA_DEPTH),
+                scale: self.lissa_scale,
+            },
+            SolverArg::Arnoldi => Solver::Arnoldi {
+                dimension: self
+                    .arnoldi_dim
+                    .unwrap_or(Solver::DEFAULT_ARNOLDI_DIMENSION),
+                eigenpairs: self
+                    .arnoldi_eigenpairs
+                    .unwrap_or(Solver::DEFAULT_ARNOLDI_EIGENPAIRS),
+                seed: seed.unwrap_or(0),
+            },
+        })
+    }
 }
 
 /// `--solver`.
@@ -206,6 +293,21 @@ pub enum SolverArg {
     Exact,
     /// Conjugate gradients.
     Cg,
+    /// LiSSA.
+    Lissa,
+    /// Arnoldi.
+    Arnoldi,
+}
+
+impl SolverArg {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Cg => "cg",
+            Self::Lissa => "lissa",
+            Self::Arnoldi => "arnoldi",
+        }
+    }
 }
 
 /// Where a run is: a layout of checkpoints with features, or a factor folder.
@@ -308,10 +410,7 @@ impl Input {
             learning_rate: 1.0,
             projection_dim: None,
             seed: None,
-            solver: None,
-            damping: None,
-            cg_tolerance: None,
-            cg_max_iterations: None,
+            solving: SolverArgs::default(),
         }
     }
 
@@ -343,23 +442,16 @@ impl Input {
             self.seed = Some(number("seed", v)?);
         }
         if let Some(v) = setting("solver") {
-            self.solver = Some(
+            self.solving.solver = Some(
                 SolverArg::from_str(v, true)
                     .map_err(|_| anyhow::anyhow!("setting solver: unknown {v:?}"))?,
             );
         }
-        let real = |key: &str, v: &str| -> Result<f64> {
-            v.parse()
-                .with_context(|| format!("setting {key}: expected a number, found {v:?}"))
-        };
         if let Some(v) = setting("damping") {
-            self.damping = Some(real("damping", v)?);
-        }
-        if let Some(v) = setting("cg_tolerance") {
-            self.cg_tolerance = Some(real("cg_tolerance", v)?);
-        }
-        if let Some(v) = setting("cg_max_iterations") {
-            self.cg_max_iterations = Some(number("cg_max_iterations", v)? as usize);
+            self.solving.damping = Some(
+                v.parse()
+                    .with_context(|| format!("setting damping: expected a number, found {v:?}"))?,
+            );
         }
         Ok(())
     }
@@ -369,24 +461,21 @@ impl Input {
             bail!("--learning-rate: {why}");
         }
         let influence = infl::InfluenceFunction::default();
-        let solving = self.solver.is_some()
-            || self.damping.is_some()
-            || self.cg_tolerance.is_some()
-            || self.cg_max_iterations.is_some();
-        ensure!(
-            self.method == influence.name() || !solving,
-            "--solver, --damping, --cg-tolerance and --cg-max-iterations are for --method {}",
-            influence.name()
-        );
-        ensure!(
-            self.solver == Some(SolverArg::Cg)
-                || (self.cg_tolerance.is_none() && self.cg_max_iterations.is_none()),
-            "--cg-tolerance and --cg-max-iterations are for --solver cg"
-        );
+        let solver = if self.method == influence.name() {
+            self.solving.solver(self.seed)?
+        } else {
+            ensure!(
+                !self.solving.any(),
+                "--solver, --damping and the solvers' flags are for --method {}",
+                influence.name()
+            );
+            Solver::Exact
+        };
         let rand_proj = infl::TracInCPFastRandProj::default();
         if self.method != rand_proj.name() {
+            let seeded = self.seed.is_some() && self.method != influence.name();
             ensure!(
-                self.projection_dim.is_none() && self.seed.is_none(),
+                self.projection_dim.is_none() && !seeded,
                 "--projection-dim and --seed are for --method {}",
                 rand_proj.name()
             );
@@ -414,17 +503,8 @@ impl Input {
             default_learning_rate: self.learning_rate,
             projection_dim: self.projection_dim.map(|p| p as usize),
             seed: self.seed.unwrap_or(0),
-            solver: match self.solver {
-                None | Some(SolverArg::Exact) => Solver::Exact,
-                Some(SolverArg::Cg) => Solver::Cg {
-                    tolerance: (self.cg_tolerance).unwrap_or(Solver::DEFAULT_CG_TOLERANCE),
-                    max_iterations: (self.cg_max_iterations)
-                        .unwrap_or(Solver::DEFAULT_CG_MAX_ITERATIONS),
-                },
-            },
-            damping: self
-                .damping
-                .unwrap_or(infl::InfluenceFunction::DEFAULT_DAMPING),
+            solver,
+            damping: (self.solving.damping).unwrap_or(infl::InfluenceFunction::DEFAULT_DAMPING),
         };
         Ok(estimators::build(&self.method, &options)?)
     }

@@ -54,7 +54,21 @@ fn quiet_device_select_without_a_session() {
     }
 }
 
+/// `infl topk ... | head` closes stdout early: the summary is printed after the results
+/// are published, and Rust's `println!` would panic on the broken pipe. Restore the Unix
+/// default (end quietly on SIGPIPE), as `cat` or `grep` do.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first in `main`, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    end_quietly_on_a_closed_pipe();
     quiet_device_select_without_a_session();
     let args = cli::Cli::parse();
     remove_temporary_files_on_interrupt();

@@ -703,3 +703,54 @@ fn no_display_warnings_without_a_desktop_session() {
     assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
     assert!(out.path().join("s.safetensors").is_file());
 }
+
+/// `infl topk ... | head -1`: stdout closed before the summary is printed. The results
+/// are published first; the process ends quietly (SIGPIPE, as `cat` does), never a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly_after_publishing() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("top.safetensors");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("infl"))
+        .args([
+            "-q",
+            "--backend",
+            "cpu",
+            "topk",
+            "--layer",
+            "fc3",
+            "-k",
+            "2",
+            "--run",
+        ])
+        .arg(fixture_run())
+        .arg("-o")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once
+    let done = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    let by_pipe = done.status.signal() == Some(libc_sigpipe());
+    assert!(done.status.success() || by_pipe, "{:?}: {err}", done.status);
+    assert_eq!(
+        TensorFile::open(&out)
+            .unwrap()
+            .integers_flat("proponent_ids")
+            .unwrap()
+            .len(),
+        7 * 2,
+        "the results were published before stdout was used"
+    );
+}
+
+/// SIGPIPE's number on Unix.
+#[cfg(unix)]
+fn libc_sigpipe() -> i32 {
+    13
+}

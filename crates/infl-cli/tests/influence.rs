@@ -58,6 +58,37 @@ fn solvers_agree_and_topk_and_self_influence_are_the_score_matrix() {
     for (p, q) in x.iter().zip(&y) {
         assert!((p - q).abs() <= 1e-4 * scale, "exact {p} vs CG {q}");
     }
+    // LiSSA and a full-rank Arnoldi (36 parameters) agree with the exact solver too.
+    for (name, extra) in [
+        (
+            "lissa",
+            &["--solver", "lissa", "--lissa-depth", "20000"][..],
+        ),
+        (
+            "arnoldi",
+            &[
+                "--solver",
+                "arnoldi",
+                "--arnoldi-eigenpairs",
+                "36",
+                "--seed",
+                "2",
+            ][..],
+        ),
+    ] {
+        let path = dir.path().join(format!("{name}.safetensors"));
+        let mut c = vec!["scores"];
+        c.extend(base);
+        c.extend(["--damping", "1e-3", "-o", s(&path)]);
+        c.extend(extra);
+        ok(&c);
+        let (z, _) = scores(&path);
+        for (p, q) in x.iter().zip(&z) {
+            assert!((p - q).abs() <= 1e-3 * scale, "exact {p} vs {name} {q}");
+        }
+        let meta = TensorFile::open(&path).unwrap().metadata().clone();
+        assert_eq!(meta.get("solver").map(String::as_str), Some(name));
+    }
     let meta = TensorFile::open(&cg).unwrap().metadata().clone();
     assert_eq!(meta.get("method").map(String::as_str), Some("influence"));
     assert_eq!(meta.get("solver").map(String::as_str), Some("cg"));
@@ -96,11 +127,48 @@ fn flags_that_do_not_apply_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o.safetensors");
     let r = run();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--damping", "1"], "are for --method influence"),
         (
             &["--method", "influence", "--cg-tolerance", "1e-3"],
-            "are for --solver cg",
+            "not a flag of --solver exact",
+        ),
+        (
+            &[
+                "--method",
+                "influence",
+                "--solver",
+                "cg",
+                "--lissa-depth",
+                "3",
+            ],
+            "not a flag of --solver cg",
+        ),
+        (
+            &["--method", "influence", "--seed", "3"],
+            "draws nothing at random",
+        ),
+        (
+            &[
+                "--method",
+                "influence",
+                "--solver",
+                "lissa",
+                "--lissa-scale",
+                "1e-4",
+            ],
+            "LiSSA diverged",
+        ),
+        (
+            &[
+                "--method",
+                "influence",
+                "--solver",
+                "arnoldi",
+                "--arnoldi-dim",
+                "0",
+            ],
+            "both must be positive",
         ),
         (
             &["--method", "influence", "--damping", "-1"],
@@ -117,7 +185,7 @@ fn flags_that_do_not_apply_are_refused() {
             ],
             "did not reach",
         ),
-        (&["--method", "influence", "--solver", "lissa"], "lissa"),
+        (&["--method", "influence", "--solver", "newton"], "newton"),
     ];
     for (extra, needle) in cases {
         let mut a = vec!["topk", "--run", s(&r), "--layer", "fc3", "-o", s(&out)];

@@ -447,3 +447,138 @@ fn scores_on_the_gpu_equal_the_cpu() {
         assert!((a - b).abs() <= 1e-4 * scale, "{a} vs {b}");
     }
 }
+
+/// `(H + λI)⁻¹ b` by the exact solver, for comparisons.
+fn exact_solution(op: &FinalLayer, damping: f64, b: &Mat<f64>) -> Mat<f64> {
+    let mut x = b.clone();
+    let inverse = Inverse::new(op, damping, Solver::Exact).unwrap();
+    inverse.solve_rows(x.as_mut()).unwrap();
+    x
+}
+
+fn relative(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
+    max_abs((a - b).as_ref()) / max_abs(b.as_ref())
+}
+
+#[test]
+fn lissa_converges_to_the_exact_solution_and_reports_divergence() {
+    let c = case(6, 30, 3, 5, 3, Loss::CrossEntropy);
+    let op = operator(&c, Loss::CrossEntropy, Bias::Included);
+    let b = Mat::from_fn(3, op.dim(), |i, j| ((i * 7 + j * 3) % 5) as f64 - 2.0);
+    // A damping that makes H + λI well conditioned, so 5000 steps converge.
+    let damping = 0.5;
+    let want = exact_solution(&op, damping, &b);
+    let mut x = b.clone();
+    Inverse::new(&op, damping, Solver::lissa())
+        .unwrap()
+        .solve_rows(x.as_mut())
+        .unwrap();
+    let err = relative(&x, &want);
+    assert!(err <= 1e-8, "LiSSA vs exact: {err:e}");
+    // A scale far below the largest eigenvalue diverges, and the error says what works.
+    let small = Solver::Lissa {
+        depth: 5000,
+        scale: Some(1e-3),
+    };
+    let mut x = b.clone();
+    let err = Inverse::new(&op, damping, small)
+        .unwrap()
+        .solve_rows(x.as_mut())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("LiSSA diverged") && err.contains("use a scale of at least"),
+        "{err}"
+    );
+}
+
+#[test]
+fn arnoldi_is_the_top_eigenpairs_inverse() {
+    let c = case(7, 30, 3, 5, 3, Loss::CrossEntropy);
+    let op = operator(&c, Loss::CrossEntropy, Bias::Excluded);
+    let n = op.dim();
+    // Right-hand sides as influence has them: per-example gradients, orthogonal to the
+    // softmax's null directions (a random Krylov start spans one vector of each repeated
+    // eigenspace, so only such right-hand sides can be solved exactly).
+    let (e, t0, fixed) = (split(&c.run, false), theta(&c, false), fixed_bias(&c));
+    let rows: Vec<Vec<f64>> = (0..4)
+        .map(|i| gradient(&e.select(&[i]), &t0, 3, false, Loss::CrossEntropy, &fixed))
+        .collect();
+    let b = Mat::from_fn(4, n, |i, j| rows[i][j]);
+    let damping = 1e-2;
+    let solve = |solver| {
+        let mut x = b.clone();
+        Inverse::new(&op, damping, solver)
+            .unwrap()
+            .solve_rows(x.as_mut())
+            .unwrap();
+        x
+    };
+    // Every eigenpair of a full Krylov space: the exact inverse.
+    let full = solve(Solver::Arnoldi {
+        dimension: n,
+        eigenpairs: n,
+        seed: 3,
+    });
+    let err = relative(&full, &exact_solution(&op, damping, &b));
+    assert!(err <= 1e-6, "full Arnoldi vs exact: {err:e}");
+    // The top r: the dense eigendecomposition's top-r inverse.
+    let r = 5;
+    let top = solve(Solver::Arnoldi {
+        dimension: n,
+        eigenpairs: r,
+        seed: 3,
+    });
+    let h = op.assemble().unwrap();
+    let eig = h.self_adjoint_eigen(faer::Side::Lower).unwrap();
+    let (mu, u) = (eig.S(), eig.U());
+    let want = Mat::from_fn(4, n, |q, j| {
+        (n - r..n)
+            .map(|e| {
+                let c: f64 = (0..n).map(|i| u[(i, e)] * b[(q, i)]).sum();
+                u[(j, e)] * c / (mu[e] + damping)
+            })
+            .sum()
+    });
+    let err = relative(&top, &want);
+    assert!(err <= 1e-6, "top-{r} Arnoldi vs dense: {err:e}");
+    // Seeded: the same answer twice.
+    let again = solve(Solver::Arnoldi {
+        dimension: n,
+        eigenpairs: r,
+        seed: 3,
+    });
+    assert_eq!(max_abs((&top - &again).as_ref()), 0.0);
+}
+
+#[test]
+fn every_solver_scores_through_the_engine() {
+    let cpu = CpuBackend::new();
+    let c = case(8, 25, 4, 5, 3, Loss::CrossEntropy);
+    let scores = |solver| {
+        let est = InfluenceFunction {
+            bias: Bias::Included,
+            solver,
+            damping: 0.5,
+            ..InfluenceFunction::default()
+        };
+        est.scores(&cpu, &c.run, &()).unwrap().values
+    };
+    let exact = scores(Solver::Exact);
+    let scale = exact.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let n = 3 * 6;
+    for solver in [
+        Solver::cg(),
+        Solver::lissa(),
+        Solver::Arnoldi {
+            dimension: n,
+            eigenpairs: n,
+            seed: 1,
+        },
+    ] {
+        let got = scores(solver);
+        for (a, b) in got.iter().zip(&exact) {
+            assert!((a - b).abs() <= 1e-5 * scale, "{solver:?}: {a} vs {b}");
+        }
+    }
+}

@@ -48,6 +48,9 @@ pub const TMP_PREFIX: &str = ".infl-tmp-";
 /// an unbounded loop).
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The exit code of an interrupted run (the shell's 128 + SIGINT, as `infl` exits).
+const INTERRUPTED_CODE: i32 = 130;
+
 /// What a case expects.
 #[derive(Clone, Debug)]
 pub enum Expect {
@@ -62,8 +65,9 @@ pub enum Expect {
     SucceedsQuietly,
     /// Sent a signal (see [`Call::signal`]) at some point of its work: it either finished
     /// first (exit 0, checked as `Succeeds`) or stopped (exit 130, or killed by that
-    /// signal before its handler was installed) leaving every file as it was, no temporary
-    /// file and no partial result.
+    /// signal before its handler was installed) leaving every file as it was — or, when
+    /// the signal came just after publishing, every output new (whole, never partial) —
+    /// and no temporary file.
     Interrupted,
 }
 
@@ -700,7 +704,7 @@ fn run_case(case: &Case) -> Outcome {
     };
     match (&case.expect, ran.code) {
         (Expect::Fails { .. }, Some(1 | 2)) => {}
-        (Expect::Interrupted, Some(0 | 130)) => {}
+        (Expect::Interrupted, Some(0 | INTERRUPTED_CODE)) => {}
         (Expect::Interrupted, None) if ran.killed_by.is_some_and(signalled) => {}
         (e, Some(0)) if e.success() => {}
         (Expect::Fails { .. }, Some(0)) => p.push("exit code 0, expected a failure".into()),
@@ -737,12 +741,22 @@ fn run_case(case: &Case) -> Outcome {
             p.push(format!("{} changed: {was:?} -> {now:?}", path.display()));
         }
     }
-    // Every file of the scene: as it was, except the outputs of a success.
-    let outputs: Vec<PathBuf> = if success && ran.code == Some(0) {
-        call.outputs(&scene.root)
-            .into_iter()
-            .filter_map(|o| o.strip_prefix(&scene.root).ok().map(Path::to_path_buf))
-            .collect()
+    // Every file of the scene: as it was, except the outputs of a success — or of a run
+    // whose signal came after it had published its whole result set (exit 130 with every
+    // output new: complete, not partial).
+    let all_outputs: Vec<PathBuf> = call
+        .outputs(&scene.root)
+        .into_iter()
+        .filter_map(|o| o.strip_prefix(&scene.root).ok().map(Path::to_path_buf))
+        .collect();
+    let published_whole = matches!(case.expect, Expect::Interrupted)
+        && ran.code == Some(INTERRUPTED_CODE)
+        && !all_outputs.is_empty()
+        && all_outputs
+            .iter()
+            .all(|o| after.get(o).is_some_and(|v| before.get(o) != Some(v)));
+    let outputs: Vec<PathBuf> = if (success && ran.code == Some(0)) || published_whole {
+        all_outputs
     } else {
         Vec::new()
     };

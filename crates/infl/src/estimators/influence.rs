@@ -28,7 +28,7 @@ pub(super) const REGISTRATION: Registration = Registration {
     name: "influence",
     label: "Influence functions",
     about: "influence functions on the final layer (Koh & Liang 2017; exact Hessian of the \
-            last checkpoint, --solver exact|cg, --damping)",
+            last checkpoint, --solver exact|cg|lissa|arnoldi, --damping)",
     build: |o| Box::new(InfluenceFunction::from(o)),
     input: Input::Features,
     audience: Audience::Users,
@@ -156,13 +156,29 @@ impl Estimator for InfluenceFunction {
             ("solver".into(), self.solver.short_name().into()),
             ("damping".into(), format!("{:e}", self.damping)),
         ];
-        if let Solver::Cg {
-            tolerance,
-            max_iterations,
-        } = self.solver
-        {
-            s.push(("cg_tolerance".into(), format!("{tolerance:e}")));
-            s.push(("cg_max_iterations".into(), max_iterations.to_string()));
+        match self.solver {
+            Solver::Exact => {}
+            Solver::Cg {
+                tolerance,
+                max_iterations,
+            } => {
+                s.push(("cg_tolerance".into(), format!("{tolerance:e}")));
+                s.push(("cg_max_iterations".into(), max_iterations.to_string()));
+            }
+            Solver::Lissa { depth, scale } => {
+                s.push(("lissa_depth".into(), depth.to_string()));
+                let scale = scale.map_or("auto".into(), |x| format!("{x:e}"));
+                s.push(("lissa_scale".into(), scale));
+            }
+            Solver::Arnoldi {
+                dimension,
+                eigenpairs,
+                seed,
+            } => {
+                s.push(("arnoldi_dim".into(), dimension.to_string()));
+                s.push(("arnoldi_eigenpairs".into(), eigenpairs.to_string()));
+                s.push(("seed".into(), seed.to_string()));
+            }
         }
         s
     }

@@ -38,6 +38,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
 
+use rayon::prelude::*;
+
 use infl_core::{Backend, Bias, Matrix, TopK, TopKRows};
 use infl_io::{Inputs, Rank, TensorFile};
 
@@ -297,23 +299,39 @@ impl Index {
         let count = candidates.max(k).min(self.len());
         let engine = Engine::new(backend);
         let mut acc = TopK::new(q.rows(), k)?;
-        let _searching = self
-            .searching
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.ann.change_expansion_search(expansion);
-        for i in 0..q.rows() {
-            let query = q.view().row(i);
-            let rows = self.candidates(query, count)?;
-            let query = Matrix::from_vec(1, q.cols(), query.to_vec())?;
+        // Graph searches of all queries in parallel, under the lock that holds this call's
+        // `ef`: at most one worker per hardware thread, the search slots usearch reserves
+        // by default (more concurrent searches would fail rather than wait).
+        let lists: Vec<Vec<usize>> = {
+            let _searching = self
+                .searching
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.ann.change_expansion_search(expansion);
+            let hardware = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let workers = rayon::current_num_threads().min(hardware).max(1);
+            let queries: Vec<usize> = (0..q.rows()).collect();
+            let lists = queries
+                .par_chunks(q.rows().div_ceil(workers).max(1))
+                .map(|chunk| {
+                    (chunk.iter())
+                        .map(|&i| self.candidates(q.view().row(i), count))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(|parts| parts.concat());
+            self.ann
+                .change_expansion_search(self.options.expansion_search);
+            lists?
+        };
+        for (i, rows) in lists.into_iter().enumerate() {
+            let query = Matrix::from_vec(1, q.cols(), q.view().row(i).to_vec())?;
             let scores =
                 engine.scores(&one_term(self.embeddings.select_rows(&rows), query), &())?;
             rows.iter()
                 .zip(&scores)
                 .for_each(|(&r, &s)| acc.offer(i, r, s));
         }
-        self.ann
-            .change_expansion_search(self.options.expansion_search);
         Ok(acc.finish())
     }
 

@@ -18,9 +18,13 @@
 //! Parameters are ordered as the weight matrix `[K, D]` row-major with the bias as column
 //! `D` of each row (`[K, D + 1]`).
 
+mod solve;
+
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 use infl_core::{Bias, Matrix};
+
+pub use solve::{Inverse, Solver};
 
 use crate::run::Loss;
 use crate::{Error, Result};
@@ -49,7 +53,7 @@ pub trait HessianOperator: Send + Sync {
 }
 
 /// The parallelism of faer calls: the current rayon pool's threads.
-fn par() -> Par {
+pub(crate) fn par() -> Par {
     match rayon::current_num_threads() {
         0 | 1 => Par::Seq,
         t => Par::rayon(t),
@@ -241,229 +245,4 @@ impl HessianOperator for FinalLayer {
         }
         Ok(h)
     }
-}
-
-/// How `(H + λI)⁻¹` is applied.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Solver {
-    /// Assemble `H` (f64), add `λI`, Cholesky (faer). Up to [`Solver::EXACT_MAX_DIM`]
-    /// parameters; a matrix that is not positive definite is an error giving the
-    /// smallest damping that works.
-    Exact,
-    /// Conjugate gradients, one per right-hand side, run as a block (every iteration
-    /// applies `H` once to the unconverged vectors).
-    Cg {
-        /// Stop when `‖r‖ ≤ tolerance · ‖b‖` (default 1e-6, SciPy's `cg` `rtol` is 1e-5;
-        /// one decade tighter since scores are differences of such solutions).
-        tolerance: f64,
-        /// At most this many iterations (default 1000); not converging is an error.
-        max_iterations: usize,
-    },
-}
-
-impl Solver {
-    /// Largest `n` the exact solver assembles (`n²` f64: 3.2 GB at 20,000).
-    pub const EXACT_MAX_DIM: usize = 20_000;
-
-    /// CG's default relative residual tolerance (see [`Solver::Cg`]).
-    pub const DEFAULT_CG_TOLERANCE: f64 = 1e-6;
-    /// CG's default iteration cap.
-    pub const DEFAULT_CG_MAX_ITERATIONS: usize = 1000;
-
-    /// CG with its defaults.
-    pub fn cg() -> Self {
-        Self::Cg {
-            tolerance: Self::DEFAULT_CG_TOLERANCE,
-            max_iterations: Self::DEFAULT_CG_MAX_ITERATIONS,
-        }
-    }
-
-    /// Short name (`exact`, `cg`) for metadata and the CLI.
-    pub fn short_name(&self) -> &'static str {
-        match self {
-            Self::Exact => "exact",
-            Self::Cg { .. } => "cg",
-        }
-    }
-}
-
-/// `(H + λI)⁻¹` ready to apply: a Cholesky factor, or CG over the operator.
-pub enum Inverse<'a> {
-    /// The exact solver's factor.
-    Cholesky(faer::linalg::solvers::Llt<f64>),
-    /// CG over the operator.
-    Cg {
-        /// The operator.
-        op: &'a dyn HessianOperator,
-        /// `λ`.
-        damping: f64,
-        /// Relative residual tolerance.
-        tolerance: f64,
-        /// Iteration cap.
-        max_iterations: usize,
-    },
-}
-
-impl std::fmt::Debug for Inverse<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Cholesky(_) => f.write_str("Inverse::Cholesky"),
-            Self::Cg { damping, .. } => write!(f, "Inverse::Cg {{ damping: {damping} }}"),
-        }
-    }
-}
-
-impl<'a> Inverse<'a> {
-    /// Prepares `(op + damping·I)⁻¹` with `solver` (the exact solver factors it now).
-    pub fn new(op: &'a dyn HessianOperator, damping: f64, solver: Solver) -> Result<Self> {
-        if !damping.is_finite() || damping < 0.0 {
-            let details = format!("{damping}; expected a finite value >= 0");
-            return Err(Error::config("damping", details));
-        }
-        match solver {
-            Solver::Exact => {
-                let n = op.dim();
-                if n > Solver::EXACT_MAX_DIM {
-                    let details = format!(
-                        "{n} parameters; the exact solver assembles at most {} (use --solver cg)",
-                        Solver::EXACT_MAX_DIM
-                    );
-                    return Err(Error::config("solver", details));
-                }
-                let mut h = op.assemble()?;
-                for i in 0..n {
-                    h[(i, i)] += damping;
-                }
-                match h.llt(Side::Lower) {
-                    Ok(llt) => Ok(Self::Cholesky(llt)),
-                    Err(_) => Err(not_positive_definite(&h, damping)),
-                }
-            }
-            Solver::Cg {
-                tolerance,
-                max_iterations,
-            } => {
-                if !tolerance.is_finite() || tolerance <= 0.0 || max_iterations == 0 {
-                    let details = format!(
-                        "tolerance {tolerance}, max iterations {max_iterations}; both must be positive"
-                    );
-                    return Err(Error::config("cg", details));
-                }
-                Ok(Self::Cg {
-                    op,
-                    damping,
-                    tolerance,
-                    max_iterations,
-                })
-            }
-        }
-    }
-
-    /// `(H + λI)⁻¹ b` for every row of `b` (`[m, n]`), in place.
-    pub fn solve_rows(&self, b: MatMut<'_, f64>) -> Result<()> {
-        match self {
-            Self::Cholesky(llt) => {
-                use faer::linalg::solvers::Solve;
-                let mut b = b;
-                let mut cols = b.as_ref().transpose().to_owned();
-                llt.solve_in_place(cols.as_mut());
-                b.copy_from(cols.transpose());
-                Ok(())
-            }
-            Self::Cg {
-                op,
-                damping,
-                tolerance,
-                max_iterations,
-            } => block_cg(*op, *damping, *tolerance, *max_iterations, b),
-        }
-    }
-}
-
-/// The error for `H + λI` without a Cholesky factor: its smallest eigenvalue and the
-/// smallest damping that makes it positive definite (with a margin).
-fn not_positive_definite(damped: &Mat<f64>, damping: f64) -> Error {
-    let smallest = damped
-        .self_adjoint_eigenvalues(Side::Lower)
-        .ok()
-        .and_then(|e| e.first().copied());
-    let details = match smallest {
-        Some(mu) => {
-            let scale = damped.norm_max().max(1.0);
-            let need = damping - mu + 1e-10 * scale;
-            format!(
-                "H + {damping:e} I is not positive definite (smallest eigenvalue {mu:.3e}); use a \
-                 damping of at least {need:.3e}"
-            )
-        }
-        None => format!("H + {damping:e} I is not positive definite; raise the damping"),
-    };
-    Error::config("damping", details)
-}
-
-/// Block CG: `(H + λI) x = b` per row, in place; converged rows drop out of the block.
-fn block_cg(
-    op: &dyn HessianOperator,
-    damping: f64,
-    tol: f64,
-    max_iter: usize,
-    mut b: MatMut<'_, f64>,
-) -> Result<()> {
-    let (m, n) = (b.nrows(), b.ncols());
-    let dot = |x: &[f64], y: &[f64]| -> f64 { x.iter().zip(y).map(|(a, b)| a * b).sum() };
-    let row = |mat: &Mat<f64>, i: usize| -> Vec<f64> { (0..n).map(|j| mat[(i, j)]).collect() };
-    let rhs = b.to_owned();
-    let mut x = Mat::<f64>::zeros(m, n);
-    let mut r = rhs.clone();
-    let mut p = rhs.clone();
-    let norms: Vec<f64> = (0..m)
-        .map(|i| dot(&row(&rhs, i), &row(&rhs, i)).sqrt())
-        .collect();
-    let mut rr: Vec<f64> = (0..m).map(|i| dot(&row(&r, i), &row(&r, i))).collect();
-    let mut active: Vec<usize> = (0..m).filter(|&i| rr[i].sqrt() > tol * norms[i]).collect();
-    let mut iterations = 0;
-    while !active.is_empty() {
-        if iterations == max_iter {
-            let worst = active
-                .iter()
-                .map(|&i| rr[i].sqrt() / norms[i])
-                .fold(0.0, f64::max);
-            let details = format!(
-                "CG did not reach the relative residual {tol:e} in {max_iter} iterations for {} of \
-                 {m} vectors (worst {worst:.3e}); raise the iterations or the damping",
-                active.len()
-            );
-            return Err(Error::config("cg", details));
-        }
-        iterations += 1;
-        let block = Mat::from_fn(active.len(), n, |a, j| p[(active[a], j)]);
-        let mut hp = Mat::zeros(active.len(), n);
-        op.apply(block.as_ref(), hp.as_mut())?;
-        for (a, &i) in active.iter().enumerate() {
-            let pi = row(&p, i);
-            let hpi: Vec<f64> = (0..n).map(|j| hp[(a, j)] + damping * pi[j]).collect();
-            let curvature = dot(&pi, &hpi);
-            if curvature.is_nan() || curvature <= 0.0 {
-                let details = format!(
-                    "H + {damping:e} I is not positive definite along a CG direction (pᵀ(H + λI)p = \
-                     {curvature:.3e}); raise the damping"
-                );
-                return Err(Error::config("damping", details));
-            }
-            let alpha = rr[i] / curvature;
-            for j in 0..n {
-                x[(i, j)] += alpha * pi[j];
-                r[(i, j)] -= alpha * hpi[j];
-            }
-            let next = dot(&row(&r, i), &row(&r, i));
-            let beta = next / rr[i];
-            rr[i] = next;
-            for j in 0..n {
-                p[(i, j)] = r[(i, j)] + beta * p[(i, j)];
-            }
-        }
-        active.retain(|&i| rr[i].sqrt() > tol * norms[i]);
-    }
-    b.copy_from(x.as_ref());
-    Ok(())
 }
