@@ -74,6 +74,16 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::index::IndexCommand,
     },
+    /// Fit the Hessian of influence functions (--method influence) once and save it, so
+    /// that `scores`/`topk`/`self-influence --hessian FILE` reuse it for many test batches
+    /// (the damping and the solver may still change).
+    Fit {
+        #[command(flatten)]
+        input: Input,
+        /// Output file (safetensors, "infl hessian v1").
+        #[arg(long, short, default_value = "hessian.safetensors")]
+        out: PathBuf,
+    },
     /// Self-influence of every training example and the most suspicious (likely
     /// mislabelled) ones: self_influence.safetensors, suspicious.csv, suspicious.json.
     SelfInfluence {
@@ -219,12 +229,19 @@ pub struct SolverArgs {
     /// Eigenpairs Arnoldi keeps (default 50, Captum's projection_dim).
     #[arg(long)]
     pub arnoldi_eigenpairs: Option<usize>,
+    /// A Hessian saved by `infl fit` for this run's last checkpoint (refused if it was
+    /// fitted on anything else).
+    #[arg(long)]
+    pub hessian: Option<PathBuf>,
 }
 
 impl SolverArgs {
     /// Whether any solver flag was given.
     fn any(&self) -> bool {
-        self.solver.is_some() || self.damping.is_some() || self.knobs().iter().any(|(_, set)| *set)
+        self.solver.is_some()
+            || self.damping.is_some()
+            || self.hessian.is_some()
+            || self.knobs().iter().any(|(_, set)| *set)
     }
 
     /// Each solver-specific flag, whether it was given.
@@ -456,7 +473,21 @@ impl Input {
         Ok(())
     }
 
+    /// The estimator these flags describe (with a saved Hessian when `--hessian` is given).
     pub(crate) fn estimator(&self) -> Result<Box<dyn Estimator>> {
+        let options = self.options()?;
+        if let Some(path) = &self.solving.hessian {
+            // Only influence functions take a saved Hessian (`options` checked that).
+            let saved = infl::curvature::SavedHessian::open(path)?;
+            let mut influence = infl::InfluenceFunction::from(&options);
+            influence.hessian = Some(std::sync::Arc::new(saved));
+            return Ok(Box::new(influence));
+        }
+        Ok(estimators::build(&self.method, &options)?)
+    }
+
+    /// The common options, after refusing flags that do not apply to the method.
+    pub(crate) fn options(&self) -> Result<Options> {
         if let Err(why) = infl::io::check_learning_rate(self.learning_rate) {
             bail!("--learning-rate: {why}");
         }
@@ -486,7 +517,7 @@ impl Input {
                 rand_proj.name()
             );
         }
-        let options = Options {
+        Ok(Options {
             loss: match self.loss {
                 LossArg::Ce => Loss::CrossEntropy,
                 LossArg::Mse => Loss::MeanSquaredError,
@@ -505,8 +536,7 @@ impl Input {
             seed: self.seed.unwrap_or(0),
             solver,
             damping: (self.solving.damping).unwrap_or(infl::InfluenceFunction::DEFAULT_DAMPING),
-        };
-        Ok(estimators::build(&self.method, &options)?)
+        })
     }
 }
 
@@ -546,7 +576,8 @@ struct Plan {
 impl Plan {
     fn new<P: AsRef<Path>>(input: &Input, outputs: impl IntoIterator<Item = P>) -> Result<Self> {
         let source = input.source()?;
-        let publication = Publication::plan(&source.inputs(), outputs)?;
+        let inputs = (source.inputs()).and_files(input.solving.hessian.iter().cloned());
+        let publication = Publication::plan(&inputs, outputs)?;
         Ok(Self {
             source,
             publication,
@@ -680,6 +711,36 @@ pub fn run(cli: Cli) -> Result<()> {
             )?;
             publish(plan.publication)?;
             output::print_topk_summary(&out, &provenance, &top);
+        }
+        Command::Fit { mut input, out } => {
+            let influence = infl::InfluenceFunction::default();
+            ensure!(
+                input.method == influence.name() || input.method == estimators::REGISTRY[0].name,
+                "--method {}: `infl fit` fits the Hessian of --method {}",
+                input.method,
+                influence.name()
+            );
+            ensure!(
+                input.solving.hessian.is_none(),
+                "--hessian: `infl fit` writes a Hessian (--out), it does not read one"
+            );
+            input.method = influence.name().to_string();
+            let mut plan = Plan::new(&input, [&out])?;
+            let l = load(&input, &plan.source, compute, &bar, Splits::TrainOnly)?;
+            let fit = infl::InfluenceFunction::from(&input.options()?);
+            let saved = fit.fit_hessian(&*l.backend, &l.run)?;
+            let (tensors, metadata) = saved.tensors();
+            plan.publication
+                .stage_safetensors(&out, tensors, metadata)?;
+            publish(plan.publication)?;
+            let id = &saved.identity;
+            println!(
+                "Hessian of the final layer at checkpoint {} ({} training examples, {} parameters), wrote {}",
+                id.checkpoint,
+                id.examples,
+                id.dim(),
+                out.display()
+            );
         }
         Command::SelfInfluence {
             input,

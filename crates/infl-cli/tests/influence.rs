@@ -213,3 +213,129 @@ fn flags_that_do_not_apply_are_refused() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("an index embeds training examples alone"));
     assert!(!idx.exists());
 }
+
+#[test]
+fn a_saved_hessian_gives_the_same_scores_and_refuses_other_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run();
+    let h = dir.path().join("h.safetensors");
+    let base = ["--run", s(&r), "--layer", "fc3", "--include-bias"];
+    let mut fit = vec!["fit", "-o", s(&h)];
+    fit.extend(base);
+    ok(&fit);
+    let (fresh, saved) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    for (out, extra) in [(&fresh, &[][..]), (&saved, &["--hessian", s(&h)][..])] {
+        let mut c = vec![
+            "scores",
+            "--method",
+            "influence",
+            "--damping",
+            "1e-3",
+            "-o",
+            s(out),
+        ];
+        c.extend(base);
+        c.extend(extra);
+        ok(&c);
+    }
+    assert_eq!(
+        scores(&fresh).0,
+        scores(&saved).0,
+        "the same Hessian, the same scores"
+    );
+    // With CG the saved matrix is the operator: the same scores to CG's accuracy.
+    let cg = dir.path().join("cg.safetensors");
+    let mut c = vec![
+        "scores",
+        "--method",
+        "influence",
+        "--damping",
+        "1e-3",
+        "--solver",
+        "cg",
+    ];
+    c.extend(base);
+    c.extend(["--hessian", s(&h), "-o", s(&cg)]);
+    ok(&c);
+    let ((x, _), (y, _)) = (scores(&fresh), scores(&cg));
+    let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(x.iter().zip(&y).all(|(p, q)| (p - q).abs() <= 1e-4 * scale));
+    // Another run, another bias setting, a damaged file, the file as an output: refused.
+    let out = dir.path().join("never.safetensors");
+    let other = fixtures("../captum/run");
+    let truncated = dir.path().join("truncated.safetensors");
+    let bytes = std::fs::read(&h).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let cases: [(Vec<&str>, &str); 4] = [
+        (
+            vec![
+                "--run",
+                s(&other),
+                "--include-bias",
+                "--hessian",
+                s(&h),
+                "-o",
+                s(&out),
+            ],
+            "crc32",
+        ),
+        (
+            vec!["--run", s(&r), "--hessian", s(&h), "-o", s(&out)],
+            "include_bias",
+        ),
+        (
+            vec![
+                "--run",
+                s(&r),
+                "--include-bias",
+                "--hessian",
+                s(&truncated),
+                "-o",
+                s(&out),
+            ],
+            "truncated.safetensors",
+        ),
+        (
+            vec![
+                "--run",
+                s(&r),
+                "--include-bias",
+                "--hessian",
+                s(&h),
+                "-o",
+                s(&h),
+            ],
+            "outputs never replace inputs",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let mut c = vec!["scores", "--method", "influence", "--layer", "fc3"];
+        c.extend(&extra);
+        let o = infl(&c);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{extra:?} succeeded");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(!out.exists());
+    }
+    assert_eq!(
+        std::fs::read(&h).unwrap(),
+        bytes,
+        "the Hessian file is untouched"
+    );
+    let o = infl(&[
+        "fit",
+        "--method",
+        "tracincp",
+        "--run",
+        s(&r),
+        "--layer",
+        "fc3",
+        "-o",
+        s(&out),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fits the Hessian of --method influence"));
+    assert!(!out.exists());
+}

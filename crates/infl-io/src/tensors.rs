@@ -208,6 +208,27 @@ impl TensorFile {
         self.floats(name, dtype, bytes)
     }
 
+    /// An f64 tensor `name` of exactly `shape`, at full precision (no other dtype, no
+    /// non-finite value).
+    pub fn f64s(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
+        let Raw {
+            dtype,
+            shape: found,
+            bytes,
+            ..
+        } = self.raw(name)?;
+        if dtype != Dtype::F64 || found != shape {
+            let details = format!("{dtype:?} {found:?}; expected F64 {shape:?}");
+            return Err(Error::bad(&self.path, name, details));
+        }
+        let v: Vec<f64> = pod(bytes);
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            let details = format!("a non-finite value ({}) at flat index {i}", v[i]);
+            return Err(Error::bad(&self.path, name, details));
+        }
+        Ok(v)
+    }
+
     fn floats(&self, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
         Ok(match dtype {
             Dtype::F32 => pod::<f32>(bytes),

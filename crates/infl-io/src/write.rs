@@ -17,6 +17,8 @@ pub enum OutTensor {
     F32(Vec<usize>, Vec<f32>),
     /// i64 data with its shape.
     I64(Vec<usize>, Vec<i64>),
+    /// f64 data with its shape (fitted curvature, kept at full precision).
+    F64(Vec<usize>, Vec<f64>),
 }
 
 struct Bytes {
@@ -129,6 +131,11 @@ pub(crate) fn safetensors_bytes(
                 },
                 OutTensor::I64(shape, v) => Bytes {
                     dtype: Dtype::I64,
+                    shape,
+                    data: bytemuck::cast_slice(&v).to_vec(),
+                },
+                OutTensor::F64(shape, v) => Bytes {
+                    dtype: Dtype::F64,
                     shape,
                     data: bytemuck::cast_slice(&v).to_vec(),
                 },

@@ -18,12 +18,14 @@
 //! Parameters are ordered as the weight matrix `[K, D]` row-major with the bias as column
 //! `D` of each row (`[K, D + 1]`).
 
+mod saved;
 mod solve;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use infl_core::{Bias, Matrix};
 
+pub use saved::{FORMAT as HESSIAN_FORMAT, Identity, SavedHessian};
 pub use solve::{Inverse, Solver};
 
 use crate::run::Loss;

@@ -14,11 +14,13 @@
 //! is materialised. Self-influence (`∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i`) needs every training
 //! gradient preconditioned; it is solved in chunks on the host.
 
+use std::sync::Arc;
+
 use faer::Mat;
 use infl_core::{Backend, Bias, Matrix};
 
 use super::{Attributed, Audience, Estimator, Indexing, Input, Options, Registration};
-use crate::curvature::{FinalLayer, Inverse, Solver};
+use crate::curvature::{FinalLayer, HessianOperator, Identity, Inverse, SavedHessian, Solver};
 use crate::engine::{FactorMatrices, FactorTerm, TermSet};
 use crate::head::{LossHead, logits};
 use crate::run::{CheckpointData, Loss, Prepared, Reduction, Run, SplitInfo, check_test_sets};
@@ -36,7 +38,7 @@ pub(super) const REGISTRATION: Registration = Registration {
 };
 
 /// Influence-function settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct InfluenceFunction {
     /// Loss head.
     pub loss: Loss,
@@ -50,6 +52,9 @@ pub struct InfluenceFunction {
     /// `λ` (default 1e-6: Captum `NaiveInfluenceFunction`'s `hessian_reg`, on the same
     /// summed Hessian).
     pub damping: f64,
+    /// A Hessian fitted before (`infl fit`), used instead of fitting one when its identity
+    /// is the run's last checkpoint's (refused otherwise).
+    pub hessian: Option<Arc<SavedHessian>>,
 }
 
 impl InfluenceFunction {
@@ -71,6 +76,22 @@ impl From<&Options> for InfluenceFunction {
             bias: o.bias,
             solver: o.solver,
             damping: o.damping,
+            hessian: None,
+        }
+    }
+}
+
+/// Where `H` comes from: the training data, or a saved fit.
+enum Curvature {
+    Data(FinalLayer),
+    Saved(Arc<SavedHessian>),
+}
+
+impl Curvature {
+    fn op(&self) -> &dyn HessianOperator {
+        match self {
+            Self::Data(h) => h,
+            Self::Saved(h) => h.as_ref(),
         }
     }
 }
@@ -78,7 +99,7 @@ impl From<&Options> for InfluenceFunction {
 /// The fitted curvature of a run's last checkpoint with its heads.
 struct Fit<'r> {
     checkpoint: &'r CheckpointData,
-    hessian: FinalLayer,
+    hessian: Curvature,
     /// Training output gradients `J` `[N, K]` and predictions.
     train: crate::head::Head,
 }
@@ -113,13 +134,40 @@ impl InfluenceFunction {
         let train = self
             .head()
             .compute(backend, &last.checkpoint, &last.train, &first.train)?;
-        let z = logits(backend, &last.checkpoint, &last.train)?;
-        let k = last.checkpoint.weight.rows();
-        let hessian = FinalLayer::new(&last.train.features, &z, k, self.loss, self.bias)?;
+        let hessian = match &self.hessian {
+            Some(saved) => {
+                let identity = Identity::of(last, self.loss, self.bias);
+                saved.check(&last.train.source, &identity)?;
+                Curvature::Saved(Arc::clone(saved))
+            }
+            None => Curvature::Data(self.final_layer(backend, last)?),
+        };
         Ok(Fit {
             checkpoint: last,
             hessian,
             train,
+        })
+    }
+
+    /// The exact Hessian operator of a checkpoint's final layer.
+    fn final_layer(&self, backend: &dyn Backend, d: &CheckpointData) -> Result<FinalLayer> {
+        let z = logits(backend, &d.checkpoint, &d.train)?;
+        let k = d.checkpoint.weight.rows();
+        FinalLayer::new(&d.train.features, &z, k, self.loss, self.bias)
+    }
+
+    /// Assembles the Hessian of the run's last checkpoint for `infl fit` (after checking
+    /// the whole run as scoring would).
+    pub fn fit_hessian(&self, backend: &dyn Backend, run: &Run) -> Result<SavedHessian> {
+        let plain = Self {
+            hessian: None,
+            ..self.clone()
+        };
+        let fit = plain.fit(backend, run)?;
+        Ok(SavedHessian {
+            hessian: fit.hessian.op().assemble()?,
+            identity: Identity::of(fit.checkpoint, self.loss, self.bias),
+            source: Default::default(),
         })
     }
 
@@ -192,7 +240,7 @@ impl Estimator for InfluenceFunction {
             (Some(t), Some(f)) => {
                 let head = self.head().compute(backend, &d.checkpoint, t, f)?;
                 let mut x = self.gradients(&head.gradients, &t.features, 0..t.len());
-                let inverse = Inverse::new(&fit.hessian, self.damping, self.solver)?;
+                let inverse = Inverse::new(fit.hessian.op(), self.damping, self.solver)?;
                 inverse.solve_rows(x.as_mut())?;
                 Some((x, head.predicted))
             }
@@ -213,7 +261,7 @@ impl Estimator for InfluenceFunction {
     /// `∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i` per training example, in chunks of 1024 rows.
     fn self_influence(&self, backend: &dyn Backend, run: &Run) -> Result<Attributed<Vec<f32>>> {
         let fit = self.fit(backend, run)?;
-        let inverse = Inverse::new(&fit.hessian, self.damping, self.solver)?;
+        let inverse = Inverse::new(fit.hessian.op(), self.damping, self.solver)?;
         let (g, a) = (&fit.train.gradients, &fit.checkpoint.train.features);
         let n = a.rows();
         let mut values = Vec::with_capacity(n);
@@ -254,7 +302,7 @@ impl InfluenceFunction {
     fn terms(&self, fit: &Fit<'_>, x: Option<&Mat<f64>>) -> Result<Vec<FactorTerm>> {
         let (g, a) = (&fit.train.gradients, &fit.checkpoint.train.features);
         let (k, d) = (g.cols(), a.cols());
-        let w = fit.hessian.width();
+        let w = d + usize::from(self.bias == Bias::Included);
         let name = &fit.checkpoint.checkpoint.name;
         let f32s = |rows: usize, cols: usize, f: &dyn Fn(usize, usize) -> f64| {
             Matrix::from_fn(rows, cols, |i, j| f(i, j) as f32)
