@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use infl::curvature::Solver;
+use infl::curvature::{Damping, Solver};
+use infl::estimators::Convention;
 use infl::estimators::Input as Reads;
 use infl::io::{FactorRun, Inputs, Publication, RunLayout};
 use infl::{
@@ -206,10 +207,16 @@ pub struct SolverArgs {
     /// seeds its start).
     #[arg(long, value_enum)]
     pub solver: Option<SolverArg>,
-    /// Damping added to the Hessian of the summed loss (default 1e-6, Captum's
-    /// hessian_reg).
-    #[arg(long, allow_hyphen_values = true)]
-    pub damping: Option<f64>,
+    /// Whose scaling: `kronfluence` (default: the mean Hessian, ∇ℓ_testᵀ (H/N + λI)⁻¹
+    /// ∇ℓ_train) or `captum` (the summed Hessian, N times smaller scores at N times the
+    /// damping). Both report positive = helpful.
+    #[arg(long, value_enum)]
+    pub convention: Option<ConventionArg>,
+    /// Damping λ added to the convention's Hessian, or `heuristic` (0.1 × its mean
+    /// eigenvalue, Kronfluence's damping_factor=None). Default: 1e-8 (Kronfluence's
+    /// damping_factor), 1e-6 with --convention captum (its hessian_reg).
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_damping)]
+    pub damping: Option<Damping>,
     /// CG's relative residual tolerance (default 1e-8).
     #[arg(long)]
     pub cg_tolerance: Option<f64>,
@@ -240,6 +247,7 @@ impl SolverArgs {
     fn any(&self) -> bool {
         self.solver.is_some()
             || self.damping.is_some()
+            || self.convention.is_some()
             || self.hessian.is_some()
             || self.knobs().iter().any(|(_, set)| *set)
     }
@@ -301,6 +309,25 @@ impl SolverArgs {
             },
         })
     }
+}
+
+/// `--damping`: a number or `heuristic`.
+fn parse_damping(v: &str) -> Result<Damping, String> {
+    if v == "heuristic" {
+        return Ok(Damping::Heuristic);
+    }
+    v.parse()
+        .map(Damping::Value)
+        .map_err(|_| format!("expected a number or `heuristic`, found {v:?}"))
+}
+
+/// `--convention`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConventionArg {
+    /// The mean Hessian (Kronfluence).
+    Kronfluence,
+    /// The summed Hessian (Captum).
+    Captum,
 }
 
 /// `--solver`.
@@ -465,9 +492,13 @@ impl Input {
             );
         }
         if let Some(v) = setting("damping") {
-            self.solving.damping = Some(
-                v.parse()
-                    .with_context(|| format!("setting damping: expected a number, found {v:?}"))?,
+            self.solving.damping =
+                Some(parse_damping(v).map_err(|why| anyhow::anyhow!("setting damping: {why}"))?);
+        }
+        if let Some(v) = setting("convention") {
+            self.solving.convention = Some(
+                ConventionArg::from_str(v, true)
+                    .map_err(|_| anyhow::anyhow!("setting convention: unknown {v:?}"))?,
             );
         }
         Ok(())
@@ -535,7 +566,11 @@ impl Input {
             projection_dim: self.projection_dim.map(|p| p as usize),
             seed: self.seed.unwrap_or(0),
             solver,
-            damping: (self.solving.damping).unwrap_or(infl::InfluenceFunction::DEFAULT_DAMPING),
+            convention: match self.solving.convention {
+                None | Some(ConventionArg::Kronfluence) => Convention::Kronfluence,
+                Some(ConventionArg::Captum) => Convention::Captum,
+            },
+            damping: self.solving.damping,
         })
     }
 }

@@ -3,7 +3,8 @@
 //! `fixtures/captum_influence` by `cargo xtask fixtures` (see its generate.py), with the
 //! bias a parameter and fixed, for both solvers, on the CPU and the GPU.
 
-use infl::curvature::Solver;
+use infl::curvature::{Damping, Solver};
+use infl::estimators::Convention;
 use infl::io::{Rank, RunLayout, TensorFile};
 use infl::{Backend, Bias, CpuBackend, Estimator, InfluenceFunction, Run, Splits, load_run};
 
@@ -27,7 +28,8 @@ fn check(backend: &dyn Backend, bias: Bias, solver: Solver) {
     let est = InfluenceFunction {
         bias,
         solver,
-        damping: meta["damping"].parse().unwrap(),
+        convention: Convention::Captum,
+        damping: Some(Damping::Value(meta["damping"].parse().unwrap())),
         ..InfluenceFunction::default()
     };
     let what = format!("{tag} {solver:?} on {}", backend.name());

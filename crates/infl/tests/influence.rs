@@ -6,7 +6,8 @@
 //! No expected numbers are written down: every check compares two computations.
 
 use faer::{Mat, MatMut, MatRef};
-use infl::curvature::{FinalLayer, HessianOperator, Inverse, Solver};
+use infl::curvature::{Damping, FinalLayer, HessianOperator, Inverse, Solver};
+use infl::estimators::Convention;
 use infl::{
     Bias, Checkpoint, CheckpointData, CpuBackend, Estimator, Examples, InfluenceFunction, Matrix,
     Run, run::Loss,
@@ -378,7 +379,8 @@ fn scores_topk_and_self_influence_are_the_dense_formula() {
             loss,
             bias,
             solver,
-            damping: 1e-3,
+            convention: Convention::Captum,
+            damping: Some(Damping::Value(1e-3)),
             ..InfluenceFunction::default()
         };
         let what = format!("{loss:?} {bias:?} {solver:?}");
@@ -437,7 +439,8 @@ fn scores_on_the_gpu_equal_the_cpu() {
     let c = case(5, 137, 9, 63, 10, Loss::CrossEntropy);
     let est = InfluenceFunction {
         bias: Bias::Included,
-        damping: 1e-3,
+        convention: Convention::Captum,
+        damping: Some(Damping::Value(1e-3)),
         ..InfluenceFunction::default()
     };
     let cpu = est.scores(&CpuBackend::new(), &c.run, &()).unwrap().values;
@@ -559,7 +562,8 @@ fn every_solver_scores_through_the_engine() {
         let est = InfluenceFunction {
             bias: Bias::Included,
             solver,
-            damping: 0.5,
+            convention: Convention::Captum,
+            damping: Some(Damping::Value(0.5)),
             ..InfluenceFunction::default()
         };
         est.scores(&cpu, &c.run, &()).unwrap().values
@@ -581,4 +585,42 @@ fn every_solver_scores_through_the_engine() {
             assert!((a - b).abs() <= 1e-5 * scale, "{solver:?}: {a} vs {b}");
         }
     }
+}
+
+#[test]
+fn kronfluence_scores_are_n_times_captums_at_n_times_the_damping() {
+    let cpu = CpuBackend::new();
+    let c = case(9, 33, 5, 6, 4, Loss::CrossEntropy);
+    let n = 33.0;
+    let est = |convention, damping| InfluenceFunction {
+        bias: Bias::Included,
+        convention,
+        damping: Some(damping),
+        ..InfluenceFunction::default()
+    };
+    let kron = est(Convention::Kronfluence, Damping::Value(1e-3));
+    assert_eq!(
+        InfluenceFunction::default().convention,
+        Convention::Kronfluence
+    );
+    let captum = est(Convention::Captum, Damping::Value(1e-3 * n));
+    let (k, c2) = (
+        kron.scores(&cpu, &c.run, &()).unwrap().values,
+        captum.scores(&cpu, &c.run, &()).unwrap().values,
+    );
+    let scale = k.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for (a, b) in k.iter().zip(&c2) {
+        assert!((a - b * n as f32).abs() <= 1e-4 * scale, "{a} vs {n} x {b}");
+    }
+    // The heuristic: 0.1 × the mean eigenvalue of the convention's Hessian.
+    let op = operator(&c, Loss::CrossEntropy, Bias::Included);
+    let h = op.assemble().unwrap();
+    let mean = (0..h.nrows()).map(|i| h[(i, i)]).sum::<f64>() / h.nrows() as f64;
+    assert!((Damping::Heuristic.value(&op).unwrap() - 0.1 * mean).abs() <= 1e-9 * mean);
+    let heuristic = est(Convention::Kronfluence, Damping::Heuristic);
+    let fixed = est(Convention::Kronfluence, Damping::Value(0.1 * mean / n));
+    assert_eq!(
+        heuristic.scores(&cpu, &c.run, &()).unwrap().values,
+        fixed.scores(&cpu, &c.run, &()).unwrap().values
+    );
 }

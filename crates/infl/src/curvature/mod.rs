@@ -39,6 +39,12 @@ pub trait HessianOperator: Send + Sync {
     /// `out = H v` for every row of `v` (`[m, n]` row-major; `out` the same shape).
     fn apply(&self, v: MatRef<'_, f64>, out: MatMut<'_, f64>) -> Result<()>;
 
+    /// `trace(H)` (by [`assemble`](Self::assemble); override when there is a cheaper way).
+    fn trace(&self) -> Result<f64> {
+        let h = self.assemble()?;
+        Ok((0..h.nrows()).map(|i| h[(i, i)]).sum())
+    }
+
     /// The dense `[n, n]` matrix, by applying `H` to blocks of the identity (override when
     /// there is a cheaper way).
     fn assemble(&self) -> Result<Mat<f64>> {
@@ -51,6 +57,74 @@ pub trait HessianOperator: Send + Sync {
             self.apply(eye.as_ref(), h.as_mut().subrows_mut(start, m))?;
         }
         Ok(h)
+    }
+}
+
+/// `factor · H`: the summed Hessian as the mean one (`1 / N`) or as it is.
+#[derive(Clone, Debug)]
+pub struct Scaled<O> {
+    /// The operator.
+    pub op: O,
+    /// The factor.
+    pub factor: f64,
+}
+
+impl<O: HessianOperator> HessianOperator for Scaled<O> {
+    fn dim(&self) -> usize {
+        self.op.dim()
+    }
+
+    fn apply(&self, v: MatRef<'_, f64>, mut out: MatMut<'_, f64>) -> Result<()> {
+        self.op.apply(v, out.as_mut())?;
+        scale(out, self.factor);
+        Ok(())
+    }
+
+    fn assemble(&self) -> Result<Mat<f64>> {
+        let mut h = self.op.assemble()?;
+        scale(h.as_mut(), self.factor);
+        Ok(h)
+    }
+
+    fn trace(&self) -> Result<f64> {
+        Ok(self.factor * self.op.trace()?)
+    }
+}
+
+/// `m *= factor`, in place.
+fn scale(mut m: MatMut<'_, f64>, factor: f64) {
+    for j in 0..m.ncols() {
+        for i in 0..m.nrows() {
+            m[(i, j)] *= factor;
+        }
+    }
+}
+
+/// The damping `λ` of `H + λI`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Damping {
+    /// A fixed value.
+    Value(f64),
+    /// Kronfluence's `damping_factor=None`: 0.1 × the mean eigenvalue of `H`
+    /// (`0.1 · trace(H) / n`).
+    Heuristic,
+}
+
+impl Damping {
+    /// `λ` for the operator `op`.
+    pub fn value(self, op: &dyn HessianOperator) -> Result<f64> {
+        match self {
+            Self::Value(v) => Ok(v),
+            Self::Heuristic => Ok(0.1 * op.trace()? / op.dim().max(1) as f64),
+        }
+    }
+
+    /// `heuristic` or the value, for metadata.
+    pub fn describe(self) -> String {
+        match self {
+            Self::Value(v) => format!("{v:e}"),
+            Self::Heuristic => "heuristic".into(),
+        }
     }
 }
 
@@ -200,6 +274,23 @@ impl HessianOperator for FinalLayer {
             }
         }
         Ok(())
+    }
+
+    /// `Σ_n ‖ã_n‖² Σ_k C_n[k, k]`.
+    fn trace(&self) -> Result<f64> {
+        let (n, k, w) = (self.inputs.nrows(), self.outputs, self.width());
+        Ok((0..n)
+            .map(|i| {
+                let norm: f64 = (0..w).map(|j| self.inputs[(i, j)].powi(2)).sum();
+                let diag: f64 = match self.loss {
+                    Loss::MeanSquaredError => 2.0 * k as f64,
+                    Loss::CrossEntropy => (0..k)
+                        .map(|r| self.probs[(i, r)] * (1.0 - self.probs[(i, r)]))
+                        .sum(),
+                };
+                norm * diag
+            })
+            .sum())
     }
 
     /// Block `(k, l)` is `Ãᵀ diag(C_n[k, l]) Ã`: one GEMM per pair `k ≤ l`.

@@ -218,4 +218,8 @@ impl HessianOperator for SavedHessian {
     fn assemble(&self) -> Result<Mat<f64>> {
         Ok(self.hessian.clone())
     }
+
+    fn trace(&self) -> Result<f64> {
+        Ok((0..self.dim()).map(|i| self.hessian[(i, i)]).sum())
+    }
 }

@@ -20,7 +20,9 @@ use faer::Mat;
 use infl_core::{Backend, Bias, Matrix};
 
 use super::{Attributed, Audience, Estimator, Indexing, Input, Options, Registration};
-use crate::curvature::{FinalLayer, HessianOperator, Identity, Inverse, SavedHessian, Solver};
+use crate::curvature::{
+    Damping, FinalLayer, HessianOperator, Identity, Inverse, SavedHessian, Scaled, Solver,
+};
 use crate::engine::{FactorMatrices, FactorTerm, TermSet};
 use crate::head::{LossHead, logits};
 use crate::run::{CheckpointData, Loss, Prepared, Reduction, Run, SplitInfo, check_test_sets};
@@ -49,17 +51,45 @@ pub struct InfluenceFunction {
     pub bias: Bias,
     /// How `(H + λI)⁻¹` is applied.
     pub solver: Solver,
-    /// `λ` (default 1e-6: Captum `NaiveInfluenceFunction`'s `hessian_reg`, on the same
-    /// summed Hessian).
-    pub damping: f64,
+    /// Whose scaling: Kronfluence's mean Hessian (the default) or Captum's summed one.
+    pub convention: Convention,
+    /// `λ`, added to the convention's Hessian; `None`: the convention's default
+    /// ([`Convention::default_damping`]).
+    pub damping: Option<Damping>,
     /// A Hessian fitted before (`infl fit`), used instead of fitting one when its identity
     /// is the run's last checkpoint's (refused otherwise).
     pub hessian: Option<Arc<SavedHessian>>,
 }
 
-impl InfluenceFunction {
-    /// Default damping (see [`damping`](Self::damping)).
-    pub const DEFAULT_DAMPING: f64 = 1e-6;
+/// Whose sign and scale the scores follow (both report positive = helpful).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Convention {
+    /// Kronfluence: `∇ℓ_qᵀ (H/N + λI)⁻¹ ∇ℓ_i` with `H/N` the *mean* Hessian (scores ~`N`×
+    /// Captum's).
+    #[default]
+    Kronfluence,
+    /// Captum (`NaiveInfluenceFunction`, `ArnoldiInfluenceFunction`): the summed Hessian,
+    /// `∇ℓ_qᵀ (H + λI)⁻¹ ∇ℓ_i`.
+    Captum,
+}
+
+impl Convention {
+    /// The default damping: Kronfluence's `damping_factor` (1e-8) or Captum's
+    /// `hessian_reg` (1e-6).
+    pub fn default_damping(self) -> Damping {
+        match self {
+            Self::Kronfluence => Damping::Value(1e-8),
+            Self::Captum => Damping::Value(1e-6),
+        }
+    }
+
+    /// `kronfluence` or `captum`.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Self::Kronfluence => "kronfluence",
+            Self::Captum => "captum",
+        }
+    }
 }
 
 impl Default for InfluenceFunction {
@@ -75,6 +105,7 @@ impl From<&Options> for InfluenceFunction {
             reduction: o.reduction,
             bias: o.bias,
             solver: o.solver,
+            convention: o.convention,
             damping: o.damping,
             hessian: None,
         }
@@ -96,10 +127,29 @@ impl Curvature {
     }
 }
 
+impl HessianOperator for Curvature {
+    fn dim(&self) -> usize {
+        self.op().dim()
+    }
+
+    fn apply(&self, v: faer::MatRef<'_, f64>, out: faer::MatMut<'_, f64>) -> Result<()> {
+        self.op().apply(v, out)
+    }
+
+    fn assemble(&self) -> Result<Mat<f64>> {
+        self.op().assemble()
+    }
+
+    fn trace(&self) -> Result<f64> {
+        self.op().trace()
+    }
+}
+
 /// The fitted curvature of a run's last checkpoint with its heads.
 struct Fit<'r> {
     checkpoint: &'r CheckpointData,
-    hessian: Curvature,
+    /// `H` in the convention's scale (summed, or over `N`).
+    hessian: Scaled<Curvature>,
     /// Training output gradients `J` `[N, K]` and predictions.
     train: crate::head::Head,
 }
@@ -142,11 +192,29 @@ impl InfluenceFunction {
             }
             None => Curvature::Data(self.final_layer(backend, last)?),
         };
+        let factor = match self.convention {
+            Convention::Kronfluence => 1.0 / last.train.len() as f64,
+            Convention::Captum => 1.0,
+        };
         Ok(Fit {
             checkpoint: last,
-            hessian,
+            hessian: Scaled {
+                op: hessian,
+                factor,
+            },
             train,
         })
+    }
+
+    /// The damping, or the convention's default.
+    pub fn damping(&self) -> Damping {
+        self.damping.unwrap_or(self.convention.default_damping())
+    }
+
+    /// `(H_c + λI)⁻¹` with `H_c` the fit's Hessian in the convention's scale.
+    fn inverse<'f>(&self, fit: &'f Fit<'_>) -> Result<Inverse<'f>> {
+        let damping = self.damping().value(&fit.hessian)?;
+        Inverse::new(&fit.hessian, damping, self.solver)
     }
 
     /// The exact Hessian operator of a checkpoint's final layer.
@@ -165,7 +233,7 @@ impl InfluenceFunction {
         };
         let fit = plain.fit(backend, run)?;
         Ok(SavedHessian {
-            hessian: fit.hessian.op().assemble()?,
+            hessian: fit.hessian.op.assemble()?, // summed: the convention applies on use
             identity: Identity::of(fit.checkpoint, self.loss, self.bias),
             source: Default::default(),
         })
@@ -202,7 +270,8 @@ impl Estimator for InfluenceFunction {
                 (self.bias == Bias::Included).to_string(),
             ),
             ("solver".into(), self.solver.short_name().into()),
-            ("damping".into(), format!("{:e}", self.damping)),
+            ("convention".into(), self.convention.short_name().into()),
+            ("damping".into(), self.damping().describe()),
         ];
         match self.solver {
             Solver::Exact => {}
@@ -240,7 +309,7 @@ impl Estimator for InfluenceFunction {
             (Some(t), Some(f)) => {
                 let head = self.head().compute(backend, &d.checkpoint, t, f)?;
                 let mut x = self.gradients(&head.gradients, &t.features, 0..t.len());
-                let inverse = Inverse::new(fit.hessian.op(), self.damping, self.solver)?;
+                let inverse = self.inverse(&fit)?;
                 inverse.solve_rows(x.as_mut())?;
                 Some((x, head.predicted))
             }
@@ -261,7 +330,7 @@ impl Estimator for InfluenceFunction {
     /// `∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i` per training example, in chunks of 1024 rows.
     fn self_influence(&self, backend: &dyn Backend, run: &Run) -> Result<Attributed<Vec<f32>>> {
         let fit = self.fit(backend, run)?;
-        let inverse = Inverse::new(fit.hessian.op(), self.damping, self.solver)?;
+        let inverse = self.inverse(&fit)?;
         let (g, a) = (&fit.train.gradients, &fit.checkpoint.train.features);
         let n = a.rows();
         let mut values = Vec::with_capacity(n);

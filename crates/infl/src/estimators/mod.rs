@@ -23,12 +23,12 @@ use std::fmt;
 
 use infl_core::{Backend, Bias, TopKRows};
 
-use crate::curvature::Solver;
+use crate::curvature::{Damping, Solver};
 use crate::engine::{Engine, Progress};
 use crate::run::{Loss, Prepared, Reduction, Run};
 use crate::{Error, Result};
 
-pub use influence::InfluenceFunction;
+pub use influence::{Convention, InfluenceFunction};
 pub use tracincp::{LayerForm, TracInCP};
 pub use tracincp_fast::TracInCPFast;
 pub use tracincp_fast_rand_proj::{Projections, TracInCPFastRandProj};
@@ -61,8 +61,10 @@ pub struct Options {
     pub seed: u64,
     /// How influence functions apply `(H + λI)⁻¹` (default: exact).
     pub solver: Solver,
-    /// Influence functions' damping `λ` (default 1e-6, Captum's `hessian_reg`).
-    pub damping: f64,
+    /// Influence functions' scaling convention (default Kronfluence's mean Hessian).
+    pub convention: Convention,
+    /// Influence functions' damping `λ` (`None`: the convention's default).
+    pub damping: Option<Damping>,
 }
 
 impl Default for Options {
@@ -75,7 +77,8 @@ impl Default for Options {
             projection_dim: None,
             seed: 0,
             solver: Solver::Exact,
-            damping: InfluenceFunction::DEFAULT_DAMPING,
+            convention: Convention::Kronfluence,
+            damping: None,
         }
     }
 }
