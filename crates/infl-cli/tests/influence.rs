@@ -93,11 +93,21 @@ fn solvers_agree_and_topk_and_self_influence_are_the_score_matrix() {
     let captum = dir.path().join("captum.safetensors");
     let mut c = vec!["scores"];
     c.extend(base);
-    c.extend(["--convention", "captum", "--damping", "4e-2", "-o", s(&captum)]);
+    c.extend([
+        "--convention",
+        "captum",
+        "--damping",
+        "4e-2",
+        "-o",
+        s(&captum),
+    ]);
     ok(&c);
     let (w, _) = scores(&captum);
     for (p, q) in x.iter().zip(&w) {
-        assert!((p - 40.0 * q).abs() <= 1e-4 * scale, "kronfluence {p} vs 40 x captum {q}");
+        assert!(
+            (p - 40.0 * q).abs() <= 1e-4 * scale,
+            "kronfluence {p} vs 40 x captum {q}"
+        );
     }
     let heuristic = dir.path().join("heuristic.safetensors");
     let mut c = vec!["scores"];
@@ -106,7 +116,10 @@ fn solvers_agree_and_topk_and_self_influence_are_the_score_matrix() {
     ok(&c);
     let meta = TensorFile::open(&heuristic).unwrap().metadata().clone();
     assert_eq!(meta.get("damping").map(String::as_str), Some("heuristic"));
-    assert_eq!(meta.get("convention").map(String::as_str), Some("kronfluence"));
+    assert_eq!(
+        meta.get("convention").map(String::as_str),
+        Some("kronfluence")
+    );
     let meta = TensorFile::open(&cg).unwrap().metadata().clone();
     assert_eq!(meta.get("method").map(String::as_str), Some("influence"));
     assert_eq!(meta.get("solver").map(String::as_str), Some("cg"));
