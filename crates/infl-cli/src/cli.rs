@@ -645,9 +645,14 @@ pub(crate) fn load(
         eprintln!("backend: {}", backend.name());
     }
     let (run, layer) = read_run(input, source, progress, splits)?;
+    let estimator = input.estimator()?;
+    let settings = estimator.settings();
+    if let Some((_, solver)) = settings.iter().find(|(k, _)| k == "solver") {
+        crate::resources::check_memory_for_influence(&run, solver, progress.quiet())?;
+    }
     Ok(Loaded {
         backend,
-        estimator: input.estimator()?,
+        estimator,
         run,
         layer,
     })
