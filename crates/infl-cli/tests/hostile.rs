@@ -40,9 +40,10 @@ use harness::{Call, Case, Expect, Scene, run_group};
 /// Every scoring subcommand (each reads a run and writes results).
 const SUBS: &[&str] = &["scores", "topk", "self-influence"];
 
-/// The subcommands that read a run's inputs: the scoring ones and `index build` (which,
-/// like `self-influence`, reads only the training files).
-const INPUT_SUBS: &[&str] = &["scores", "topk", "self-influence", "index-build"];
+/// The subcommands that read a run's inputs: the scoring ones, `index build` and `fit`
+/// (which, like `self-influence`, read only the training files; `fit` is influence
+/// functions' only).
+const INPUT_SUBS: &[&str] = &["scores", "topk", "self-influence", "index-build", "fit"];
 /// The subcommands with an `--out` file.
 const OUT_FILE: &[&str] = &["scores", "topk"];
 const TOPK: &[&str] = &["topk"];
@@ -168,6 +169,11 @@ fn instantiate_on(
                 &methods[..1]
             };
             for &method in ms {
+                if sub == "fit"
+                    && method != infl::Estimator::name(&infl::InfluenceFunction::default())
+                {
+                    continue; // `infl fit` fits influence functions only
+                }
                 if sub == "index-build" && !indexable(method) {
                     continue; // refused before reading (crates/infl-cli/tests/influence.rs)
                 }
@@ -176,7 +182,7 @@ fn instantiate_on(
                 {
                     continue; // a mutation of what influence functions do not read
                 }
-                let reads_test = !matches!(sub, "self-influence" | "index-build");
+                let reads_test = !matches!(sub, "self-influence" | "index-build" | "fit");
                 let expect = if e.test_only && !reads_test {
                     Expect::Succeeds
                 } else {

@@ -315,6 +315,9 @@ impl Call {
             "index-build" => {
                 c.set("--index", scene.out.join("idx"));
             }
+            "fit" => {
+                c.set("--out", seed("hessian.safetensors"));
+            }
             other => panic!("not a scoring subcommand: {other}"),
         }
         c
@@ -441,6 +444,9 @@ impl Call {
                 let dir = at(self.get("--index").expect("index-build has --index"));
                 INDEX_FILES.iter().map(|f| dir.join(f)).collect()
             }
+            "fit" => vec![at(self
+                .get("--out")
+                .unwrap_or("hessian.safetensors".as_ref()))],
             "demo" => {
                 let dir = at(self.get("--out").unwrap_or("infl-demo".as_ref()));
                 let mut v = vec![dir.join("results.json"), dir.join("forgetting.safetensors")];
