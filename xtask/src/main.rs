@@ -141,6 +141,8 @@ fn fixtures(root: &Path, args: &[String]) -> Result<()> {
     run(root, py, &["fixtures/captum_tracincp/generate.py"], &[])?;
     // Captum NaiveInfluenceFunction on the final layer (float64), for --method influence.
     run(root, py, &["fixtures/captum_influence/generate.py"], &[])?;
+    // Kronfluence K-FAC / EK-FAC pairwise scores (float64) on captum_tracincp's MLP and CNN.
+    run(root, py, &["fixtures/kronfluence/generate.py"], &[])?;
     // InterpretDL forgetting events: re-record an infl-nn history, then run the port.
     run(
         root,

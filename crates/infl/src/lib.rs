@@ -16,6 +16,8 @@
 //!   proponents/opponents, self-influence. Estimators never score by themselves.
 //! - [`curvature`]: Hessians as operators ([`curvature::HessianOperator`]) and the solvers of
 //!   influence functions (exact Cholesky, CG) that precondition test gradients.
+//! - [`kfac`]: K-FAC and EK-FAC (Kronfluence's numerics) over the linear layers of factor
+//!   files: a [`kfac::Fit`] per checkpoint preconditions test gradients into engine terms.
 //! - [`index`]: a persistent nearest-neighbour [`Index`] of training embeddings (their dot
 //!   products are a term set's scores), for top-k without scoring every training example.
 //! - [`eval`] and [`metrics`]: how well a score finds mislabelled examples; [`forgetting`]:
@@ -63,6 +65,7 @@ pub mod finite;
 pub mod forgetting;
 pub mod head;
 pub mod index;
+pub mod kfac;
 pub mod metrics;
 pub mod run;
 mod suspects;

@@ -20,6 +20,7 @@
 
 mod saved;
 mod solve;
+pub(crate) mod terms;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};

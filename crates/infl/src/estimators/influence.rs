@@ -21,9 +21,9 @@ use infl_core::{Backend, Bias, Matrix};
 
 use super::{Attributed, Audience, Estimator, Indexing, Input, Options, Registration};
 use crate::curvature::{
-    Damping, FinalLayer, HessianOperator, Identity, Inverse, SavedHessian, Scaled, Solver,
+    Damping, FinalLayer, HessianOperator, Identity, Inverse, SavedHessian, Scaled, Solver, terms,
 };
-use crate::engine::{FactorMatrices, FactorTerm, TermSet};
+use crate::engine::{FactorTerm, TermSet};
 use crate::head::{LossHead, logits};
 use crate::run::{CheckpointData, Loss, Prepared, Reduction, Run, SplitInfo, check_test_sets};
 use crate::{Error, Result};
@@ -241,18 +241,7 @@ impl InfluenceFunction {
 
     /// Flattened gradients `J_n ⊗ ã_n` of `rows` as f64 `[rows, K·D']`.
     fn gradients(&self, g: &Matrix, a: &Matrix, rows: std::ops::Range<usize>) -> Mat<f64> {
-        let (k, d) = (g.cols(), a.cols());
-        let w = d + usize::from(self.bias == Bias::Included);
-        let (g, a) = (g.view(), a.view());
-        Mat::from_fn(rows.len(), k * w, |i, c| {
-            let (r, j) = (c / w, c % w);
-            let x = if j < d {
-                f64::from(a.row(rows.start + i)[j])
-            } else {
-                1.0
-            };
-            f64::from(g.row(rows.start + i)[r]) * x
-        })
+        terms::gradients(a, g, 1, self.bias, rows)
     }
 }
 
@@ -370,47 +359,7 @@ impl InfluenceFunction {
     /// The engine terms: training factors as they are, test factors preconditioned.
     fn terms(&self, fit: &Fit<'_>, x: Option<&Mat<f64>>) -> Result<Vec<FactorTerm>> {
         let (g, a) = (&fit.train.gradients, &fit.checkpoint.train.features);
-        let (k, d) = (g.cols(), a.cols());
-        let w = d + usize::from(self.bias == Bias::Included);
-        let name = &fit.checkpoint.checkpoint.name;
-        let f32s = |rows: usize, cols: usize, f: &dyn Fn(usize, usize) -> f64| {
-            Matrix::from_fn(rows, cols, |i, j| f(i, j) as f32)
-        };
-        let mut terms = Vec::with_capacity(k + 1);
-        for r in 0..k {
-            let test = x.map(|x| FactorMatrices {
-                g: f32s(x.nrows(), k, &|_, j| if j == r { 1.0 } else { 0.0 }),
-                a: f32s(x.nrows(), d, &|i, j| x[(i, r * w + j)]),
-            });
-            terms.push(FactorTerm {
-                label: format!("checkpoint {name}, output {r}"),
-                weight: 1.0,
-                bias: Bias::Excluded,
-                positions: 1,
-                train: FactorMatrices {
-                    a: a.clone(),
-                    g: g.clone(),
-                },
-                test,
-            });
-        }
-        if self.bias == Bias::Included {
-            let ones = |n: usize| Matrix::from_fn(n, 1, |_, _| 1.0);
-            terms.push(FactorTerm {
-                label: format!("checkpoint {name}, bias"),
-                weight: 1.0,
-                bias: Bias::Excluded,
-                positions: 1,
-                train: FactorMatrices {
-                    a: ones(a.rows()),
-                    g: g.clone(),
-                },
-                test: x.map(|x| FactorMatrices {
-                    g: f32s(x.nrows(), k, &|i, r| x[(i, r * w + d)]),
-                    a: ones(x.nrows()),
-                }),
-            });
-        }
-        Ok(terms)
+        let label = format!("checkpoint {}", fit.checkpoint.checkpoint.name);
+        Ok(terms::rank_one_terms(&label, a, g, self.bias, x))
     }
 }

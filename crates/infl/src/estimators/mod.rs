@@ -30,6 +30,7 @@ use crate::{Error, Result};
 
 pub use influence::{Convention, InfluenceFunction};
 pub use tracincp::{LayerForm, TracInCP};
+pub(crate) use tracincp::{against_one, materialise};
 pub use tracincp_fast::TracInCPFast;
 pub use tracincp_fast_rand_proj::{Projections, TracInCPFastRandProj};
 

@@ -198,7 +198,7 @@ impl TermShape {
 }
 
 /// `[n, width]` vectors scored by their plain dot product: `a` = the vectors, `g` = 1.
-fn against_one(v: Matrix) -> Result<FactorMatrices> {
+pub(crate) fn against_one(v: Matrix) -> Result<FactorMatrices> {
     let ones = Matrix::from_vec(v.rows(), 1, vec![1.0; v.rows()])?;
     Ok(FactorMatrices { a: v, g: ones })
 }
@@ -206,7 +206,7 @@ fn against_one(v: Matrix) -> Result<FactorMatrices> {
 /// Per example `i` (rows `i·S .. (i+1)·S`): `vec(Σ_s g_s ⊗ a_s)` (row `k`, column `d` at
 /// `k·D + d`, PyTorch's weight layout), followed by `Σ_s g_s` when the bias is included.
 /// Accumulated in f64.
-fn materialise(a: &Matrix, g: &Matrix, positions: usize, bias: Bias) -> Result<Matrix> {
+pub(crate) fn materialise(a: &Matrix, g: &Matrix, positions: usize, bias: Bias) -> Result<Matrix> {
     let (d, k) = (a.cols(), g.cols());
     let n = a.rows() / positions;
     let width = k * d + if bias == Bias::Included { k } else { 0 };

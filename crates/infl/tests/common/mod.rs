@@ -49,3 +49,24 @@ pub fn backends() -> Vec<Box<dyn Backend>> {
     b.extend(gpu());
     b
 }
+
+/// `|a − b| ≤ rtol · max |b|`, elementwise: for peers whose inputs differ from infl's by
+/// f32 rounding that their preconditioning amplifies (Kronfluence's float64 model against
+/// the f32 factor files), where entries far below the largest carry that absolute error.
+pub fn assert_close_to_scale(what: &str, got: &[f32], want: &[f32], rtol: f64) {
+    let err = max_relative_error(got, want);
+    assert!(
+        err <= rtol,
+        "{what}: max |got − peer| / max |peer| = {err:.2e} > {rtol:e}"
+    );
+}
+
+/// `max |a − b| / max |b|`: the agreement with a peer that a golden test reports.
+pub fn max_relative_error(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length");
+    let scale = want.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
+    let err = (got.iter().zip(want))
+        .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs())
+        .fold(0f64, f64::max);
+    err / scale
+}
