@@ -201,10 +201,11 @@ pub struct Input {
 /// How --method influence applies `(H + damping I)^-1`.
 #[derive(Args, Clone, Debug, Default)]
 pub struct SolverArgs {
-    /// `exact` (assemble + Cholesky in f64, up to 20,000 parameters; the default), `cg`
-    /// (block conjugate gradients), `lissa` (Koh & Liang's recursion) or `arnoldi` (a
-    /// low-rank inverse from a Krylov basis, Captum's ArnoldiInfluenceFunction; --seed
-    /// seeds its start).
+    /// With --run: `exact` (assemble + Cholesky in f64, up to 20,000 parameters; the
+    /// default), `cg` (block conjugate gradients), `lissa` (Koh & Liang's recursion) or
+    /// `arnoldi` (a low-rank inverse from a Krylov basis, Captum's
+    /// ArnoldiInfluenceFunction; --seed seeds its start). With --factors: `kfac` or `ekfac`
+    /// (Kronfluence's numerics, every chosen layer).
     #[arg(long, value_enum)]
     pub solver: Option<SolverArg>,
     /// Whose scaling: `kronfluence` (default: the mean Hessian, ∇ℓ_testᵀ (H/N + λI)⁻¹
@@ -264,14 +265,21 @@ impl SolverArgs {
         ]
     }
 
-    /// The solver, refusing another solver's flags.
-    fn solver(&self, seed: Option<u64>) -> Result<Solver> {
-        let chosen = self.solver.unwrap_or(SolverArg::Exact);
+    /// The solver, refusing another solver's flags; the default is `exact` on features and
+    /// `ekfac` (Kronfluence's default strategy) on factor files.
+    fn solver(&self, seed: Option<u64>, factors: bool) -> Result<Solver> {
+        let default = if factors {
+            SolverArg::Ekfac
+        } else {
+            SolverArg::Exact
+        };
+        let chosen = self.solver.unwrap_or(default);
         let prefix = match chosen {
             SolverArg::Exact => "--exact-",
             SolverArg::Cg => "--cg-",
             SolverArg::Lissa => "--lissa-",
             SolverArg::Arnoldi => "--arnoldi-",
+            SolverArg::Kfac | SolverArg::Ekfac => "--kfac-",
         };
         if let Some((flag, _)) = self
             .knobs()
@@ -307,6 +315,8 @@ impl SolverArgs {
                     .unwrap_or(Solver::DEFAULT_ARNOLDI_EIGENPAIRS),
                 seed: seed.unwrap_or(0),
             },
+            SolverArg::Kfac => Solver::Kfac,
+            SolverArg::Ekfac => Solver::Ekfac,
         })
     }
 }
@@ -341,6 +351,10 @@ pub enum SolverArg {
     Lissa,
     /// Arnoldi.
     Arnoldi,
+    /// K-FAC over factor files (--factors), Kronfluence's numerics.
+    Kfac,
+    /// EK-FAC over factor files (--factors), Kronfluence's numerics.
+    Ekfac,
 }
 
 impl SolverArg {
@@ -350,6 +364,8 @@ impl SolverArg {
             Self::Cg => "cg",
             Self::Lissa => "lissa",
             Self::Arnoldi => "arnoldi",
+            Self::Kfac => "kfac",
+            Self::Ekfac => "ekfac",
         }
     }
 }
@@ -375,7 +391,7 @@ impl Input {
     pub(crate) fn source(&self) -> Result<Source> {
         let input = estimators::find(&self.method)?.input;
         match (input, &self.factors) {
-            (Reads::Factors, Some(dir)) => {
+            (Reads::Factors | Reads::Either, Some(dir)) => {
                 self.check_factor_flags()?;
                 Ok(Source::Factors(FactorRun::discover(dir)?))
             }
@@ -388,7 +404,7 @@ impl Input {
                  (--factors is for --method tracincp)",
                 self.method
             ),
-            (Reads::Features, None) => {
+            (Reads::Features | Reads::Either, None) => {
                 ensure!(
                     self.layers.is_none(),
                     "--layers is for --factors; with --run or --manifest give --layer"
@@ -524,7 +540,7 @@ impl Input {
         }
         let influence = infl::InfluenceFunction::default();
         let solver = if self.method == influence.name() {
-            self.solving.solver(self.seed)?
+            self.solving.solver(self.seed, self.factors.is_some())?
         } else {
             ensure!(
                 !self.solving.any(),

@@ -341,7 +341,7 @@ fn input_of(recipe: &Recipe, source: &QuerySource) -> Result<Input> {
     input.manifest = source.manifest.clone();
     input.factors = source.factors.clone();
     match registration.input {
-        estimators::Input::Features => {
+        estimators::Input::Features | estimators::Input::Either => {
             input.layer = recipe.layers.first().cloned();
         }
         estimators::Input::Factors => input.layers = Some(recipe.layers.clone()),

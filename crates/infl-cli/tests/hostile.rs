@@ -60,7 +60,7 @@ fn methods() -> Vec<&'static str> {
     use infl::estimators::{Audience, Input};
     let public: Vec<&'static str> = infl::estimators::REGISTRY
         .iter()
-        .filter(|r| r.audience == Audience::Users && r.input == Input::Features)
+        .filter(|r| r.audience == Audience::Users && r.input != Input::Factors)
         .map(|r| r.name)
         .collect();
     assert!(!public.is_empty(), "no public estimator");

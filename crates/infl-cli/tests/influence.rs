@@ -370,3 +370,91 @@ fn a_saved_hessian_gives_the_same_scores_and_refuses_other_runs() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("fits the Hessian of --method influence"));
     assert!(!out.exists());
 }
+
+/// K-FAC and EK-FAC from the command line: Kronfluence's numbers (fixtures/kronfluence)
+/// for the MLP (three layers) and the CNN (a conv with 9 positions), EK-FAC by default on
+/// factor files; self-influence positive; flags of the other path refused.
+#[test]
+fn kfac_and_ekfac_on_factor_files_give_kronfluences_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let kron = fixtures("../kronfluence");
+    for (strategy, explicit) in [("kfac", true), ("ekfac", false)] {
+        let expected =
+            TensorFile::open(kron.join(format!("expected_{strategy}.safetensors"))).unwrap();
+        let meta = expected.metadata().clone();
+        for case in ["mlp", "cnn"] {
+            let factors = kron.join(&meta[&format!("{case}_factors")]);
+            let out = dir.path().join(format!("{strategy}-{case}.safetensors"));
+            let mut c = vec![
+                "scores",
+                "--method",
+                "influence",
+                "--factors",
+                s(&factors),
+                "--layers",
+                &meta[&format!("{case}_layers")],
+                "--damping",
+                &meta["damping_factor"],
+                "-o",
+                s(&out),
+            ];
+            if explicit {
+                c.extend(["--solver", strategy]);
+            }
+            ok(&c);
+            let (got, _) = scores(&out);
+            let want = expected
+                .matrix(&format!("{case}_scores"), Rank::Matrix)
+                .unwrap();
+            let scale = want.data().iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (g, w) in got.iter().zip(want.data()) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * scale,
+                    "{strategy} {case}: {g} vs {w}"
+                );
+            }
+            let solver = TensorFile::open(&out).unwrap().metadata()["solver"].clone();
+            assert_eq!(solver, strategy);
+        }
+    }
+    let factors = fixtures("mlp/factors");
+    let si = dir.path().join("si");
+    ok(&[
+        "self-influence",
+        "--method",
+        "influence",
+        "--factors",
+        s(&factors),
+        "--out-dir",
+        s(&si),
+    ]);
+    let v = TensorFile::open(si.join("self_influence.safetensors"))
+        .unwrap()
+        .matrix("self_influence", Rank::MatrixOrVector)
+        .unwrap();
+    assert!(v.data().iter().all(|&x| x > 0.0));
+    let out = dir.path().join("never.safetensors");
+    for (extra, needle) in [
+        (&["--solver", "exact"][..], "kfac or ekfac"),
+        (&["--convention", "captum"][..], "drop --convention captum"),
+        (&["--include-bias"][..], "--include-bias"),
+    ] {
+        let mut c = vec![
+            "topk",
+            "--method",
+            "influence",
+            "--factors",
+            s(&factors),
+            "-o",
+            s(&out),
+        ];
+        c.extend(extra);
+        let o = infl(&c);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{extra:?}: {err}"
+        );
+        assert!(!out.exists());
+    }
+}

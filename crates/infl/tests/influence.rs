@@ -624,3 +624,44 @@ fn kronfluence_scores_are_n_times_captums_at_n_times_the_damping() {
         fixed.scores(&cpu, &c.run, &()).unwrap().values
     );
 }
+
+/// On factor files (K-FAC and EK-FAC, layers with and without positions): self-influence
+/// is the diagonal of the scores of the training set against itself.
+#[test]
+fn factor_file_self_influence_is_the_diagonal_of_the_scores() {
+    let cpu = CpuBackend::new();
+    let root =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum_tracincp");
+    for (case, layers) in [
+        ("mlp/factors", None),
+        ("cnn/factors", Some(["conv1", "fc"])),
+    ] {
+        let found = infl::io::FactorRun::discover(root.join(case)).unwrap();
+        let layers = layers.map(|l| l.map(String::from).to_vec());
+        let mut ckpts =
+            infl::load_factor_run(&found, layers.as_deref(), infl::Splits::TrainAndTest).unwrap();
+        for c in &mut ckpts {
+            c.test = Some(c.train.clone());
+        }
+        let run = Run::from(ckpts);
+        for solver in [Solver::Kfac, Solver::Ekfac] {
+            let est = InfluenceFunction {
+                solver,
+                damping: Some(Damping::Heuristic),
+                ..InfluenceFunction::default()
+            };
+            let scores = est.scores(&cpu, &run, &()).unwrap().values;
+            let si = est.self_influence(&cpu, &run).unwrap().values;
+            let n = si.len();
+            assert_eq!(scores.len(), n * n);
+            for (i, s) in si.iter().enumerate() {
+                let d = scores[i * n + i];
+                assert!(
+                    (s - d).abs() <= 1e-4 * d.abs(),
+                    "{case} {solver:?} {i}: {s} vs {d}"
+                );
+                assert!(*s > 0.0);
+            }
+        }
+    }
+}

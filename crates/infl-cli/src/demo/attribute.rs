@@ -87,7 +87,7 @@ pub fn attribute(trained: &Trained) -> Result<Attribution> {
     let others = rest
         .iter()
         .filter_map(|r| match r.input {
-            Input::Features => Some((r, &run, layer.as_str())),
+            Input::Features | Input::Either => Some((r, &run, layer.as_str())),
             Input::Factors => factors.as_ref().map(|f| (r, f, "all")),
         })
         .map(|(r, run, layers)| {

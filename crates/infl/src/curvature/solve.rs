@@ -35,6 +35,11 @@ pub enum Solver {
         /// dattri's fixed `scaling = 50` assumes a mean Hessian, and infl's is summed.
         scale: Option<f64>,
     },
+    /// K-FAC over factor files, layer by layer ([`crate::kfac`], Kronfluence's numerics):
+    /// not an inverse of an operator, so only influence functions on `--factors` take it.
+    Kfac,
+    /// EK-FAC over factor files (K-FAC with Kronfluence's eigenvalue correction).
+    Ekfac,
     /// Arnoldi (Schioppa et al. 2022, Captum's `ArnoldiInfluenceFunction`): a Krylov basis
     /// of `dimension` vectors from a seeded random start (re-orthogonalised twice), the
     /// top `eigenpairs` eigenvalues `μ` of `H` restricted to it, and
@@ -97,6 +102,8 @@ impl Solver {
             Self::Cg { .. } => "cg",
             Self::Lissa { .. } => "lissa",
             Self::Arnoldi { .. } => "arnoldi",
+            Self::Kfac => "kfac",
+            Self::Ekfac => "ekfac",
         }
     }
 }
@@ -218,6 +225,14 @@ impl<'a> Inverse<'a> {
                 eigenpairs,
                 seed,
             } => arnoldi(op, damping, dimension, eigenpairs, seed),
+            Solver::Kfac | Solver::Ekfac => {
+                let details = format!(
+                    "{} preconditions per-layer factor files (--factors DIR), not an assembled \
+                     Hessian; use exact, cg, lissa or arnoldi here",
+                    solver.short_name()
+                );
+                Err(Error::config("solver", details))
+            }
         }
     }
 

@@ -34,7 +34,7 @@ pub(super) const REGISTRATION: Registration = Registration {
     about: "influence functions on the final layer (Koh & Liang 2017; exact Hessian of the \
             last checkpoint, --solver exact|cg|lissa|arnoldi, --damping)",
     build: |o| Box::new(InfluenceFunction::from(o)),
-    input: Input::Features,
+    input: Input::Either,
     audience: Audience::Users,
     indexing: Indexing::Unsupported,
 };
@@ -263,7 +263,7 @@ impl Estimator for InfluenceFunction {
             ("damping".into(), self.damping().describe()),
         ];
         match self.solver {
-            Solver::Exact => {}
+            Solver::Exact | Solver::Kfac | Solver::Ekfac => {}
             Solver::Cg {
                 tolerance,
                 max_iterations,
@@ -291,6 +291,9 @@ impl Estimator for InfluenceFunction {
 
     /// `K` (+1 with the bias) terms of preconditioned test factors (see the module docs).
     fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared> {
+        if let Run::Factors(_) = run {
+            return super::influence_kfac::prepare(self, run);
+        }
         let fit = self.fit(backend, run)?;
         let first = &run.features(self.label())?[0];
         let d = fit.checkpoint;
@@ -318,6 +321,9 @@ impl Estimator for InfluenceFunction {
 
     /// `∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i` per training example, in chunks of 1024 rows.
     fn self_influence(&self, backend: &dyn Backend, run: &Run) -> Result<Attributed<Vec<f32>>> {
+        if let Run::Factors(_) = run {
+            return super::influence_kfac::self_influence(self, run);
+        }
         let fit = self.fit(backend, run)?;
         let inverse = self.inverse(&fit)?;
         let (g, a) = (&fit.train.gradients, &fit.checkpoint.train.features);

@@ -15,6 +15,7 @@
 #[cfg(feature = "testing")]
 mod grad_dot_last;
 mod influence;
+mod influence_kfac;
 mod tracincp;
 mod tracincp_fast;
 mod tracincp_fast_rand_proj;
@@ -121,6 +122,9 @@ pub enum Input {
     Features,
     /// Per-example factors of chosen layers ([`Run::Factors`]: `--factors`, `--layers`).
     Factors,
+    /// Either: features by default, factor files when `--factors` is given (influence
+    /// functions: the final layer's exact Hessian, or K-FAC/EK-FAC over chosen layers).
+    Either,
 }
 
 /// Who an estimator is for.
