@@ -211,6 +211,21 @@ fn fuzz(root: &Path, args: &[String]) -> Result<()> {
         ],
         &[("PROPTEST_CASES", cases)],
     )?;
+    // Saved Hessians (`infl fit`): byte changes and cuts.
+    run(
+        root,
+        &cargo,
+        &[
+            "test",
+            "-p",
+            "infl",
+            "--release",
+            "--test",
+            "influence",
+            "altered_hessian_files",
+        ],
+        &[("PROPTEST_CASES", cases)],
+    )?;
     eprintln!(
         "xtask fuzz: {cases} cases per reader passed in {:.0?}",
         start.elapsed()

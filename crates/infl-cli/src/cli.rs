@@ -662,9 +662,8 @@ pub(crate) fn load(
     }
     let (run, layer) = read_run(input, source, progress, splits)?;
     let estimator = input.estimator()?;
-    let settings = estimator.settings();
-    if let Some((_, solver)) = settings.iter().find(|(k, _)| k == "solver") {
-        crate::resources::check_memory_for_influence(&run, solver, progress.quiet())?;
+    if let Some(plan) = estimator.memory(&run) {
+        crate::resources::check_plan(&plan, progress.quiet())?;
     }
     Ok(Loaded {
         backend,

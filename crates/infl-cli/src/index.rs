@@ -224,9 +224,10 @@ fn query(
 ) -> Result<()> {
     let index = Index::open(dir)?;
     let input = input_of(index.recipe(), source)?;
+    let full = input.source()?;
     let queries = as_training(input.source()?)?;
     let mut publication = Publication::plan(
-        &input.source()?.inputs().and_files(index_files(dir)),
+        &full.inputs().and_files(index_files(dir)),
         std::iter::once(out).chain(json.as_deref()),
     )?;
     let loaded = load(&input, &queries, compute, bar, Splits::TrainOnly)?;
@@ -248,7 +249,7 @@ fn query(
     let top = match &exact {
         None => index.query(backend, &embedded, ask.k, ask.search)?,
         Some(exact) => {
-            let (run, _) = read_run(&input, &input.source()?, bar, Splits::TrainAndTest)?;
+            let (run, _) = read_run(&input, &full, bar, Splits::TrainAndTest)?;
             check_rows(&index, &run, source)?;
             let exact_run = ExactRun {
                 estimator: &**exact,

@@ -6,15 +6,9 @@
 use anyhow::{Result, bail};
 use infl::Run;
 
-/// One part of a job's memory, with the option that controls it.
-pub struct Need {
-    /// What the memory holds.
-    pub what: &'static str,
-    /// The command-line option that sizes it.
-    pub flag: &'static str,
-    /// Bytes.
-    pub bytes: f64,
-}
+/// One part of a job's memory, with the option that controls it (infl's type, so that
+/// estimators can state theirs).
+pub use infl::estimators::MemoryNeed as Need;
 
 fn gib(bytes: f64) -> f64 {
     bytes / (1u64 << 30) as f64
@@ -68,42 +62,13 @@ fn available_memory() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-/// Influence functions' fit: the f64 copy of the training inputs, and with the exact
-/// solver the assembled `H` (`n²` f64) three times at the peak (the matrix, its damped copy,
-/// the Cholesky factor). Printed to stderr when above 2 GiB (Kronfluence users ask for
-/// this before a long fit) and refused when above the memory available.
-pub fn check_memory_for_influence(run: &Run, solver: &str, quiet: bool) -> Result<()> {
-    let Ok(ckpts) = run.features("influence functions") else {
-        return Ok(());
-    };
-    let Some(last) = ckpts.last() else {
-        return Ok(());
-    };
-    let (k, d, n) = (
-        last.checkpoint.weight.rows() as f64,
-        last.checkpoint.weight.cols() as f64 + 1.0,
-        last.train.len() as f64,
-    );
-    let dim = k * d;
-    let mut needs = vec![Need {
-        what: "the training inputs in f64",
-        flag: "training examples",
-        bytes: n * d * 8.0,
-    }];
-    if solver == "exact" {
-        needs.push(Need {
-            what: "the assembled Hessian (n x n f64), its damped copy and factor",
-            flag: "--solver (cg, lissa, arnoldi never assemble it)",
-            bytes: 3.0 * dim * dim * 8.0,
-        });
-    }
-    let total: f64 = needs.iter().map(|x| x.bytes).sum();
+/// An estimator's own plan ([`infl::Estimator::memory`]): printed to stderr when above
+/// 2 GiB (Kronfluence users ask for this before a long fit) and refused when above the
+/// memory available.
+pub fn check_plan(plan: &infl::estimators::MemoryPlan, quiet: bool) -> Result<()> {
+    let total: f64 = plan.needs.iter().map(|x| x.bytes).sum();
     if !quiet && total > 2.0 * (1u64 << 30) as f64 {
-        eprintln!("influence fit: about {:.1} GiB of memory", gib(total));
+        eprintln!("{}: about {:.1} GiB of memory", plan.job, gib(total));
     }
-    check_fits(
-        "the influence-function fit",
-        &needs,
-        "use --solver cg (no assembled Hessian) or a smaller layer",
-    )
+    check_fits(plan.job, &plan.needs, plan.instead)
 }

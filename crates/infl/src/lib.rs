@@ -68,6 +68,7 @@ pub mod index;
 pub mod kfac;
 pub mod metrics;
 pub mod run;
+mod seeded;
 mod suspects;
 
 pub use backend::{BackendChoice, select_backend};

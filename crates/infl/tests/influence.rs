@@ -665,3 +665,77 @@ fn factor_file_self_influence_is_the_diagonal_of_the_scores() {
         }
     }
 }
+
+#[test]
+fn the_memory_plan_counts_the_assembled_hessian_only_for_the_exact_solver() {
+    let c = case(10, 40, 3, 7, 5, Loss::CrossEntropy);
+    let exact = InfluenceFunction::default().memory(&c.run).unwrap();
+    let total = |p: &infl::estimators::MemoryPlan| p.needs.iter().map(|n| n.bytes).sum::<f64>();
+    // 40 × (7 + 1) f64 inputs, and 3 × (5 · 8)² f64 for H, its damped copy and factor.
+    assert_eq!(
+        total(&exact),
+        40.0 * 8.0 * 8.0 + 3.0 * 40.0f64.powi(2) * 8.0
+    );
+    let cg = InfluenceFunction {
+        solver: Solver::cg(),
+        ..InfluenceFunction::default()
+    };
+    assert_eq!(total(&cg.memory(&c.run).unwrap()), 40.0 * 8.0 * 8.0);
+    assert!(infl::TracInCPFast::default().memory(&c.run).is_none());
+}
+
+fn fuzz_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
+
+thread_local! {
+    /// A saved Hessian of a small case: its folder and bytes.
+    static SAVED: (tempfile::TempDir, Vec<u8>) = {
+        let c = case(11, 20, 2, 4, 3, Loss::CrossEntropy);
+        let saved = InfluenceFunction::default()
+            .fit_hessian(&CpuBackend::new(), &c.run)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (tensors, meta) = saved.tensors();
+        let path = dir.path().join("h.safetensors");
+        infl::io::write_safetensors(&path, tensors, meta).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(infl::curvature::SavedHessian::open(&path).unwrap().hessian, saved.hessian);
+        (dir, bytes)
+    };
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(fuzz_cases()))]
+
+    /// Changed or cut bytes of a Hessian file: an error naming the file, or (a change that
+    /// leaves every value and entry as it was, e.g. header padding) the same Hessian.
+    #[test]
+    fn altered_hessian_files_are_refused_naming_the_file(
+        edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 1u8..=255), 1..4),
+        cut in proptest::prelude::any::<bool>(),
+    ) {
+        SAVED.with(|(dir, good)| {
+            let mut bad = good.clone();
+            for (at, xor) in &edits {
+                let i = at.index(bad.len());
+                bad[i] ^= xor;
+            }
+            if cut {
+                bad.truncate(edits[0].0.index(good.len()));
+            }
+            let path = dir.path().join("bad.safetensors");
+            std::fs::write(&path, &bad).unwrap();
+            match infl::curvature::SavedHessian::open(&path) {
+                Err(e) => assert!(e.to_string().contains("bad.safetensors"), "{e}"),
+                Ok(h) => {
+                    let original = infl::curvature::SavedHessian::open(dir.path().join("h.safetensors")).unwrap();
+                    assert_eq!(h.hessian, original.hessian);
+                }
+            }
+        });
+    }
+}

@@ -22,6 +22,8 @@ mod saved;
 mod solve;
 pub(crate) mod terms;
 
+use std::sync::Arc;
+
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use infl_core::{Bias, Matrix};
@@ -60,6 +62,29 @@ pub trait HessianOperator: Send + Sync {
         Ok(h)
     }
 }
+
+/// An operator behind a pointer is the operator (a `Box<dyn …>` chosen at run time, an
+/// `Arc` shared with a cache).
+macro_rules! delegate {
+    ($($ptr:ident),*) => {$(
+        impl<O: HessianOperator + ?Sized> HessianOperator for $ptr<O> {
+            fn dim(&self) -> usize {
+                (**self).dim()
+            }
+            fn apply(&self, v: MatRef<'_, f64>, out: MatMut<'_, f64>) -> Result<()> {
+                (**self).apply(v, out)
+            }
+            fn trace(&self) -> Result<f64> {
+                (**self).trace()
+            }
+            fn assemble(&self) -> Result<Mat<f64>> {
+                (**self).assemble()
+            }
+        }
+    )*};
+}
+
+delegate!(Box, Arc);
 
 /// `factor · H`: the summed Hessian as the mean one (`1 / N`) or as it is.
 #[derive(Clone, Debug)]

@@ -2,8 +2,8 @@
 //! reuse one fit.
 //!
 //! The file ("infl hessian v1", safetensors) holds `hessian` f64 `[n, n]` — `H` without
-//! damping, so the damping and the solver can change without refitting — and metadata
-//! naming what it was fitted on ([`Identity`]): the checkpoint, the shapes, the loss, the
+//! damping, so the damping and the solver can change without refitting, with its CRC-32
+//! recorded and checked on open so that an altered byte is refused — and metadata naming what it was fitted on ([`Identity`]): the checkpoint, the shapes, the loss, the
 //! bias, and a CRC-32 of the exact bytes of the layer's weights and bias and of the
 //! training features, labels and targets. A run whose last checkpoint has another
 //! identity is refused, naming the first field that differs. With the assembled matrix,
@@ -103,7 +103,7 @@ impl SavedHessian {
     /// The tensors and metadata of its file.
     pub fn tensors(&self) -> (Vec<(String, OutTensor)>, HashMap<String, String>) {
         let n = self.hessian.nrows();
-        let data = (0..n)
+        let data: Vec<f64> = (0..n)
             .flat_map(|i| (0..n).map(move |j| (i, j)))
             .map(|(i, j)| self.hessian[(i, j)])
             .collect();
@@ -111,6 +111,7 @@ impl SavedHessian {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         meta.insert("format".into(), FORMAT.into());
+        meta.insert("hessian_crc32".into(), format!("{:08x}", data_crc(&data)));
         let tensor = OutTensor::F64(vec![n, n], data);
         (vec![("hessian".into(), tensor)], meta)
     }
@@ -170,6 +171,15 @@ impl SavedHessian {
         };
         let n = identity.dim();
         let data = file.f64s("hessian", &[n, n])?;
+        let want = get("hessian_crc32")?;
+        let found = format!("{:08x}", data_crc(&data));
+        if &found != want {
+            let details = format!(
+                "CRC-32 {found}, but the file records {want}: it was altered or damaged; refit \
+                 with `infl fit`"
+            );
+            return Err(Error::data(&path, "hessian", details));
+        }
         let hessian = Mat::from_fn(n, n, |i, j| data[i * n + j]);
         Ok(Self {
             hessian,
@@ -194,6 +204,13 @@ impl SavedHessian {
             }
         }
     }
+}
+
+/// CRC-32 of f64 values' little-endian bytes.
+fn data_crc(v: &[f64]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    v.iter().for_each(|x| crc.update(&x.to_le_bytes()));
+    crc.finalize()
 }
 
 impl HessianOperator for SavedHessian {

@@ -272,19 +272,6 @@ impl<'a> Inverse<'a> {
     }
 }
 
-/// A seeded standard-normal vector of length `n` (ChaCha8, Box–Muller, as the projections).
-fn random_vector(n: usize, seed: u64) -> Vec<f64> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| {
-            let u1 = ((rng.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
-            let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-            libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(2.0 * std::f64::consts::PI * u2)
-        })
-        .collect()
-}
-
 fn dot(x: &[f64], y: &[f64]) -> f64 {
     x.iter().zip(y).map(|(a, b)| a * b).sum()
 }
@@ -304,7 +291,7 @@ const POWER_SEED: u64 = 0x1155A;
 /// The largest eigenvalue of `H + λI` (positive semi-definite `H`), by 50 power iterations
 /// from a seeded start: LiSSA's default scale.
 fn largest_eigenvalue(op: &dyn HessianOperator, damping: f64) -> Result<f64> {
-    let mut v = random_vector(op.dim(), POWER_SEED);
+    let mut v = crate::seeded::standard_normals(POWER_SEED, 0, op.dim());
     let mut estimate = 0.0;
     for _ in 0..50 {
         let norm = dot(&v, &v).sqrt();
@@ -335,11 +322,7 @@ fn lissa(
 ) -> Result<()> {
     let (m, n) = (b.nrows(), b.ncols());
     let rhs = b.to_owned();
-    let bound = 1e12
-        * (0..m)
-            .flat_map(|i| (0..n).map(move |j| (i, j)))
-            .fold(0.0f64, |x, (i, j)| x.max(rhs[(i, j)].abs()))
-            .max(f64::MIN_POSITIVE);
+    let bound = 1e12 * rhs.norm_max().max(f64::MIN_POSITIVE);
     let mut h = rhs.clone();
     let mut hh = Mat::zeros(m, n);
     for step in 1..=depth {
@@ -384,7 +367,7 @@ fn arnoldi(
             format!("dimension {dimension}, eigenpairs {eigenpairs}; both must be positive");
         return Err(Error::config("arnoldi", details));
     }
-    let mut start = random_vector(n, seed);
+    let mut start = crate::seeded::standard_normals(seed, 0, n);
     let norm = dot(&start, &start).sqrt();
     start.iter_mut().for_each(|x| *x /= norm);
     let mut basis: Vec<Vec<f64>> = vec![start];
@@ -488,7 +471,6 @@ fn block_cg(
     mut b: MatMut<'_, f64>,
 ) -> Result<()> {
     let (m, n) = (b.nrows(), b.ncols());
-    let dot = |x: &[f64], y: &[f64]| -> f64 { x.iter().zip(y).map(|(a, b)| a * b).sum() };
     let row = |mat: &Mat<f64>, i: usize| -> Vec<f64> { (0..n).map(|j| mat[(i, j)]).collect() };
     let rhs = b.to_owned();
     let mut x = Mat::<f64>::zeros(m, n);

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use faer::Mat;
 use infl_core::{Backend, Bias, Matrix};
 
-use super::{Attributed, Audience, Estimator, Indexing, Input, Options, Registration};
+use super::{
+    Attributed, Audience, Estimator, Indexing, Input, MemoryNeed, MemoryPlan, Options, Registration,
+};
 use crate::curvature::{
     Damping, FinalLayer, HessianOperator, Identity, Inverse, SavedHessian, Scaled, Solver, terms,
 };
@@ -112,44 +114,12 @@ impl From<&Options> for InfluenceFunction {
     }
 }
 
-/// Where `H` comes from: the training data, or a saved fit.
-enum Curvature {
-    Data(FinalLayer),
-    Saved(Arc<SavedHessian>),
-}
-
-impl Curvature {
-    fn op(&self) -> &dyn HessianOperator {
-        match self {
-            Self::Data(h) => h,
-            Self::Saved(h) => h.as_ref(),
-        }
-    }
-}
-
-impl HessianOperator for Curvature {
-    fn dim(&self) -> usize {
-        self.op().dim()
-    }
-
-    fn apply(&self, v: faer::MatRef<'_, f64>, out: faer::MatMut<'_, f64>) -> Result<()> {
-        self.op().apply(v, out)
-    }
-
-    fn assemble(&self) -> Result<Mat<f64>> {
-        self.op().assemble()
-    }
-
-    fn trace(&self) -> Result<f64> {
-        self.op().trace()
-    }
-}
-
 /// The fitted curvature of a run's last checkpoint with its heads.
 struct Fit<'r> {
     checkpoint: &'r CheckpointData,
     /// `H` in the convention's scale (summed, or over `N`).
-    hessian: Scaled<Curvature>,
+    /// (The training data's operator, or a saved fit.)
+    hessian: Scaled<Box<dyn HessianOperator>>,
     /// Training output gradients `J` `[N, K]` and predictions.
     train: crate::head::Head,
 }
@@ -188,9 +158,9 @@ impl InfluenceFunction {
             Some(saved) => {
                 let identity = Identity::of(last, self.loss, self.bias);
                 saved.check(&last.train.source, &identity)?;
-                Curvature::Saved(Arc::clone(saved))
+                Box::new(Arc::clone(saved)) as Box<dyn HessianOperator>
             }
-            None => Curvature::Data(self.final_layer(backend, last)?),
+            None => Box::new(self.final_layer(backend, last)?),
         };
         let factor = match self.convention {
             Convention::Kronfluence => 1.0 / last.train.len() as f64,
@@ -289,6 +259,34 @@ impl Estimator for InfluenceFunction {
         s
     }
 
+    /// The f64 copy of the training inputs, and with the exact solver the assembled `H`
+    /// (`n²` f64) three times at the peak (the matrix, its damped copy, the factor).
+    fn memory(&self, run: &Run) -> Option<MemoryPlan> {
+        let last = run.features(self.label()).ok()?.last()?;
+        let (k, d, n) = (
+            last.checkpoint.weight.rows() as f64,
+            last.checkpoint.weight.cols() as f64 + 1.0,
+            last.train.len() as f64,
+        );
+        let mut needs = vec![MemoryNeed {
+            what: "the training inputs in f64",
+            flag: "training examples",
+            bytes: n * d * 8.0,
+        }];
+        if self.solver == Solver::Exact {
+            needs.push(MemoryNeed {
+                what: "the assembled Hessian (n x n f64), its damped copy and factor",
+                flag: "--solver (cg, lissa, arnoldi never assemble it)",
+                bytes: 3.0 * (k * d).powi(2) * 8.0,
+            });
+        }
+        Some(MemoryPlan {
+            job: "the influence-function fit",
+            needs,
+            instead: "use --solver cg (no assembled Hessian) or a smaller layer",
+        })
+    }
+
     /// `K` (+1 with the bias) terms of preconditioned test factors (see the module docs).
     fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared> {
         if let Run::Factors(_) = run {
@@ -334,30 +332,60 @@ impl Estimator for InfluenceFunction {
             let grads = self.gradients(g, a, rows.clone());
             let mut x = grads.clone();
             inverse.solve_rows(x.as_mut())?;
-            for i in 0..rows.len() {
-                let v: f64 = (0..x.ncols()).map(|c| x[(i, c)] * grads[(i, c)]).sum();
-                if !(v as f32).is_finite() {
-                    let details = format!(
-                        "training example {} ({}): {v:e} does not fit in f32; raise the damping",
-                        fit.checkpoint.train.id(rows.start + i),
-                        fit.checkpoint.train.source.display()
-                    );
-                    return Err(Error::config("self-influence", details));
-                }
-                values.push(v as f32);
-            }
+            let train = &fit.checkpoint.train;
+            let id = |i: usize| train.id(rows.start + i);
+            push_self_values(&mut values, &row_dots(&x, &grads), id, &train.source)?;
         }
         let first = &run.features(self.label())?[0];
-        Ok(Attributed {
-            prepared: Prepared {
-                set: TermSet::default(),
-                learning_rates: vec![1.0],
-                checkpoints: vec![fit.checkpoint.checkpoint.name.clone()],
-                train: SplitInfo::of(&first.train, fit.train.predicted.clone()),
-                test: None,
-            },
-            values,
-        })
+        let info = SplitInfo::of(&first.train, fit.train.predicted.clone());
+        Ok(self_result(&fit.checkpoint.checkpoint.name, info, values))
+    }
+}
+
+/// `x_i · y_i` per row.
+pub(super) fn row_dots(x: &Mat<f64>, y: &Mat<f64>) -> Vec<f64> {
+    (0..x.nrows())
+        .map(|i| (0..x.ncols()).map(|c| x[(i, c)] * y[(i, c)]).sum())
+        .collect()
+}
+
+/// Appends self-influence values as f32, refusing one f32 cannot hold (naming the
+/// example by `id(row of sums)` and its file).
+pub(super) fn push_self_values(
+    values: &mut Vec<f32>,
+    sums: &[f64],
+    id: impl Fn(usize) -> i64,
+    source: &std::path::Path,
+) -> Result<()> {
+    for (i, &v) in sums.iter().enumerate() {
+        if !(v as f32).is_finite() {
+            let details = format!(
+                "training example {} ({}): {v:e} does not fit in f32; raise the damping",
+                id(i),
+                source.display()
+            );
+            return Err(Error::config("self-influence", details));
+        }
+        values.push(v as f32);
+    }
+    Ok(())
+}
+
+/// A self-influence result of one checkpoint (no terms, no test set).
+pub(super) fn self_result(
+    checkpoint: &str,
+    train: SplitInfo,
+    values: Vec<f32>,
+) -> Attributed<Vec<f32>> {
+    Attributed {
+        prepared: Prepared {
+            set: TermSet::default(),
+            learning_rates: vec![1.0],
+            checkpoints: vec![checkpoint.to_string()],
+            train,
+            test: None,
+        },
+        values,
     }
 }
 

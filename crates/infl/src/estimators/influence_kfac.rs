@@ -5,6 +5,7 @@
 
 use infl_io::LayerFactors;
 
+use super::influence::{push_self_values, row_dots, self_result};
 use super::{Attributed, Estimator, InfluenceFunction};
 use crate::curvature::Solver;
 use crate::curvature::terms::gradients;
@@ -89,32 +90,11 @@ pub(super) fn self_influence(est: &InfluenceFunction, run: &Run) -> Result<Attri
                 continue; // refused by the fit already
             };
             let raw = gradients(a, g, *positions, *bias, 0..rows.len());
-            for (i, sum) in sums.iter_mut().enumerate() {
-                *sum += (0..raw.ncols())
-                    .map(|c| raw[(i, c)] * x[(i, c)])
-                    .sum::<f64>();
-            }
+            sums.iter_mut()
+                .zip(row_dots(&raw, x))
+                .for_each(|(s, d)| *s += d);
         }
-        for (i, v) in sums.into_iter().enumerate() {
-            if !(v as f32).is_finite() {
-                let details = format!(
-                    "training example {} ({}): {v:e} does not fit in f32; raise the damping",
-                    chunk.ids[i],
-                    last.train.source.display()
-                );
-                return Err(Error::config("self-influence", details));
-            }
-            values.push(v as f32);
-        }
+        push_self_values(&mut values, &sums, |i| chunk.ids[i], &last.train.source)?;
     }
-    Ok(Attributed {
-        prepared: Prepared {
-            set: TermSet::default(),
-            learning_rates: vec![1.0],
-            checkpoints: vec![last.name.clone()],
-            train: last.train.info(),
-            test: None,
-        },
-        values,
-    })
+    Ok(self_result(&last.name, last.train.info(), values))
 }

@@ -167,6 +167,30 @@ pub fn build(name: &str, options: &Options) -> Result<Box<dyn Estimator>> {
     Ok((find(name)?.build)(options))
 }
 
+/// One part of the memory a computation holds beyond its inputs, with the option that
+/// sizes it (for a front end to check against the memory available before the work).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryNeed {
+    /// What the memory holds.
+    pub what: &'static str,
+    /// The option (or input) that sizes it.
+    pub flag: &'static str,
+    /// Bytes.
+    pub bytes: f64,
+}
+
+/// What an estimator's work on a run will hold, and what to do instead when it does not
+/// fit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryPlan {
+    /// What the work is, for messages.
+    pub job: &'static str,
+    /// Its parts.
+    pub needs: Vec<MemoryNeed>,
+    /// What to do when it does not fit.
+    pub instead: &'static str,
+}
+
 /// Results of an estimator with what is known of the examples they refer to.
 #[derive(Clone, Debug)]
 pub struct Attributed<T> {
@@ -198,6 +222,12 @@ pub trait Estimator: fmt::Debug + Send + Sync {
     /// re-rank an index's shortlist ([`crate::index::Rescore`]). `None` (the default) when
     /// the scores are not projected.
     fn unprojected(&self) -> Option<Box<dyn Estimator>> {
+        None
+    }
+
+    /// The memory its work on `run` will hold beyond the inputs, when that can be large
+    /// (`None`, the default: nothing beyond what the engine streams).
+    fn memory(&self, _run: &Run) -> Option<MemoryPlan> {
         None
     }
 

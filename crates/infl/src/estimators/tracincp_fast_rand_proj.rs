@@ -17,8 +17,6 @@
 //! portable `log`/`cos`/`sin`: the same bits on every platform and thread count.
 
 use infl_core::{Backend, Bias, Matrix, Rhs};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use super::{Audience, Estimator, Indexing, Input, Options, Registration, TracInCPFast};
 use crate::engine::FactorMatrices;
@@ -101,22 +99,13 @@ impl Projections {
 
 /// A `[rows, cols]` matrix of `N(0, 1/cols)` entries from ChaCha8 (`seed`, `stream`).
 fn gaussian(rows: usize, cols: usize, seed: u64, stream: u64) -> Result<Matrix> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
     let std = 1.0 / (cols as f64).sqrt();
-    let len = rows * cols;
-    let mut v = Vec::with_capacity(len + 1);
-    while v.len() < len {
-        // Box–Muller: u1 in (0, 1], u2 in [0, 1).
-        let u1 = ((rng.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
-        let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let r = libm::sqrt(-2.0 * libm::log(u1));
-        let t = 2.0 * std::f64::consts::PI * u2;
-        v.push((r * libm::cos(t) * std) as f32);
-        v.push((r * libm::sin(t) * std) as f32);
-    }
-    v.truncate(len);
-    Ok(Matrix::from_vec(rows, cols, v)?)
+    let v = crate::seeded::standard_normals(seed, stream, rows * cols);
+    Ok(Matrix::from_vec(
+        rows,
+        cols,
+        v.iter().map(|x| (x * std) as f32).collect(),
+    )?)
 }
 
 impl Estimator for TracInCPFastRandProj {
