@@ -196,36 +196,19 @@ fn fuzz(root: &Path, args: &[String]) -> Result<()> {
         &["test", "-p", "infl-io", "--release", "--test", "fuzz"],
         &[("PROPTEST_CASES", cases)],
     )?;
-    // The index's files (infl::index): byte changes in either file.
-    run(
-        root,
-        &cargo,
-        &[
-            "test",
-            "-p",
-            "infl",
-            "--release",
-            "--test",
-            "index",
-            "altered_files",
-        ],
-        &[("PROPTEST_CASES", cases)],
-    )?;
-    // Saved Hessians (`infl fit`): byte changes and cuts.
-    run(
-        root,
-        &cargo,
-        &[
-            "test",
-            "-p",
-            "infl",
-            "--release",
-            "--test",
-            "influence",
-            "altered_hessian_files",
-        ],
-        &[("PROPTEST_CASES", cases)],
-    )?;
+    // infl's own files: the index's (byte changes in either file) and saved Hessians
+    // (`infl fit`: byte changes and cuts).
+    for (test, filter) in [
+        ("index", "altered_files"),
+        ("influence", "altered_hessian_files"),
+    ] {
+        run(
+            root,
+            &cargo,
+            &["test", "-p", "infl", "--release", "--test", test, filter],
+            &[("PROPTEST_CASES", cases)],
+        )?;
+    }
     eprintln!(
         "xtask fuzz: {cases} cases per reader passed in {:.0?}",
         start.elapsed()

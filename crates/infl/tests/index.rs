@@ -7,6 +7,8 @@
 //! No expected numbers are written here: every check compares two computations (the index
 //! against the engine on the estimator's own term set, approximate against exact).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -470,16 +472,8 @@ fn truncated_files_are_refused_naming_the_file() {
     assert!(e.contains(ANN_FILE), "{e}");
 }
 
-/// Cases of the mutation test: `PROPTEST_CASES` (`cargo xtask fuzz`), else 64.
-fn fuzz_cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
+    #![proptest_config(ProptestConfig::with_cases(common::fuzz_cases()))]
 
     /// Any changed bytes, in either file, are refused with the file named (usearch never
     /// sees a changed graph).

@@ -5,6 +5,8 @@
 //!
 //! No expected numbers are written down: every check compares two computations.
 
+mod common;
+
 use faer::{Mat, MatMut, MatRef};
 use infl::curvature::{Damping, FinalLayer, HessianOperator, Inverse, Solver};
 use infl::estimators::Convention;
@@ -684,13 +686,6 @@ fn the_memory_plan_counts_the_assembled_hessian_only_for_the_exact_solver() {
     assert!(infl::TracInCPFast::default().memory(&c.run).is_none());
 }
 
-fn fuzz_cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64)
-}
-
 thread_local! {
     /// A saved Hessian of a small case: its folder and bytes.
     static SAVED: (tempfile::TempDir, Vec<u8>) = {
@@ -709,7 +704,7 @@ thread_local! {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(fuzz_cases()))]
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(common::fuzz_cases()))]
 
     /// Changed or cut bytes of a Hessian file: an error naming the file, or (a change that
     /// leaves every value and entry as it was, e.g. header padding) the same Hessian.

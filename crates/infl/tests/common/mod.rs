@@ -70,3 +70,11 @@ pub fn max_relative_error(got: &[f32], want: &[f32]) -> f64 {
         .fold(0f64, f64::max);
     err / scale
 }
+
+/// Proptest cases of the file-mutation tests: `PROPTEST_CASES` (`cargo xtask fuzz`), else 64.
+pub fn fuzz_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
