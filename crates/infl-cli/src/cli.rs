@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use infl::curvature::{Damping, Solver};
+use infl::curvature::{Curvature, Damping, Solver};
 use infl::estimators::Convention;
 use infl::estimators::Input as Reads;
 use infl::io::{FactorRun, Inputs, Publication, RunLayout};
@@ -205,9 +205,19 @@ pub struct SolverArgs {
     /// default), `cg` (block conjugate gradients), `lissa` (Koh & Liang's recursion) or
     /// `arnoldi` (a low-rank inverse from a Krylov basis, Captum's
     /// ArnoldiInfluenceFunction; --seed seeds its start). With --factors: `kfac` or `ekfac`
-    /// (Kronfluence's numerics, every chosen layer).
+    /// (Kronfluence's numerics, every chosen layer; ekfac is the default) or any of the
+    /// others over the chosen layers' --curvature (cg is the default when --curvature is
+    /// given).
     #[arg(long, value_enum)]
     pub solver: Option<SolverArg>,
+    /// With --factors and an exact, cg, lissa or arnoldi solver, the curvature inverted
+    /// over the chosen layers: `fisher` (the empirical Fisher of the files' gradients;
+    /// the default), `true-fisher` (from the files' `L.g_sampled`, gradients for labels
+    /// sampled from the model), `gauss-newton` or `hessian` (of the infl-nn MLP whose
+    /// checkpoint NAME.safetensors lies beside the factor files or in their parent
+    /// folder; exact Hessian-vector products over the whole network).
+    #[arg(long, value_enum)]
+    pub curvature: Option<CurvatureArg>,
     /// Whose scaling: `kronfluence` (default: the mean Hessian, ∇ℓ_testᵀ (H/N + λI)⁻¹
     /// ∇ℓ_train) or `captum` (the summed Hessian, N times smaller scores at N times the
     /// damping). Both report positive = helpful.
@@ -247,6 +257,7 @@ impl SolverArgs {
     /// Whether any solver flag was given.
     fn any(&self) -> bool {
         self.solver.is_some()
+            || self.curvature.is_some()
             || self.damping.is_some()
             || self.convention.is_some()
             || self.hessian.is_some()
@@ -268,10 +279,10 @@ impl SolverArgs {
     /// The solver, refusing another solver's flags; the default is `exact` on features and
     /// `ekfac` (Kronfluence's default strategy) on factor files.
     fn solver(&self, seed: Option<u64>, factors: bool) -> Result<Solver> {
-        let default = if factors {
-            SolverArg::Ekfac
-        } else {
-            SolverArg::Exact
+        let default = match (factors, self.curvature) {
+            (true, None) => SolverArg::Ekfac,
+            (true, Some(_)) => SolverArg::Cg,
+            (false, _) => SolverArg::Exact,
         };
         let chosen = self.solver.unwrap_or(default);
         let prefix = match chosen {
@@ -338,6 +349,19 @@ pub enum ConventionArg {
     Kronfluence,
     /// The summed Hessian (Captum).
     Captum,
+}
+
+/// `--curvature`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CurvatureArg {
+    /// The empirical Fisher of the factor files' gradients.
+    Fisher,
+    /// The true Fisher, from the files' `L.g_sampled`.
+    TrueFisher,
+    /// The Gauss-Newton matrix of the infl-nn MLP beside the factor files.
+    GaussNewton,
+    /// The exact Hessian of that MLP.
+    Hessian,
 }
 
 /// `--solver`.
@@ -587,6 +611,12 @@ impl Input {
                 Some(ConventionArg::Captum) => Convention::Captum,
             },
             damping: self.solving.damping,
+            curvature: self.solving.curvature.map(|c| match c {
+                CurvatureArg::Fisher => Curvature::Fisher,
+                CurvatureArg::TrueFisher => Curvature::TrueFisher,
+                CurvatureArg::GaussNewton => Curvature::GaussNewton,
+                CurvatureArg::Hessian => Curvature::Hessian,
+            }),
         })
     }
 }

@@ -435,7 +435,15 @@ fn kfac_and_ekfac_on_factor_files_give_kronfluences_scores() {
     assert!(v.data().iter().all(|&x| x > 0.0));
     let out = dir.path().join("never.safetensors");
     for (extra, needle) in [
-        (&["--solver", "exact"][..], "kfac or ekfac"),
+        (
+            &["--solver", "kfac", "--curvature", "fisher"][..],
+            "--curvature fisher is for",
+        ),
+        (
+            &["--curvature", "gauss-newton"][..],
+            "expected an infl-nn MLP",
+        ),
+        (&["--curvature", "true-fisher"][..], "fc1.g_sampled"),
         (&["--convention", "captum"][..], "drop --convention captum"),
         (&["--include-bias"][..], "--include-bias"),
     ] {

@@ -246,6 +246,31 @@ impl FactorFile {
         ))
     }
 
+    /// Layer `name`'s output gradients for labels sampled from the model, `{name}.g_sampled`
+    /// (same shape as `{name}.g`; what the true Fisher is fitted on, as Kronfluence's
+    /// default `use_empirical_fisher=False`), checked finite; `None` when the file has none.
+    pub fn sampled_gradients(&self, name: &str) -> Result<Option<Matrix>> {
+        let (g_name, s_name) = (format!("{name}.g"), format!("{name}.{SAMPLED_SUFFIX}"));
+        if !self.file.contains(&s_name) {
+            return Ok(None);
+        }
+        let m = self.file.matrix(&s_name, Rank::MatrixOrBatched)?;
+        let shape = self.file.info(&s_name)?.shape.to_vec();
+        let expected = match self.file.contains(&g_name) {
+            true => self.file.info(&g_name)?.shape.to_vec(),
+            false => shape.clone(),
+        };
+        if shape != expected {
+            return Err(Error::bad(
+                self.path(),
+                &s_name,
+                format!("expected the shape of `{g_name}` {expected:?}, found {shape:?}"),
+            ));
+        }
+        check_finite_shaped(self.path(), &s_name, m.view(), &shape)?;
+        Ok(Some(m))
+    }
+
     fn linear(&self, name: &str, a_name: &str, g_name: &str) -> Result<LayerFactors> {
         let a = self.file.matrix(a_name, Rank::MatrixOrBatched)?;
         let g = self.file.matrix(g_name, Rank::MatrixOrBatched)?;
@@ -314,6 +339,9 @@ impl FactorFile {
         Ok(())
     }
 }
+
+/// The suffix of a layer's sampled-label output gradients: `L.g_sampled`.
+pub const SAMPLED_SUFFIX: &str = "g_sampled";
 
 /// A factor folder's checkpoints, in order.
 #[derive(Clone, Debug, PartialEq)]

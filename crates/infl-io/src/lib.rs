@@ -34,7 +34,7 @@ mod tensors;
 mod write;
 
 pub use error::{Error, Result};
-pub use factors::{FactorEntry, FactorFile, FactorRun, LayerFactors};
+pub use factors::{FactorEntry, FactorFile, FactorRun, LayerFactors, SAMPLED_SUFFIX};
 pub use layout::{RunEntry, RunLayout, natural_cmp};
 pub use load::{
     LEARNING_RATE_KEY, check_learning_rate, load_checkpoint, load_examples, parse_learning_rate,

@@ -50,6 +50,9 @@ fn f32_tensor(a: &Array2<f32>) -> OutTensor {
     OutTensor::F32(vec![a.nrows(), a.ncols()], a.iter().copied().collect())
 }
 
+/// The `format` metadata of infl-nn checkpoints.
+pub const MLP_FORMAT: &str = "infl-nn mlp";
+
 fn meta_map(meta: &CheckpointMeta, model: &Mlp) -> HashMap<String, String> {
     let mut m = HashMap::new();
     if let Some(lr) = meta.learning_rate {
@@ -58,7 +61,7 @@ fn meta_map(meta: &CheckpointMeta, model: &Mlp) -> HashMap<String, String> {
     if let Some(e) = meta.epoch {
         m.insert("epoch".into(), e.to_string());
     }
-    m.insert("format".into(), "infl-nn mlp".into());
+    m.insert("format".into(), MLP_FORMAT.into());
     let sizes: Vec<String> = model.sizes().iter().map(ToString::to_string).collect();
     m.insert("sizes".into(), sizes.join(","));
     m

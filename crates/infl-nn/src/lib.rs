@@ -30,6 +30,7 @@
 
 mod error;
 pub mod export;
+pub mod hvp;
 pub mod mlp;
 pub mod train;
 
@@ -38,5 +39,6 @@ pub use export::{
     CheckpointMeta, FactorFiles, LayerFactors, RunWriter, Split, load_checkpoint,
     penultimate_features, per_example_factors, save_checkpoint,
 };
+pub use hvp::{LayerBlock, Product};
 pub use mlp::{Backward, Forward, Linear, LinearGrad, Mlp};
 pub use train::{Dataset, EpochStats, TrainConfig, TrainHooks, train};

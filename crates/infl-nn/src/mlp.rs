@@ -103,7 +103,7 @@ pub struct LinearGrad {
 }
 
 /// Checks that there is one label per row of `logits` `[B, K]`, each in `[0, K)`.
-fn check_labels(labels: &[i64], logits: ArrayView2<'_, f32>) -> Result<()> {
+pub(crate) fn check_labels(labels: &[i64], logits: ArrayView2<'_, f32>) -> Result<()> {
     let (b, k) = logits.dim();
     if labels.len() != b {
         return Err(Error::shape(
@@ -295,7 +295,7 @@ impl Mlp {
         })
     }
 
-    fn check_input(&self, x: &ArrayView2<'_, f32>) -> Result<()> {
+    pub(crate) fn check_input(&self, x: &ArrayView2<'_, f32>) -> Result<()> {
         if x.ncols() != self.inputs() {
             return Err(Error::shape(
                 "Mlp::forward",

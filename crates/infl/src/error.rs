@@ -14,6 +14,9 @@ pub enum Error {
     /// A kernel or core type rejected its input.
     #[error(transparent)]
     Core(#[from] infl_core::Error),
+    /// An infl-nn model could not be read or applied (names the file and tensor).
+    #[error(transparent)]
+    Model(#[from] infl_nn::Error),
     /// Input data are inconsistent (names the file and tensor).
     #[error(transparent)]
     Tensor(#[from] TensorError),

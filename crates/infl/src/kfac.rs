@@ -66,6 +66,7 @@ use faer::{Accum, Mat, MatMut, MatRef, Side};
 use infl_core::{Bias, Matrix, ranges};
 use infl_io::LayerFactors;
 
+use crate::curvature::terms::f64_rows;
 use crate::curvature::{Damping, HessianOperator, par, terms};
 use crate::engine::FactorTerm;
 use crate::run::{NamedFactors, SplitFactors};
@@ -232,18 +233,7 @@ impl Fit {
     ) -> Result<Vec<FactorTerm>> {
         self.check_split(train)?;
         self.check_preconditioned(preconditioned)?;
-        let mut out = Vec::new();
-        for ((fit, layer), x) in self.layers.iter().zip(&train.layers).zip(preconditioned) {
-            let (shape, a, g) = linear(layer, &train.source)?;
-            let label = format!("{label}, layer {}", fit.name);
-            if shape.positions == 1 {
-                out.extend(terms::rank_one_terms(&label, a, g, shape.bias, Some(x)));
-            } else {
-                let term = terms::materialised_term(&label, a, g, shape.positions, shape.bias, x)?;
-                out.push(term);
-            }
-        }
-        Ok(out)
+        terms::layer_terms(train, preconditioned, label)
     }
 
     /// `split` has the fitted layers, in order, with the same shapes.
@@ -454,19 +444,6 @@ impl HessianOperator for LayerFit {
             .map(|r| (0..w).map(|c| self.eigenvalues[(r, c)]).sum::<f64>())
             .sum())
     }
-}
-
-/// Rows `rows` of `m` in f64, with a ones column when `bias` is included.
-fn f64_rows(m: &Matrix, rows: std::ops::Range<usize>, bias: Bias) -> Mat<f64> {
-    let (view, cols) = (m.view(), m.cols());
-    let width = cols + usize::from(bias == Bias::Included);
-    Mat::from_fn(rows.len(), width, |i, j| {
-        if j < cols {
-            f64::from(view.row(rows.start + i)[j])
-        } else {
-            1.0
-        }
-    })
 }
 
 /// `A = Σ ã ãᵀ / (N·S)` and `S = Σ g gᵀ / (N·S)`, symmetrised.

@@ -18,6 +18,7 @@
 //! Parameters are ordered as the weight matrix `[K, D]` row-major with the bias as column
 //! `D` of each row (`[K, D + 1]`).
 
+mod layers;
 mod saved;
 mod solve;
 pub(crate) mod terms;
@@ -28,6 +29,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use infl_core::{Bias, Matrix};
 
+pub use layers::{Block, FactorFisher, NetworkHessian, layout};
 pub use saved::{FORMAT as HESSIAN_FORMAT, Identity, SavedHessian};
 pub use solve::{Inverse, Solver};
 
@@ -122,6 +124,35 @@ fn scale(mut m: MatMut<'_, f64>, factor: f64) {
     for j in 0..m.ncols() {
         for i in 0..m.nrows() {
             m[(i, j)] *= factor;
+        }
+    }
+}
+
+/// Which curvature the operator solvers (exact, CG, LiSSA, Arnoldi) invert on factor files
+/// (`--curvature`; on a final layer's features the exact Hessian is the only one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Curvature {
+    /// The empirical Fisher `Σ_i ∇_i∇_iᵀ` of the files' gradients, cross-layer blocks
+    /// included ([`FactorFisher::empirical`]; any model; the default).
+    #[default]
+    Fisher,
+    /// The true Fisher, from the files' `L.g_sampled` ([`FactorFisher::sampled`]).
+    TrueFisher,
+    /// The Gauss–Newton matrix of the infl-nn MLP whose checkpoint lies beside the
+    /// factor files ([`NetworkHessian`] with [`infl_nn::Product::GaussNewton`]).
+    GaussNewton,
+    /// The exact Hessian of that MLP over the chosen layers, by R-operator products.
+    Hessian,
+}
+
+impl Curvature {
+    /// `fisher`, `true-fisher`, `gauss-newton` or `hessian`.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Self::Fisher => "fisher",
+            Self::TrueFisher => "true-fisher",
+            Self::GaussNewton => "gauss-newton",
+            Self::Hessian => "hessian",
         }
     }
 }

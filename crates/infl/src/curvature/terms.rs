@@ -10,9 +10,12 @@ use std::ops::Range;
 use faer::Mat;
 use infl_core::{Bias, Matrix};
 
-use crate::Result;
+use infl_io::LayerFactors;
+
 use crate::engine::{FactorMatrices, FactorTerm};
 use crate::estimators::{against_one, materialise};
+use crate::run::SplitFactors;
+use crate::{Error, Result};
 
 /// Per-example gradients `vec(Σ_s g_s ⊗ ã_s)` of `examples` (rows `i·S .. (i+1)·S` of
 /// `a` `[N·S, D]` and `g` `[N·S, K]`), `ã = (a, 1)` with the bias: f64 `[examples, K·D']`.
@@ -96,6 +99,40 @@ pub(crate) fn rank_one_terms(
     terms
 }
 
+/// The terms of every chosen layer of `train` against its preconditioned test gradients
+/// (`preconditioned[l]` `[T, K·D']` for layer `l`): a layer with one position gives
+/// [`rank_one_terms`], one with `S > 1` a [`materialised_term`]; weight 1, labelled
+/// `{label}, layer L, ...`. Dense gradients are refused.
+pub(crate) fn layer_terms(
+    train: &SplitFactors,
+    preconditioned: &[Mat<f64>],
+    label: &str,
+) -> Result<Vec<FactorTerm>> {
+    let mut out = Vec::new();
+    for (layer, x) in train.layers.iter().zip(preconditioned) {
+        let LayerFactors::Linear {
+            a,
+            g,
+            positions,
+            bias,
+        } = &layer.factors
+        else {
+            let details = format!(
+                "layer {}: a dense gradient has no preconditioned factors",
+                layer.name
+            );
+            return Err(Error::config("layers", details));
+        };
+        let label = format!("{label}, layer {}", layer.name);
+        if *positions == 1 {
+            out.extend(rank_one_terms(&label, a, g, *bias, Some(x)));
+        } else {
+            out.push(materialised_term(&label, a, g, *positions, *bias, x)?);
+        }
+    }
+    Ok(out)
+}
+
 /// A layer with `S > 1` positions per example: one plain term of the training examples'
 /// materialised gradients (TracInCP's [`materialise`], `[N, K·D (+K)]`) against the
 /// preconditioned test gradients `x` in the same layout, both against a constant 1.
@@ -128,5 +165,18 @@ fn weight_then_bias(x: &Mat<f64>, k: usize, d: usize, bias: Bias) -> Matrix {
             (c - k * d) * w + d
         };
         x[(i, source)] as f32
+    })
+}
+
+/// Rows `rows` of `m` in f64, with a ones column when `bias` is included.
+pub(crate) fn f64_rows(m: &Matrix, rows: std::ops::Range<usize>, bias: Bias) -> Mat<f64> {
+    let (view, cols) = (m.view(), m.cols());
+    let width = cols + usize::from(bias == Bias::Included);
+    Mat::from_fn(rows.len(), width, |i, j| {
+        if j < cols {
+            f64::from(view.row(rows.start + i)[j])
+        } else {
+            1.0
+        }
     })
 }

@@ -23,7 +23,8 @@ use super::{
     Attributed, Audience, Estimator, Indexing, Input, MemoryNeed, MemoryPlan, Options, Registration,
 };
 use crate::curvature::{
-    Damping, FinalLayer, HessianOperator, Identity, Inverse, SavedHessian, Scaled, Solver, terms,
+    Curvature, Damping, FinalLayer, HessianOperator, Identity, Inverse, SavedHessian, Scaled,
+    Solver, terms,
 };
 use crate::engine::{FactorTerm, TermSet};
 use crate::head::{LossHead, logits};
@@ -58,6 +59,10 @@ pub struct InfluenceFunction {
     /// `λ`, added to the convention's Hessian; `None`: the convention's default
     /// ([`Convention::default_damping`]).
     pub damping: Option<Damping>,
+    /// On factor files, the curvature that exact, CG, LiSSA and Arnoldi invert (`None`:
+    /// [`Curvature::Fisher`]; K-FAC and EK-FAC fit their own; refused on features, whose
+    /// final layer has its exact Hessian).
+    pub curvature: Option<Curvature>,
     /// A Hessian fitted before (`infl fit`), used instead of fitting one when its identity
     /// is the run's last checkpoint's (refused otherwise).
     pub hessian: Option<Arc<SavedHessian>>,
@@ -109,6 +114,7 @@ impl From<&Options> for InfluenceFunction {
             solver: o.solver,
             convention: o.convention,
             damping: o.damping,
+            curvature: o.curvature,
             hessian: None,
         }
     }
@@ -135,6 +141,14 @@ impl InfluenceFunction {
     /// The last checkpoint's Hessian and training heads.
     fn fit<'r>(&self, backend: &dyn Backend, run: &'r Run) -> Result<Fit<'r>> {
         let run = run.features(self.label())?;
+        if let Some(c) = self.curvature {
+            let details = format!(
+                "{} is chosen among factor files' curvatures (--factors); the final layer's \
+                 features give its exact Hessian",
+                c.short_name()
+            );
+            return Err(Error::config("curvature", details));
+        }
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return Err(Error::config(
                 "checkpoints",
@@ -232,6 +246,9 @@ impl Estimator for InfluenceFunction {
             ("convention".into(), self.convention.short_name().into()),
             ("damping".into(), self.damping().describe()),
         ];
+        if let Some(c) = self.curvature {
+            s.push(("curvature".into(), c.short_name().into()));
+        }
         match self.solver {
             Solver::Exact | Solver::Kfac | Solver::Ekfac => {}
             Solver::Cg {
@@ -290,7 +307,7 @@ impl Estimator for InfluenceFunction {
     /// `K` (+1 with the bias) terms of preconditioned test factors (see the module docs).
     fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared> {
         if let Run::Factors(_) = run {
-            return super::influence_kfac::prepare(self, run);
+            return super::influence_layers::prepare(self, run);
         }
         let fit = self.fit(backend, run)?;
         let first = &run.features(self.label())?[0];
@@ -320,7 +337,7 @@ impl Estimator for InfluenceFunction {
     /// `∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i` per training example, in chunks of 1024 rows.
     fn self_influence(&self, backend: &dyn Backend, run: &Run) -> Result<Attributed<Vec<f32>>> {
         if let Run::Factors(_) = run {
-            return super::influence_kfac::self_influence(self, run);
+            return super::influence_layers::self_influence(self, run);
         }
         let fit = self.fit(backend, run)?;
         let inverse = self.inverse(&fit)?;

@@ -15,7 +15,7 @@
 #[cfg(feature = "testing")]
 mod grad_dot_last;
 mod influence;
-mod influence_kfac;
+mod influence_layers;
 mod tracincp;
 mod tracincp_fast;
 mod tracincp_fast_rand_proj;
@@ -24,7 +24,7 @@ use std::fmt;
 
 use infl_core::{Backend, Bias, TopKRows};
 
-use crate::curvature::{Damping, Solver};
+use crate::curvature::{Curvature, Damping, Solver};
 use crate::engine::{Engine, Progress};
 use crate::run::{Loss, Prepared, Reduction, Run};
 use crate::{Error, Result};
@@ -67,6 +67,9 @@ pub struct Options {
     pub convention: Convention,
     /// Influence functions' damping `λ` (`None`: the convention's default).
     pub damping: Option<Damping>,
+    /// The curvature operator solvers invert on factor files (`None`: the empirical
+    /// Fisher).
+    pub curvature: Option<Curvature>,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             solver: Solver::Exact,
             convention: Convention::Kronfluence,
             damping: None,
+            curvature: None,
         }
     }
 }

@@ -1,0 +1,271 @@
+//! Influence functions over factor files (`--method influence --factors DIR`): the last
+//! checkpoint's chosen layers preconditioned either layer by layer by K-FAC or EK-FAC
+//! ([`crate::kfac`], Kronfluence's numerics and scale), or jointly by an operator solver
+//! (exact, CG, LiSSA, Arnoldi) over a [`Curvature`] of the layers — the empirical or true
+//! Fisher of the files' gradients, or the Gauss–Newton matrix or exact Hessian of an
+//! infl-nn MLP (whole-network influence, as the InfluenceCalculations tool computes it) —
+//! in the convention's scale. Either way the preconditioned test gradients become engine
+//! terms against the training factors as they are ([`terms::layer_terms`]); self-influence
+//! `∇ℓ_iᵀ P ∇ℓ_i` runs in chunks of training examples.
+
+use std::path::PathBuf;
+
+use faer::Mat;
+use infl_io::{FactorFile, LayerFactors};
+
+use super::influence::{push_self_values, row_dots, self_result};
+use super::{Attributed, Estimator, InfluenceFunction};
+use crate::curvature::terms::{self, gradients};
+use crate::curvature::{
+    Block, Curvature, FactorFisher, HessianOperator, Inverse, NetworkHessian, Scaled, Solver,
+    layout,
+};
+use crate::engine::TermSet;
+use crate::estimators::Convention;
+use crate::kfac::{Fit, Strategy};
+use crate::run::{FactorCheckpoint, Prepared, Run, SplitFactors};
+use crate::{Error, Result};
+
+/// Training examples preconditioned at a time by K-FAC for self-influence.
+const CHUNK: usize = 256;
+/// Gradients solved at a time by an operator solver (bounds CG's and LiSSA's state).
+const SOLVE_CHUNK: usize = 64;
+
+/// The K-FAC strategy the solver names, or `None` for an operator solver.
+fn strategy(est: &InfluenceFunction) -> Result<Option<Strategy>> {
+    let kfac = match est.solver {
+        Solver::Kfac => Strategy::Kfac,
+        Solver::Ekfac => Strategy::Ekfac,
+        Solver::Exact | Solver::Cg { .. } | Solver::Lissa { .. } | Solver::Arnoldi { .. } => {
+            return Ok(None);
+        }
+    };
+    if est.convention != Convention::Kronfluence {
+        let details = "K-FAC and EK-FAC follow Kronfluence's scaling (the mean Fisher): drop \
+                       --convention captum";
+        return Err(Error::config("convention", details));
+    }
+    if let Some(c) = est.curvature {
+        let details = format!(
+            "{} fits its own Kronecker-factored Fisher; --curvature {} is for the exact, cg, \
+             lissa and arnoldi solvers",
+            kfac.short_name(),
+            c.short_name()
+        );
+        return Err(Error::config("curvature", details));
+    }
+    Ok(Some(kfac))
+}
+
+/// The last checkpoint of a factor run.
+fn last<'r>(est: &InfluenceFunction, run: &'r Run) -> Result<&'r FactorCheckpoint> {
+    run.factors(est.label())?
+        .last()
+        .ok_or_else(|| Error::config("checkpoints", "at least one checkpoint is needed"))
+}
+
+/// The curvature operator of the training factors, in the convention's scale.
+fn operator<'r>(
+    est: &InfluenceFunction,
+    last: &'r FactorCheckpoint,
+) -> Result<Scaled<Box<dyn HessianOperator + 'r>>> {
+    let train = &last.train;
+    let op: Box<dyn HessianOperator + 'r> = match est.curvature.unwrap_or_default() {
+        Curvature::Fisher => Box::new(FactorFisher::empirical(train)?),
+        Curvature::TrueFisher => Box::new(FactorFisher::sampled(train)?),
+        Curvature::GaussNewton => Box::new(network(last, infl_nn::Product::GaussNewton)?),
+        Curvature::Hessian => Box::new(network(last, infl_nn::Product::Hessian)?),
+    };
+    let factor = match est.convention {
+        Convention::Kronfluence => 1.0 / train.len() as f64,
+        Convention::Captum => 1.0,
+    };
+    Ok(Scaled { op, factor })
+}
+
+/// The infl-nn MLP of `last`'s checkpoint (`NAME.safetensors` beside the factor files or in
+/// their parent folder, as `infl demo --export-factors` lays a run out) on the training
+/// examples (`fc1.a`, the labels).
+fn network(last: &FactorCheckpoint, product: infl_nn::Product) -> Result<NetworkHessian> {
+    let source = &last.train.source;
+    let dir = source.parent().map(PathBuf::from).unwrap_or_default();
+    let file_name = format!("{}.safetensors", last.name);
+    let candidates = [dir.join(&file_name), dir.join("..").join(&file_name)];
+    let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+        let details = format!(
+            "the Gauss-Newton matrix and the Hessian need the infl-nn checkpoint of `{}`: \
+             expected {} or {} (infl demo --export-factors writes run/NAME.safetensors beside \
+             run/factors/); use --curvature fisher for any other model",
+            last.name,
+            candidates[0].display(),
+            candidates[1].display()
+        );
+        return Err(Error::config("curvature", details));
+    };
+    let format = infl_io::TensorFile::open(path)?
+        .metadata()
+        .get("format")
+        .cloned();
+    if format.as_deref() != Some(infl_nn::export::MLP_FORMAT) {
+        let details = format!(
+            "expected an infl-nn MLP (metadata format {:?}), found {format:?}: the Hessian \
+             products know only infl-nn's architecture (linear layers with ReLU between); use \
+             --curvature fisher for any other model",
+            infl_nn::export::MLP_FORMAT
+        );
+        return Err(Error::data(path, "__metadata__.format", details));
+    }
+    let (model, _) = infl_nn::load_checkpoint(path)?;
+    let inputs = match FactorFile::open(source)?.layer("fc1")? {
+        LayerFactors::Linear {
+            a, positions: 1, ..
+        } => a,
+        _ => {
+            let details = "expected the first layer's inputs `fc1.a` [N, inputs] (the network's \
+                           inputs)";
+            return Err(Error::data(source, "fc1.a", details));
+        }
+    };
+    let labels = last.train.labels.clone().ok_or_else(|| {
+        Error::data(
+            source,
+            "labels",
+            "expected the training labels of the Hessian's loss",
+        )
+    })?;
+    NetworkHessian::new(product, model, inputs, labels, layout(&last.train)?)
+}
+
+/// The chosen layers' gradients of `rows` of `split`, concatenated: f64 `[rows, P]`.
+fn flat(split: &SplitFactors, blocks: &[Block], rows: std::ops::Range<usize>) -> Mat<f64> {
+    let dim = blocks.iter().map(Block::len).sum();
+    let mut out = Mat::zeros(rows.len(), dim);
+    for (layer, b) in split.layers.iter().zip(blocks) {
+        if let LayerFactors::Linear { a, g, .. } = &layer.factors {
+            let x = gradients(a, g, b.positions, b.bias, rows.clone());
+            out.as_mut()
+                .submatrix_mut(0, b.offset, rows.len(), b.len())
+                .copy_from(&x);
+        }
+    }
+    out
+}
+
+/// `x` `[T, P]` split into the layers' `[T, K·D']` blocks.
+fn split_blocks(x: &Mat<f64>, blocks: &[Block]) -> Vec<Mat<f64>> {
+    (blocks.iter())
+        .map(|b| {
+            x.as_ref()
+                .submatrix(0, b.offset, x.nrows(), b.len())
+                .to_owned()
+        })
+        .collect()
+}
+
+/// `split`'s layers have the training layers' names and shapes.
+fn check_layers(train: &[Block], split: &SplitFactors) -> Result<Vec<Block>> {
+    let found = layout(split)?;
+    if found != train {
+        let want: Vec<String> = train.iter().map(describe).collect();
+        let got: Vec<String> = found.iter().map(describe).collect();
+        let details = format!("expected the training factors' layers {want:?}, found {got:?}");
+        return Err(Error::data(&split.source, "(layers)", details));
+    }
+    Ok(found)
+}
+
+fn describe(b: &Block) -> String {
+    format!("{} [{} x {}]", b.name, b.outputs, b.width())
+}
+
+/// `(H + λI)⁻¹` applied to the chosen layers' gradients of every example of `split`, in
+/// chunks: f64 `[N, P]`.
+fn solve(inverse: &Inverse<'_>, split: &SplitFactors, blocks: &[Block]) -> Result<Mat<f64>> {
+    let mut x = flat(split, blocks, 0..split.len());
+    for start in (0..x.nrows()).step_by(SOLVE_CHUNK) {
+        let rows = SOLVE_CHUNK.min(x.nrows() - start);
+        inverse.solve_rows(x.as_mut().subrows_mut(start, rows))?;
+    }
+    Ok(x)
+}
+
+/// The engine terms of the preconditioned test factors against the training factors.
+pub(super) fn prepare(est: &InfluenceFunction, run: &Run) -> Result<Prepared> {
+    let last = last(est, run)?;
+    let label = format!("checkpoint {}", last.name);
+    let terms = match (&last.test, strategy(est)?) {
+        (None, _) => Vec::new(),
+        (Some(test), Some(strategy)) => {
+            let fit = Fit::new(&last.train, strategy)?;
+            let x = fit.precondition(test, est.damping())?;
+            fit.terms(&last.train, &x, &label)?
+        }
+        (Some(test), None) => {
+            let blocks = layout(&last.train)?;
+            check_layers(&blocks, test)?;
+            let op = operator(est, last)?;
+            let inverse = Inverse::new(&op, est.damping().value(&op)?, est.solver)?;
+            let x = solve(&inverse, test, &blocks)?;
+            terms::layer_terms(&last.train, &split_blocks(&x, &blocks), &label)?
+        }
+    };
+    Ok(Prepared {
+        set: TermSet { terms },
+        learning_rates: vec![1.0],
+        checkpoints: vec![last.name.clone()],
+        train: last.train.info(),
+        test: last.test.as_ref().map(SplitFactors::info),
+    })
+}
+
+/// `∇ℓ_iᵀ P ∇ℓ_i` per training example, summed over the layers.
+pub(super) fn self_influence(est: &InfluenceFunction, run: &Run) -> Result<Attributed<Vec<f32>>> {
+    let last = last(est, run)?;
+    let values = match strategy(est)? {
+        Some(strategy) => kfac_self_influence(est, last, strategy)?,
+        None => operator_self_influence(est, last)?,
+    };
+    Ok(self_result(&last.name, last.train.info(), values))
+}
+
+fn kfac_self_influence(
+    est: &InfluenceFunction,
+    last: &FactorCheckpoint,
+    strategy: Strategy,
+) -> Result<Vec<f32>> {
+    let fit = Fit::new(&last.train, strategy)?;
+    let blocks = layout(&last.train)?;
+    let n = last.train.len();
+    let mut values = Vec::with_capacity(n);
+    for start in (0..n).step_by(CHUNK) {
+        let rows: Vec<usize> = (start..(start + CHUNK).min(n)).collect();
+        let chunk = last.train.select(&rows);
+        let pre = fit.precondition(&chunk, est.damping())?;
+        let raw = split_blocks(&flat(&chunk, &blocks, 0..rows.len()), &blocks);
+        let mut sums = vec![0.0f64; rows.len()];
+        for (raw, x) in raw.iter().zip(&pre) {
+            sums.iter_mut()
+                .zip(row_dots(raw, x))
+                .for_each(|(s, d)| *s += d);
+        }
+        push_self_values(&mut values, &sums, |i| chunk.ids[i], &last.train.source)?;
+    }
+    Ok(values)
+}
+
+fn operator_self_influence(est: &InfluenceFunction, last: &FactorCheckpoint) -> Result<Vec<f32>> {
+    let blocks = layout(&last.train)?;
+    let op = operator(est, last)?;
+    let inverse = Inverse::new(&op, est.damping().value(&op)?, est.solver)?;
+    let n = last.train.len();
+    let mut values = Vec::with_capacity(n);
+    for start in (0..n).step_by(SOLVE_CHUNK) {
+        let rows = start..(start + SOLVE_CHUNK).min(n);
+        let raw = flat(&last.train, &blocks, rows.clone());
+        let mut x = raw.clone();
+        inverse.solve_rows(x.as_mut())?;
+        let id = |i: usize| last.train.ids[start + i];
+        push_self_values(&mut values, &row_dots(&x, &raw), id, &last.train.source)?;
+    }
+    Ok(values)
+}
