@@ -241,6 +241,13 @@ pub struct SolverArgs {
     /// iteration).
     #[arg(long)]
     pub lissa_scale: Option<f64>,
+    /// LiSSA's minibatch: examples drawn (uniformly, with replacement, seeded by --seed)
+    /// for each step's Hessian estimate (default: every example, exactly).
+    #[arg(long)]
+    pub lissa_batch: Option<usize>,
+    /// Minibatch LiSSA estimates averaged (default 1; needs --lissa-batch).
+    #[arg(long)]
+    pub lissa_repeats: Option<usize>,
     /// Arnoldi's Krylov dimension (default 200, Captum's arnoldi_dim).
     #[arg(long)]
     pub arnoldi_dim: Option<usize>,
@@ -265,12 +272,14 @@ impl SolverArgs {
     }
 
     /// Each solver-specific flag, whether it was given.
-    fn knobs(&self) -> [(&'static str, bool); 6] {
+    fn knobs(&self) -> [(&'static str, bool); 8] {
         [
             ("--cg-tolerance", self.cg_tolerance.is_some()),
             ("--cg-max-iterations", self.cg_max_iterations.is_some()),
             ("--lissa-depth", self.lissa_depth.is_some()),
             ("--lissa-scale", self.lissa_scale.is_some()),
+            ("--lissa-batch", self.lissa_batch.is_some()),
+            ("--lissa-repeats", self.lissa_repeats.is_some()),
             ("--arnoldi-dim", self.arnoldi_dim.is_some()),
             ("--arnoldi-eigenpairs", self.arnoldi_eigenpairs.is_some()),
         ]
@@ -299,9 +308,10 @@ impl SolverArgs {
         {
             bail!("{flag} is not a flag of --solver {}", chosen.name());
         }
-        if seed.is_some() && chosen != SolverArg::Arnoldi {
+        let draws = chosen == SolverArg::Arnoldi || self.lissa_batch.is_some();
+        if seed.is_some() && !draws {
             bail!(
-                "--seed: --solver {} draws nothing at random (arnoldi does)",
+                "--seed: --solver {} draws nothing at random (arnoldi and minibatch lissa do)",
                 chosen.name()
             );
         }
@@ -316,6 +326,9 @@ impl SolverArgs {
             SolverArg::Lissa => Solver::Lissa {
                 depth: self.lissa_depth.unwrap_or(Solver::DEFAULT_LISSA_DEPTH),
                 scale: self.lissa_scale,
+                batch: self.lissa_batch,
+                repeats: self.lissa_repeats.unwrap_or(1),
+                seed: seed.unwrap_or(0),
             },
             SolverArg::Arnoldi => Solver::Arnoldi {
                 dimension: self

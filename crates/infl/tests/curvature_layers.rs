@@ -111,6 +111,32 @@ fn the_fisher_operator_is_the_sum_of_gradient_outer_products() {
     );
     let trace: f64 = (0..p).map(|i| want[(i, i)]).sum();
     assert!((fisher.trace().unwrap() - trace).abs() <= 1e-10 * trace);
+    assert_sample_is_the_sum(&fisher, s.len());
+}
+
+/// `H` on a sample with repeats is the sum of its examples' curvatures: a sample of every
+/// example twice is `2H`, and samples add up.
+fn assert_sample_is_the_sum(op: &dyn HessianOperator, n: usize) {
+    assert_eq!(op.examples(), Some(n));
+    let p = op.dim();
+    let v = Mat::from_fn(2, p, |i, j| ((i * 3 + j * 5) % 11) as f64 / 5.0 - 1.0);
+    let apply = |rows: Option<&[usize]>| {
+        let mut out = Mat::zeros(2, p);
+        match rows {
+            None => op.apply(v.as_ref(), out.as_mut()).unwrap(),
+            Some(r) => op.apply_examples(r, v.as_ref(), out.as_mut()).unwrap(),
+        }
+        out
+    };
+    let full = apply(None);
+    let twice: Vec<usize> = (0..n).chain(0..n).collect();
+    let diff = &apply(Some(&twice)) - &(&full * faer::Scale(2.0));
+    assert!(max_abs(&diff) <= 1e-10 * max_abs(&full));
+    let (front, back): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| i % 3 == 0);
+    let diff = &(&apply(Some(&front)) + &apply(Some(&back))) - &full;
+    assert!(max_abs(&diff) <= 1e-10 * max_abs(&full));
+    let mut out = Mat::zeros(2, p);
+    assert!(op.apply_examples(&[n], v.as_ref(), out.as_mut()).is_err());
 }
 
 /// A trained-looking infl-nn MLP (a few SGD steps) written as a run with factor files.
@@ -285,10 +311,21 @@ fn solvers_agree_on_the_whole_network() {
             assert!(worst <= tol * scale, "{curvature:?}: {worst} of {scale}");
         };
         within(&scores(Solver::cg()), 1e-4);
+        let minibatch = Solver::Lissa {
+            depth: 1000,
+            scale: None,
+            batch: Some(30),
+            repeats: 8,
+            seed: 0,
+        };
+        within(&scores(minibatch), 0.2);
         within(
             &scores(Solver::Lissa {
                 depth: 3000,
                 scale: None,
+                batch: None,
+                repeats: 1,
+                seed: 0,
             }),
             1e-2,
         );
@@ -327,6 +364,15 @@ fn the_hessian_of_a_relu_network_is_not_the_gauss_newton_matrix() {
         .assemble()
         .unwrap()
     };
+    let sampled = NetworkHessian::new(
+        Product::Hessian,
+        net.model.clone(),
+        inputs.clone(),
+        net.labels[..n].to_vec(),
+        blocks.clone(),
+    )
+    .unwrap();
+    assert_sample_is_the_sum(&sampled, n);
     let (h, gn) = (op(Product::Hessian), op(Product::GaussNewton));
     let diff = &h - &gn;
     assert!(

@@ -484,6 +484,9 @@ fn lissa_converges_to_the_exact_solution_and_reports_divergence() {
     let small = Solver::Lissa {
         depth: 5000,
         scale: Some(1e-3),
+        batch: None,
+        repeats: 1,
+        seed: 0,
     };
     let mut x = b.clone();
     let err = Inverse::new(&op, damping, small)
@@ -495,6 +498,73 @@ fn lissa_converges_to_the_exact_solution_and_reports_divergence() {
         err.contains("LiSSA diverged") && err.contains("use a scale of at least"),
         "{err}"
     );
+}
+
+#[test]
+fn minibatch_lissa_estimates_the_solution_and_is_seeded() {
+    let c = case(8, 200, 3, 5, 3, Loss::CrossEntropy);
+    let op = operator(&c, Loss::CrossEntropy, Bias::Included);
+    // A sample of every example, in order, is the operator itself.
+    let all: Vec<usize> = (0..200).collect();
+    let v = Mat::from_fn(2, op.dim(), |i, j| ((i * 5 + j) % 7) as f64 - 3.0);
+    let (mut full, mut sampled) = (Mat::zeros(2, op.dim()), Mat::zeros(2, op.dim()));
+    op.apply(v.as_ref(), full.as_mut()).unwrap();
+    op.apply_examples(&all, v.as_ref(), sampled.as_mut())
+        .unwrap();
+    assert!(relative(&sampled, &full) <= 1e-12);
+    assert!(
+        op.apply_examples(&[200], v.as_ref(), sampled.as_mut())
+            .is_err()
+    );
+
+    let b = Mat::from_fn(3, op.dim(), |i, j| ((i * 7 + j * 3) % 5) as f64 - 2.0);
+    let damping = 0.5 * 200.0 / 30.0; // as well conditioned as the full-batch test's
+    let want = exact_solution(&op, damping, &b);
+    let solve = |batch, repeats, seed| {
+        let solver = Solver::Lissa {
+            depth: 1000,
+            scale: None,
+            batch: Some(batch),
+            repeats,
+            seed,
+        };
+        let mut x = b.clone();
+        Inverse::new(&op, damping, solver)
+            .unwrap()
+            .solve_rows(x.as_mut())
+            .unwrap();
+        x
+    };
+    let one = solve(50, 1, 0);
+    let many = solve(50, 16, 0);
+    let (e1, e16) = (relative(&one, &want), relative(&many, &want));
+    assert!(e16 <= 0.1, "16 repeats of batch 50: {e16:e}");
+    assert!(e16 < e1, "averaging helps: {e16:e} vs {e1:e}");
+    // Seeded: the same seed gives the same bits, another seed another estimate.
+    assert_eq!(solve(50, 2, 3), solve(50, 2, 3));
+    assert_ne!(solve(50, 2, 3), solve(50, 2, 4));
+    // Repeats without minibatches are identical, so refused; a saved Hessian cannot sample.
+    let refused = |op: &dyn HessianOperator, batch, repeats| {
+        let solver = Solver::Lissa {
+            depth: 10,
+            scale: Some(1.0),
+            batch,
+            repeats,
+            seed: 0,
+        };
+        Inverse::new(op, damping, solver).unwrap_err().to_string()
+    };
+    assert!(refused(&op, None, 2).contains("batch size"));
+    let saved = infl::curvature::SavedHessian {
+        hessian: op.assemble().unwrap(),
+        identity: infl::curvature::Identity::of(
+            &c.run.features("test").unwrap()[1],
+            Loss::CrossEntropy,
+            Bias::Included,
+        ),
+        source: Default::default(),
+    };
+    assert!(refused(&saved, Some(10), 1).contains("full-batch"));
 }
 
 #[test]

@@ -225,6 +225,31 @@ impl HessianOperator for FactorFisher<'_> {
         Ok(())
     }
 
+    fn examples(&self) -> Option<usize> {
+        Some(self.split.len())
+    }
+
+    /// The Fisher of a copy of the sampled examples' factors.
+    fn apply_examples(
+        &self,
+        rows: &[usize],
+        v: MatRef<'_, f64>,
+        out: MatMut<'_, f64>,
+    ) -> Result<()> {
+        super::check_rows(rows, self.split.len())?;
+        let sample = self.split.select(rows);
+        let gradients = (self.gradients.iter())
+            .zip(&self.blocks)
+            .map(|(g, b)| select_examples(g, rows, b.positions))
+            .collect();
+        let op = FactorFisher {
+            split: &sample,
+            gradients,
+            blocks: self.blocks.clone(),
+        };
+        op.apply(v, out)
+    }
+
     /// `Σ_i ‖∇_i‖²`.
     fn trace(&self) -> Result<f64> {
         let mut total = 0.0;
@@ -242,6 +267,14 @@ impl HessianOperator for FactorFisher<'_> {
         }
         Ok(total)
     }
+}
+
+/// The rows of examples `rows` of a matrix with `positions` rows per example.
+fn select_examples(m: &Matrix, rows: &[usize], positions: usize) -> Matrix {
+    let all: Vec<usize> = (rows.iter())
+        .flat_map(|&i| i * positions..(i + 1) * positions)
+        .collect();
+    m.select_rows(&all)
 }
 
 /// Writes a stacked `[m·K, D']` block back into rows of `out` at the block's offset.
@@ -344,9 +377,37 @@ impl HessianOperator for NetworkHessian {
         self.blocks.iter().map(Block::len).sum()
     }
 
+    fn apply(&self, v: MatRef<'_, f64>, out: MatMut<'_, f64>) -> Result<()> {
+        self.apply_on(&self.inputs, &self.labels, v, out)
+    }
+
+    fn examples(&self) -> Option<usize> {
+        Some(self.inputs.rows())
+    }
+
+    fn apply_examples(
+        &self,
+        rows: &[usize],
+        v: MatRef<'_, f64>,
+        out: MatMut<'_, f64>,
+    ) -> Result<()> {
+        super::check_rows(rows, self.inputs.rows())?;
+        let labels: Vec<i64> = rows.iter().map(|&r| self.labels[r]).collect();
+        self.apply_on(&self.inputs.select_rows(rows), &labels, v, out)
+    }
+}
+
+impl NetworkHessian {
     /// Embeds the chosen blocks in a whole-network direction (zeros elsewhere), applies the
-    /// R-operator product, and reads the chosen blocks back.
-    fn apply(&self, v: MatRef<'_, f64>, mut out: MatMut<'_, f64>) -> Result<()> {
+    /// R-operator product on the examples `inputs` with `labels`, and reads the chosen
+    /// blocks back.
+    fn apply_on(
+        &self,
+        inputs: &Matrix,
+        labels: &[i64],
+        v: MatRef<'_, f64>,
+        mut out: MatMut<'_, f64>,
+    ) -> Result<()> {
         check_block(self.dim(), v, out.as_ref(), "hessian")?;
         let shapes = self.model.parameter_layout();
         let total = self.model.parameters();
@@ -364,17 +425,10 @@ impl HessianOperator for NetworkHessian {
             }
         }
         let mut product = Array2::<f64>::zeros((m, total));
-        let x =
-            ArrayView2::from_shape((self.inputs.rows(), self.inputs.cols()), self.inputs.data())
-                .map_err(|e| Error::config("hessian", e.to_string()))?;
+        let x = ArrayView2::from_shape((inputs.rows(), inputs.cols()), inputs.data())
+            .map_err(|e| Error::config("hessian", e.to_string()))?;
         (self.model)
-            .hessian_vector_products(
-                self.product,
-                x,
-                &self.labels,
-                full.view(),
-                product.view_mut(),
-            )
+            .hessian_vector_products(self.product, x, labels, full.view(), product.view_mut())
             .map_err(|e| Error::config("hessian", e.to_string()))?;
         for (b, &l) in self.blocks.iter().zip(&self.layers) {
             let s = shapes[l];

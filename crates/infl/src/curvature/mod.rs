@@ -31,7 +31,7 @@ use infl_core::{Bias, Matrix};
 
 pub use layers::{Block, FactorFisher, NetworkHessian, layout};
 pub use saved::{FORMAT as HESSIAN_FORMAT, Identity, SavedHessian};
-pub use solve::{Inverse, Solver};
+pub use solve::{Inverse, Lissa, Solver};
 
 use crate::run::Loss;
 use crate::{Error, Result};
@@ -48,6 +48,26 @@ pub trait HessianOperator: Send + Sync {
     fn trace(&self) -> Result<f64> {
         let h = self.assemble()?;
         Ok((0..h.nrows()).map(|i| h[(i, i)]).sum())
+    }
+
+    /// The examples `H` sums over, when [`apply_examples`](Self::apply_examples) can apply
+    /// it to a sample of them (LiSSA's minibatches); `None` (the default) when it cannot.
+    fn examples(&self) -> Option<usize> {
+        None
+    }
+
+    /// `out = H_S v` for every row of `v`: the curvature summed over the examples `rows`
+    /// only (indices below [`examples`](Self::examples), repeats allowed). Refused by
+    /// default.
+    fn apply_examples(
+        &self,
+        _rows: &[usize],
+        _v: MatRef<'_, f64>,
+        _out: MatMut<'_, f64>,
+    ) -> Result<()> {
+        let details = "this curvature cannot be applied to a sample of examples (a saved or \
+                       fitted one); run LiSSA on the full batch";
+        Err(Error::config("lissa", details))
     }
 
     /// The dense `[n, n]` matrix, by applying `H` to blocks of the identity (override when
@@ -81,6 +101,17 @@ macro_rules! delegate {
             }
             fn assemble(&self) -> Result<Mat<f64>> {
                 (**self).assemble()
+            }
+            fn examples(&self) -> Option<usize> {
+                (**self).examples()
+            }
+            fn apply_examples(
+                &self,
+                rows: &[usize],
+                v: MatRef<'_, f64>,
+                out: MatMut<'_, f64>,
+            ) -> Result<()> {
+                (**self).apply_examples(rows, v, out)
             }
         }
     )*};
@@ -116,6 +147,21 @@ impl<O: HessianOperator> HessianOperator for Scaled<O> {
 
     fn trace(&self) -> Result<f64> {
         Ok(self.factor * self.op.trace()?)
+    }
+
+    fn examples(&self) -> Option<usize> {
+        self.op.examples()
+    }
+
+    fn apply_examples(
+        &self,
+        rows: &[usize],
+        v: MatRef<'_, f64>,
+        mut out: MatMut<'_, f64>,
+    ) -> Result<()> {
+        self.op.apply_examples(rows, v, out.as_mut())?;
+        scale(out, self.factor);
+        Ok(())
     }
 }
 
@@ -245,6 +291,22 @@ impl FinalLayer {
         self.inputs.ncols()
     }
 
+    /// The layer on the examples `rows` only.
+    fn select(&self, rows: &[usize]) -> Result<Self> {
+        check_rows(rows, self.inputs.nrows())?;
+        let pick = |m: &Mat<f64>| Mat::from_fn(rows.len(), m.ncols(), |i, j| m[(rows[i], j)]);
+        let probs = match self.loss {
+            Loss::CrossEntropy => pick(&self.probs),
+            Loss::MeanSquaredError => Mat::zeros(0, 0),
+        };
+        Ok(Self {
+            inputs: pick(&self.inputs),
+            probs,
+            loss: self.loss,
+            outputs: self.outputs,
+        })
+    }
+
     /// `C_n u` for every example `n` and every block `u` (`U` `[N, m·K]`, in place).
     fn output_curvature(&self, mut u: MatMut<'_, f64>) {
         let k = self.outputs;
@@ -268,6 +330,14 @@ impl FinalLayer {
                 }
             }
         }
+    }
+}
+
+/// Every row of a sample is below `n`.
+pub(crate) fn check_rows(rows: &[usize], n: usize) -> Result<()> {
+    match rows.iter().find(|&&r| r >= n) {
+        Some(bad) => Err(Error::config("rows", format!("example {bad} of {n}"))),
+        None => Ok(()),
     }
 }
 
@@ -331,6 +401,19 @@ impl HessianOperator for FinalLayer {
             }
         }
         Ok(())
+    }
+
+    fn examples(&self) -> Option<usize> {
+        Some(self.inputs.nrows())
+    }
+
+    fn apply_examples(
+        &self,
+        rows: &[usize],
+        v: MatRef<'_, f64>,
+        out: MatMut<'_, f64>,
+    ) -> Result<()> {
+        self.select(rows)?.apply(v, out)
     }
 
     /// `Σ_n ‖ã_n‖² Σ_k C_n[k, k]`.

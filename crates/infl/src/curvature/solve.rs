@@ -1,7 +1,9 @@
 //! The solvers: how `(H + λI)⁻¹` is applied to test gradients — exact (Cholesky), block
 //! CG, LiSSA and Arnoldi — each knob with its default and where the default comes from.
 
-use faer::{Mat, MatMut, Side};
+use faer::{Mat, MatMut, MatRef, Side};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::HessianOperator;
 use crate::{Error, Result};
@@ -24,16 +26,27 @@ pub enum Solver {
         /// At most this many iterations (default 1000); not converging is an error.
         max_iterations: usize,
     },
-    /// LiSSA (Agarwal et al. 2017, as Koh & Liang use it): `h ← b + h − (H + λI) h / scale`
-    /// for `depth` steps, `x = h / scale`, with full-batch (deterministic) products, one
-    /// repeat. It converges when `scale` exceeds half the largest eigenvalue of `H + λI`;
-    /// growth is detected and reported with a scale that works.
+    /// LiSSA (Agarwal et al. 2017, as Koh & Liang use it): `h ← b + h − (H̃ + λI) h / scale`
+    /// for `depth` steps, `x = h / scale`, averaged over `repeats`. `H̃` is `H` itself
+    /// (full batch, deterministic: the default) or, with `batch`, `H` estimated at each step
+    /// on `batch` examples drawn uniformly with replacement (`N/B · H_S`, Koh & Liang's
+    /// stochastic estimator; ChaCha8 keyed by `seed`, one stream per repeat). It converges
+    /// when `scale` exceeds half the largest eigenvalue of `H + λI`; growth is detected and
+    /// reported with a scale that works.
     Lissa {
         /// Recursion depth (default 5000, dattri's `recursion_depth`).
         depth: usize,
         /// `None` (default): the largest eigenvalue of `H + λI` by 50 power iterations —
         /// dattri's fixed `scaling = 50` assumes a mean Hessian, and infl's is summed.
         scale: Option<f64>,
+        /// Examples per step (`None`, the default: all of them, exactly; dattri's
+        /// `batch_size` samples its data loader's batches).
+        batch: Option<usize>,
+        /// Independent estimates averaged (default 1, dattri's `num_repeat`); more than one
+        /// needs `batch` (full-batch repeats are identical).
+        repeats: usize,
+        /// Seed of the minibatch draws (default 0).
+        seed: u64,
     },
     /// K-FAC over factor files, layer by layer ([`crate::kfac`], Kronfluence's numerics):
     /// not an inverse of an operator, so only influence functions on `--factors` take it.
@@ -83,6 +96,9 @@ impl Solver {
         Self::Lissa {
             depth: Self::DEFAULT_LISSA_DEPTH,
             scale: None,
+            batch: None,
+            repeats: 1,
+            seed: 0,
         }
     }
 
@@ -129,10 +145,8 @@ pub enum Inverse<'a> {
         op: &'a dyn HessianOperator,
         /// `λ`.
         damping: f64,
-        /// Recursion depth.
-        depth: usize,
-        /// The scale (given, or the estimated largest eigenvalue).
-        scale: f64,
+        /// The recursion's settings, with the scale resolved.
+        lissa: Lissa,
     },
     /// A low-rank inverse: eigenvectors `[r, n]` and `1 / (μ + λ)`.
     LowRank {
@@ -148,9 +162,7 @@ impl std::fmt::Debug for Inverse<'_> {
         match self {
             Self::Cholesky(_) => f.write_str("Inverse::Cholesky"),
             Self::Cg { damping, .. } => write!(f, "Inverse::Cg {{ damping: {damping} }}"),
-            Self::Lissa { scale, depth, .. } => {
-                write!(f, "Inverse::Lissa {{ depth: {depth}, scale: {scale} }}")
-            }
+            Self::Lissa { lissa, .. } => write!(f, "Inverse::Lissa {{ {lissa:?} }}"),
             Self::LowRank { inverse, .. } => {
                 write!(f, "Inverse::LowRank {{ rank: {} }}", inverse.len())
             }
@@ -201,24 +213,15 @@ impl<'a> Inverse<'a> {
                     max_iterations,
                 })
             }
-            Solver::Lissa { depth, scale } => {
-                let scale = match scale {
-                    Some(s) if s.is_finite() && s > 0.0 => s,
-                    Some(s) => {
-                        let details = format!("scale {s}; expected a finite value > 0");
-                        return Err(Error::config("lissa", details));
-                    }
-                    None => largest_eigenvalue(op, damping)?,
-                };
-                if depth == 0 {
-                    return Err(Error::config("lissa", "depth 0; expected at least 1"));
-                }
-                Ok(Self::Lissa {
-                    op,
-                    damping,
-                    depth,
-                    scale,
-                })
+            Solver::Lissa {
+                depth,
+                scale,
+                batch,
+                repeats,
+                seed,
+            } => {
+                let lissa = Lissa::new(op, damping, depth, scale, batch, repeats, seed)?;
+                Ok(Self::Lissa { op, damping, lissa })
             }
             Solver::Arnoldi {
                 dimension,
@@ -253,12 +256,7 @@ impl<'a> Inverse<'a> {
                 tolerance,
                 max_iterations,
             } => block_cg(*op, *damping, *tolerance, *max_iterations, b),
-            Self::Lissa {
-                op,
-                damping,
-                depth,
-                scale,
-            } => lissa(*op, *damping, *depth, *scale, b),
+            Self::Lissa { op, damping, lissa } => lissa.solve(*op, *damping, b),
             Self::LowRank { vectors, inverse } => {
                 // x = Σ_i v_i (v_i · b) / (μ_i + λ), for every row b.
                 let coef = b.as_ref() * vectors.transpose();
@@ -312,45 +310,137 @@ fn largest_eigenvalue(op: &dyn HessianOperator, damping: f64) -> Result<f64> {
     Ok(estimate)
 }
 
-/// LiSSA on every row of `b` at once (see [`Solver::Lissa`]).
-fn lissa(
-    op: &dyn HessianOperator,
-    damping: f64,
-    depth: usize,
-    scale: f64,
-    mut b: MatMut<'_, f64>,
-) -> Result<()> {
-    let (m, n) = (b.nrows(), b.ncols());
-    let rhs = b.to_owned();
-    let bound = 1e12 * rhs.norm_max().max(f64::MIN_POSITIVE);
-    let mut h = rhs.clone();
-    let mut hh = Mat::zeros(m, n);
-    for step in 1..=depth {
-        op.apply(h.as_ref(), hh.as_mut())?;
-        let mut largest = 0.0f64;
-        for i in 0..m {
-            for j in 0..n {
-                let next = rhs[(i, j)] + h[(i, j)] - (hh[(i, j)] + damping * h[(i, j)]) / scale;
-                largest = largest.max(next.abs());
-                h[(i, j)] = next;
-            }
-        }
-        if !largest.is_finite() || largest > bound {
-            let need = largest_eigenvalue(op, damping)?;
+/// LiSSA's settings with the scale resolved (see [`Solver::Lissa`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lissa {
+    /// Recursion depth.
+    pub depth: usize,
+    /// The scale (given, or the estimated largest eigenvalue).
+    pub scale: f64,
+    /// Examples per step, or all.
+    pub batch: Option<usize>,
+    /// Estimates averaged.
+    pub repeats: usize,
+    /// Seed of the minibatch draws.
+    pub seed: u64,
+}
+
+impl Lissa {
+    /// Checks the settings against `op` and resolves the scale.
+    fn new(
+        op: &dyn HessianOperator,
+        damping: f64,
+        depth: usize,
+        scale: Option<f64>,
+        batch: Option<usize>,
+        repeats: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        if depth == 0 || repeats == 0 || batch == Some(0) {
             let details = format!(
-                "LiSSA diverged at step {step} of {depth}: the scale {scale:.3e} is below half \
-                 the largest eigenvalue of H + λI (about {need:.3e}); use a scale of at least \
-                 {need:.3e}"
+                "depth {depth}, repeats {repeats}, batch {batch:?}; each must be at least 1"
             );
             return Err(Error::config("lissa", details));
         }
-    }
-    for i in 0..m {
-        for j in 0..n {
-            b[(i, j)] = h[(i, j)] / scale;
+        if repeats > 1 && batch.is_none() {
+            let details = "repeats average minibatch estimates; full-batch ones are identical \
+                           (give a batch size)";
+            return Err(Error::config("lissa", details));
         }
+        if batch.is_some() && op.examples().is_none() {
+            let details = "this curvature (a saved or fitted one) cannot be applied to a sample \
+                           of examples; drop the batch size (full-batch LiSSA)";
+            return Err(Error::config("lissa", details));
+        }
+        let scale = match scale {
+            Some(s) if s.is_finite() && s > 0.0 => s,
+            Some(s) => {
+                let details = format!("scale {s}; expected a finite value > 0");
+                return Err(Error::config("lissa", details));
+            }
+            None => largest_eigenvalue(op, damping)?,
+        };
+        Ok(Self {
+            depth,
+            scale,
+            batch,
+            repeats,
+            seed,
+        })
     }
-    Ok(())
+
+    /// Every row of `b`, at once, averaged over the repeats.
+    fn solve(&self, op: &dyn HessianOperator, damping: f64, mut b: MatMut<'_, f64>) -> Result<()> {
+        let rhs = b.to_owned();
+        let mut sum = Mat::<f64>::zeros(b.nrows(), b.ncols());
+        for repeat in 0..self.repeats {
+            let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+            rng.set_stream(repeat as u64);
+            sum += self.recursion(op, damping, &rhs, &mut rng)?;
+        }
+        let scale = 1.0 / (self.scale * self.repeats as f64);
+        b.copy_from(&sum * faer::Scale(scale));
+        Ok(())
+    }
+
+    /// One estimate `h` (before the division by the scale).
+    fn recursion(
+        &self,
+        op: &dyn HessianOperator,
+        damping: f64,
+        rhs: &Mat<f64>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Mat<f64>> {
+        let (m, n) = (rhs.nrows(), rhs.ncols());
+        let bound = 1e12 * rhs.norm_max().max(f64::MIN_POSITIVE);
+        let mut h = rhs.clone();
+        let mut hh = Mat::zeros(m, n);
+        for step in 1..=self.depth {
+            self.product(op, rng, h.as_ref(), hh.as_mut())?;
+            let mut largest = 0.0f64;
+            for j in 0..n {
+                for i in 0..m {
+                    let next =
+                        rhs[(i, j)] + h[(i, j)] - (hh[(i, j)] + damping * h[(i, j)]) / self.scale;
+                    largest = largest.max(next.abs());
+                    h[(i, j)] = next;
+                }
+            }
+            if !largest.is_finite() || largest > bound {
+                let need = largest_eigenvalue(op, damping)?;
+                let details = format!(
+                    "LiSSA diverged at step {step} of {}: the scale {:.3e} is below half the \
+                     largest eigenvalue of H + λI (about {need:.3e}; minibatch estimates are \
+                     larger); use a scale of at least {need:.3e}",
+                    self.depth, self.scale
+                );
+                return Err(Error::config("lissa", details));
+            }
+        }
+        Ok(h)
+    }
+
+    /// `H̃ h`: the full product, or `N/B · H_S h` on a fresh sample.
+    fn product(
+        &self,
+        op: &dyn HessianOperator,
+        rng: &mut ChaCha8Rng,
+        h: MatRef<'_, f64>,
+        mut out: MatMut<'_, f64>,
+    ) -> Result<()> {
+        let (Some(batch), Some(n)) = (self.batch, op.examples()) else {
+            return op.apply(h, out);
+        };
+        let rows: Vec<usize> = (0..batch).map(|_| rng.random_range(0..n)).collect();
+        op.apply_examples(&rows, h, out.as_mut())?;
+        let factor = n as f64 / batch as f64;
+        for j in 0..out.ncols() {
+            for i in 0..out.nrows() {
+                out[(i, j)] *= factor;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Arnoldi's low-rank inverse (see [`Solver::Arnoldi`]).

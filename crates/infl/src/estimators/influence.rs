@@ -258,10 +258,21 @@ impl Estimator for InfluenceFunction {
                 s.push(("cg_tolerance".into(), format!("{tolerance:e}")));
                 s.push(("cg_max_iterations".into(), max_iterations.to_string()));
             }
-            Solver::Lissa { depth, scale } => {
+            Solver::Lissa {
+                depth,
+                scale,
+                batch,
+                repeats,
+                seed,
+            } => {
                 s.push(("lissa_depth".into(), depth.to_string()));
                 let scale = scale.map_or("auto".into(), |x| format!("{x:e}"));
                 s.push(("lissa_scale".into(), scale));
+                if let Some(batch) = batch {
+                    s.push(("lissa_batch".into(), batch.to_string()));
+                    s.push(("lissa_repeats".into(), repeats.to_string()));
+                    s.push(("seed".into(), seed.to_string()));
+                }
             }
             Solver::Arnoldi {
                 dimension,
