@@ -30,7 +30,7 @@ pub enum IndexCommand {
     /// memory-mapped on load, ann.usearch an inner-product HNSW graph).
     Build {
         #[command(flatten)]
-        input: Input,
+        input: Box<Input>,
         /// The index folder to write.
         #[arg(long)]
         index: PathBuf,
