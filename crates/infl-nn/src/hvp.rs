@@ -90,8 +90,8 @@ impl Layers64 {
     }
 }
 
-/// A chunk's forward and backward pass in f64: layer inputs, ReLU masks, probabilities
-/// and output gradients.
+/// A chunk's forward and backward pass in f64: layer inputs (ReLU masks), probabilities
+/// and output gradients, kept from the lowest wanted layer up (empty below it).
 struct Pass {
     inputs: Vec<Array2<f64>>,
     probs: Array2<f64>,
@@ -99,7 +99,7 @@ struct Pass {
 }
 
 impl Pass {
-    fn run(net: &Layers64, x: ArrayView2<'_, f32>, labels: &[i64]) -> Self {
+    fn run(net: &Layers64, x: ArrayView2<'_, f32>, labels: &[i64], lowest: usize) -> Self {
         let layers = net.weights.len();
         let mut inputs = Vec::with_capacity(layers);
         let mut a = x.mapv(f64::from);
@@ -122,11 +122,14 @@ impl Pass {
         }
         let mut grads = vec![Array2::zeros((0, 0)); layers];
         grads[layers - 1] = g;
-        for l in (1..layers).rev() {
+        for l in (lowest + 1..layers).rev() {
             let mut prev = grads[l].dot(&net.weights[l]);
             relu_mask(&mut prev, &inputs[l]);
             grads[l - 1] = prev;
         }
+        inputs[..lowest]
+            .iter_mut()
+            .for_each(|a| *a = Array2::zeros((0, 0)));
         Self {
             inputs,
             probs,
@@ -142,6 +145,26 @@ fn relu_mask(m: &mut Array2<f64>, a: &Array2<f64>) {
             *m = 0.0;
         }
     });
+}
+
+/// The forward and backward passes of a set of examples, kept for many products of the
+/// curvature's block on some layers ([`Mlp::hvp_plan`]). Holds, per example, the inputs
+/// and output gradients of the layers from the lowest wanted one up, in f64.
+pub struct HvpPlan {
+    net: Layers64,
+    /// Per model layer, its block in the plan's vectors (wanted layers only, in order).
+    blocks: Vec<Option<LayerBlock>>,
+    wanted: Vec<bool>,
+    passes: Vec<Pass>,
+}
+
+impl std::fmt::Debug for HvpPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HvpPlan")
+            .field("wanted", &self.wanted)
+            .field("chunks", &self.passes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Mlp {
@@ -161,6 +184,54 @@ impl Mlp {
             .collect()
     }
 
+    /// Runs and keeps the passes of the examples `x` `[N, in]` with `labels` for products
+    /// of the curvature's principal block on the layers `wanted` (0-based, any order). The
+    /// plan's vectors hold the wanted layers' blocks only, in layer order
+    /// ([`HvpPlan::blocks`]).
+    pub fn hvp_plan(
+        &self,
+        x: ArrayView2<'_, f32>,
+        labels: &[i64],
+        wanted: &[usize],
+    ) -> Result<HvpPlan> {
+        self.check_input(&x)?;
+        if labels.len() != x.nrows() {
+            let details = format!("expected {} labels, found {}", x.nrows(), labels.len());
+            return Err(Error::shape("Mlp::hvp_plan", details));
+        }
+        let shape = Array2::<f32>::zeros((labels.len(), self.classes()));
+        crate::mlp::check_labels(labels, shape.view())?;
+        let layers = self.layers().len();
+        let Some(&lowest) = wanted.iter().min() else {
+            return Err(Error::config("layers", "no layer wanted"));
+        };
+        if let Some(bad) = wanted.iter().find(|&&l| l >= layers) {
+            let details = format!("layer {bad}; the model has {layers}");
+            return Err(Error::config("layers", details));
+        }
+        let net = Layers64::of(self);
+        let passes = (ranges(x.nrows(), CHUNK).collect::<Vec<_>>().into_par_iter())
+            .map(|rows| Pass::run(&net, x.slice(s![rows.clone(), ..]), &labels[rows], lowest))
+            .collect();
+        let wanted: Vec<bool> = (0..layers).map(|l| wanted.contains(&l)).collect();
+        let mut offset = 0;
+        let blocks = (self.parameter_layout().into_iter().zip(&wanted))
+            .map(|(b, &w)| {
+                w.then(|| {
+                    let block = LayerBlock { offset, ..b };
+                    offset += block.len();
+                    block
+                })
+            })
+            .collect();
+        Ok(HvpPlan {
+            blocks,
+            wanted,
+            net,
+            passes,
+        })
+    }
+
     /// `out = H v` for every row of `v` (`[m, P]`, the module's layout), `H` the Hessian
     /// (or Gauss–Newton matrix, per `product`) of the *summed* cross-entropy loss of the
     /// examples `x` `[N, in]` with labels `labels`, at this model's parameters.
@@ -170,41 +241,33 @@ impl Mlp {
         x: ArrayView2<'_, f32>,
         labels: &[i64],
         v: ArrayView2<'_, f64>,
-        mut out: ArrayViewMut2<'_, f64>,
+        out: ArrayViewMut2<'_, f64>,
     ) -> Result<()> {
-        self.check_hvp(x, labels, v, out.view())?;
-        let net = Layers64::of(self);
-        let layout = self.parameter_layout();
-        out.fill(0.0);
-        for rows in ranges(x.nrows(), CHUNK) {
-            let pass = Pass::run(&net, x.slice(s![rows.clone(), ..]), &labels[rows]);
-            (out.axis_iter_mut(Axis(0)).into_par_iter())
-                .zip(v.axis_iter(Axis(0)).into_par_iter())
-                .for_each(|(mut o, v)| {
-                    let v = v.as_standard_layout();
-                    let dirs = blocks(v.as_slice().expect("standard layout"), &layout);
-                    let o = o.as_slice_mut().expect("rows of a standard-layout block");
-                    accumulate_product(product, &net, &pass, &dirs, o, &layout);
-                });
-        }
-        Ok(())
+        let all: Vec<usize> = (0..self.layers().len()).collect();
+        self.hvp_plan(x, labels, &all)?.apply(product, v, out)
+    }
+}
+
+impl HvpPlan {
+    /// Per model layer, its block in the plan's vectors (`None` for a layer not wanted).
+    pub fn blocks(&self) -> &[Option<LayerBlock>] {
+        &self.blocks
     }
 
-    fn check_hvp(
+    /// The width of the plan's vectors: the wanted layers' parameters.
+    pub fn parameters(&self) -> usize {
+        self.blocks.iter().flatten().map(LayerBlock::len).sum()
+    }
+
+    /// `out = H_W v` for every row of `v` (`[m, P_W]`, the wanted layers' blocks): the
+    /// curvature's principal block on the wanted layers `W`.
+    pub fn apply(
         &self,
-        x: ArrayView2<'_, f32>,
-        labels: &[i64],
+        product: Product,
         v: ArrayView2<'_, f64>,
-        out: ArrayView2<'_, f64>,
+        mut out: ArrayViewMut2<'_, f64>,
     ) -> Result<()> {
-        self.check_input(&x)?;
-        if labels.len() != x.nrows() {
-            let details = format!("expected {} labels, found {}", x.nrows(), labels.len());
-            return Err(Error::shape("Mlp::hessian_vector_products", details));
-        }
-        let shape = Array2::<f32>::zeros((labels.len(), self.classes()));
-        crate::mlp::check_labels(labels, shape.view())?;
-        let p: usize = self.parameter_layout().iter().map(LayerBlock::len).sum();
+        let p = self.parameters();
         if v.ncols() != p || out.dim() != v.dim() || !out.is_standard_layout() {
             let details = format!(
                 "expected vectors [m, {p}] and a standard-layout output of the same shape; found \
@@ -214,85 +277,106 @@ impl Mlp {
             );
             return Err(Error::shape("Mlp::hessian_vector_products", details));
         }
+        out.fill(0.0);
+        (out.axis_iter_mut(Axis(0)).into_par_iter())
+            .zip(v.axis_iter(Axis(0)).into_par_iter())
+            .for_each(|(mut o, v)| {
+                let v = v.as_standard_layout();
+                let dirs = directions(v.as_slice().expect("standard layout"), &self.blocks);
+                let o = o.as_slice_mut().expect("rows of a standard-layout block");
+                for pass in &self.passes {
+                    self.accumulate(product, pass, &dirs, o);
+                }
+            });
         Ok(())
     }
+
+    /// Adds one chunk's product to `out` (one direction; the module docs' R-operator,
+    /// restricted to the wanted layers).
+    fn accumulate(
+        &self,
+        product: Product,
+        pass: &Pass,
+        dirs: &[Option<Direction<'_>>],
+        out: &mut [f64],
+    ) {
+        let (net, wanted) = (&self.net, &self.wanted);
+        let layers = net.weights.len();
+        let lowest = wanted.iter().position(|&w| w).unwrap_or(layers);
+        // Forward: R z_l and R a_l (None while zero, below the lowest wanted layer).
+        let mut r_inputs: Vec<Option<Array2<f64>>> = vec![None; layers];
+        let mut rz = None;
+        for l in lowest..layers {
+            let mut z = (dirs[l].as_ref()).map(|(dw, db)| pass.inputs[l].dot(&dw.t()) + db);
+            if let Some(ra) = &r_inputs[l] {
+                match &mut z {
+                    Some(z) => general_mat_mul(1.0, ra, &net.weights[l].t(), 1.0, z),
+                    None => z = Some(ra.dot(&net.weights[l].t())),
+                }
+            }
+            if l + 1 < layers {
+                if let Some(z) = &mut z {
+                    relu_mask(z, &pass.inputs[l + 1]);
+                }
+                r_inputs[l + 1] = z;
+            } else {
+                rz = z;
+            }
+        }
+        let Some(mut rg) = rz else { return };
+        // Head: R g_L = p ⊙ (R z_L − ⟨p, R z_L⟩).
+        for (mut r, p) in rg.rows_mut().into_iter().zip(pass.probs.rows()) {
+            let dot = r.dot(&p);
+            r.zip_mut_with(&p, |r, &p| *r = p * (*r - dot));
+        }
+        // Backward, accumulating the wanted layers' products.
+        for l in (lowest..layers).rev() {
+            if let Some(b) = self.blocks[l] {
+                let mut block = ArrayViewMut2::from_shape(
+                    (b.outputs, b.inputs + 1),
+                    &mut out[b.offset..b.offset + b.len()],
+                )
+                .expect("the layout fits the vector");
+                let mut w = block.slice_mut(s![.., ..b.inputs]);
+                general_mat_mul(1.0, &rg.t(), &pass.inputs[l], 1.0, &mut w);
+                if let (Some(ra), Product::Hessian) = (&r_inputs[l], product) {
+                    general_mat_mul(1.0, &pass.grads[l].t(), ra, 1.0, &mut w);
+                }
+                let mut bias = block.column_mut(b.inputs);
+                bias += &rg.sum_axis(Axis(0));
+            }
+            if l > lowest {
+                let mut prev = rg.dot(&net.weights[l]);
+                if let (Some((dw, _)), Product::Hessian) = (&dirs[l], product) {
+                    general_mat_mul(1.0, &pass.grads[l], dw, 1.0, &mut prev);
+                }
+                relu_mask(&mut prev, &pass.inputs[l]);
+                rg = prev;
+            }
+        }
+    }
 }
 
-/// One direction's per-layer `(dW, db)` views of a flat vector.
-fn blocks<'v>(
-    v: &'v [f64],
-    layout: &[LayerBlock],
-) -> Vec<(ArrayView2<'v, f64>, ArrayView1<'v, f64>)> {
-    layout
-        .iter()
+/// A layer's direction: `(dW, db)`.
+type Direction<'v> = (ArrayView2<'v, f64>, ArrayView1<'v, f64>);
+
+/// One vector's per-layer directions (`None` for layers without a block).
+fn directions<'v>(v: &'v [f64], blocks: &[Option<LayerBlock>]) -> Vec<Option<Direction<'v>>> {
+    (blocks.iter())
         .map(|b| {
-            let m =
-                ArrayView2::from_shape((b.outputs, b.inputs + 1), &v[b.offset..b.offset + b.len()])
-                    .expect("the layout fits the vector");
-            (
-                m.slice_move(s![.., ..b.inputs]),
-                m.index_axis_move(Axis(1), b.inputs),
-            )
+            b.map(|b| {
+                let m = ArrayView2::from_shape(
+                    (b.outputs, b.inputs + 1),
+                    &v[b.offset..b.offset + b.len()],
+                )
+                .expect("the layout fits the vector");
+                (
+                    m.slice_move(s![.., ..b.inputs]),
+                    m.index_axis_move(Axis(1), b.inputs),
+                )
+            })
         })
         .collect()
-}
-
-/// Adds one chunk's `H v` to `out` (one direction; the module docs' R-operator).
-fn accumulate_product(
-    product: Product,
-    net: &Layers64,
-    pass: &Pass,
-    dirs: &[(ArrayView2<'_, f64>, ArrayView1<'_, f64>)],
-    out: &mut [f64],
-    layout: &[LayerBlock],
-) {
-    let layers = net.weights.len();
-    // Forward: R z_l and R a_l.
-    let mut r_inputs: Vec<Option<Array2<f64>>> = vec![None; layers];
-    let mut rz = Array2::zeros((0, 0));
-    for l in 0..layers {
-        let (dw, db) = &dirs[l];
-        let mut z = pass.inputs[l].dot(&dw.t()) + db;
-        if let Some(ra) = &r_inputs[l] {
-            general_mat_mul(1.0, ra, &net.weights[l].t(), 1.0, &mut z);
-        }
-        if l + 1 < layers {
-            relu_mask(&mut z, &pass.inputs[l + 1]);
-            r_inputs[l + 1] = Some(z);
-        } else {
-            rz = z;
-        }
-    }
-    // Head: R g_L = p ⊙ (R z_L − ⟨p, R z_L⟩).
-    let mut rg = rz;
-    for (mut r, p) in rg.rows_mut().into_iter().zip(pass.probs.rows()) {
-        let dot = r.dot(&p);
-        r.zip_mut_with(&p, |r, &p| *r = p * (*r - dot));
-    }
-    // Backward, accumulating each layer's product.
-    for l in (0..layers).rev() {
-        let b = layout[l];
-        let mut block = ArrayViewMut2::from_shape(
-            (b.outputs, b.inputs + 1),
-            &mut out[b.offset..b.offset + b.len()],
-        )
-        .expect("the layout fits the vector");
-        let mut w = block.slice_mut(s![.., ..b.inputs]);
-        general_mat_mul(1.0, &rg.t(), &pass.inputs[l], 1.0, &mut w);
-        if let (Some(ra), Product::Hessian) = (&r_inputs[l], product) {
-            general_mat_mul(1.0, &pass.grads[l].t(), ra, 1.0, &mut w);
-        }
-        let mut bias = block.column_mut(b.inputs);
-        bias += &rg.sum_axis(Axis(0));
-        if l > 0 {
-            let mut prev = rg.dot(&net.weights[l]);
-            if product == Product::Hessian {
-                general_mat_mul(1.0, &pass.grads[l], &dirs[l].0, 1.0, &mut prev);
-            }
-            relu_mask(&mut prev, &pass.inputs[l]);
-            rg = prev;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -306,7 +390,7 @@ mod tests {
         labels: &[i64],
         layout: &[LayerBlock],
     ) -> Vec<f64> {
-        let pass = Pass::run(net, x, labels);
+        let pass = Pass::run(net, x, labels, 0);
         let mut out = vec![0.0; layout.iter().map(LayerBlock::len).sum()];
         for (l, b) in layout.iter().enumerate() {
             for o in 0..b.outputs {
@@ -448,7 +532,7 @@ mod tests {
         let mut expected = vec![0.0; p];
         for i in 0..x.nrows() {
             let row = x.slice(s![i..i + 1, ..]);
-            let probs = Pass::run(&net, row, &[0]).probs;
+            let probs = Pass::run(&net, row, &[0], 0).probs;
             for y in 0..3 {
                 let grad = gradient(&net, row, &[y as i64], &layout);
                 let dot: f64 = grad.iter().zip(v.row(0)).map(|(g, v)| g * v).sum();
@@ -470,6 +554,56 @@ mod tests {
             .hessian_vector_products(Product::Hessian, x.view(), &labels, v.view(), h.view_mut())
             .unwrap();
         assert!((&h - &gn).iter().any(|d| d.abs() > 1e-6 * scale));
+    }
+
+    #[test]
+    fn a_plan_on_some_layers_is_the_principal_block() {
+        let model = Mlp::new(5, &[6, 4], 3, 2).unwrap();
+        let (x, labels) = data(100, 5, 3);
+        let layout = model.parameter_layout();
+        let p = model.parameters();
+        let v = Array2::from_shape_fn((2, p), |(r, j)| (((j * 5 + r) % 9) as f64 - 4.0) / 4.0);
+        for product in [Product::Hessian, Product::GaussNewton] {
+            for wanted in [vec![2], vec![0, 2], vec![1]] {
+                let mut masked = v.clone();
+                for (l, b) in layout.iter().enumerate() {
+                    if !wanted.contains(&l) {
+                        masked
+                            .slice_mut(s![.., b.offset..b.offset + b.len()])
+                            .fill(0.0);
+                    }
+                }
+                let mut full = Array2::zeros((2, p));
+                model
+                    .hessian_vector_products(
+                        product,
+                        x.view(),
+                        &labels,
+                        masked.view(),
+                        full.view_mut(),
+                    )
+                    .unwrap();
+                let plan = model.hvp_plan(x.view(), &labels, &wanted).unwrap();
+                let compact = |m: &Array2<f64>| {
+                    let cols: Vec<usize> = (layout.iter().enumerate())
+                        .filter(|(l, _)| wanted.contains(l))
+                        .flat_map(|(_, b)| b.offset..b.offset + b.len())
+                        .collect();
+                    m.select(Axis(1), &cols)
+                };
+                assert_eq!(plan.parameters(), compact(&v).ncols());
+                let mut got = Array2::zeros((2, plan.parameters()));
+                plan.apply(product, compact(&v).view(), got.view_mut())
+                    .unwrap();
+                let want = compact(&full);
+                let diff = (&got - &want).mapv(f64::abs).fold(0.0f64, |m, &x| m.max(x));
+                let scale = want.mapv(f64::abs).fold(0.0f64, |m, &x| m.max(x));
+                assert!(
+                    scale > 0.0 && diff <= 1e-12 * scale,
+                    "{product:?} {wanted:?}: {diff}"
+                );
+            }
+        }
     }
 
     #[test]

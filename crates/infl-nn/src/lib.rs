@@ -39,6 +39,6 @@ pub use export::{
     CheckpointMeta, FactorFiles, LayerFactors, RunWriter, Split, load_checkpoint,
     penultimate_features, per_example_factors, save_checkpoint,
 };
-pub use hvp::{LayerBlock, Product};
+pub use hvp::{HvpPlan, LayerBlock, Product};
 pub use mlp::{Backward, Forward, Linear, LinearGrad, Mlp};
 pub use train::{Dataset, EpochStats, TrainConfig, TrainHooks, train};

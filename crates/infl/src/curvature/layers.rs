@@ -250,6 +250,37 @@ impl HessianOperator for FactorFisher<'_> {
         op.apply(v, out)
     }
 
+    /// `Σ_i ∇_i∇_iᵀ` by GEMMs over chunks of materialised gradients.
+    fn assemble(&self) -> Result<Mat<f64>> {
+        let n = self.dim();
+        let mut f = Mat::zeros(n, n);
+        let rows = (CHUNK_ROWS * CHUNK_ROWS / n.max(1)).clamp(1, CHUNK_ROWS);
+        for examples in ranges(self.split.len(), rows) {
+            let mut grads = Mat::<f64>::zeros(examples.len(), n);
+            for (l, b) in self.blocks.iter().enumerate() {
+                let g = super::terms::gradients(
+                    self.inputs(l),
+                    &self.gradients[l],
+                    b.positions,
+                    b.bias,
+                    examples.clone(),
+                );
+                (grads.as_mut())
+                    .submatrix_mut(0, b.offset, examples.len(), b.len())
+                    .copy_from(&g);
+            }
+            matmul(
+                f.as_mut(),
+                Accum::Add,
+                grads.transpose(),
+                grads.as_ref(),
+                1.0,
+                par(),
+            );
+        }
+        Ok(f)
+    }
+
     /// `Σ_i ‖∇_i‖²`.
     fn trace(&self) -> Result<f64> {
         let mut total = 0.0;
@@ -307,6 +338,8 @@ fn check_block(dim: usize, v: MatRef<'_, f64>, out: MatRef<'_, f64>, what: &str)
 #[derive(Debug)]
 pub struct NetworkHessian {
     product: infl_nn::Product,
+    /// The training examples' passes, kept for every product.
+    plan: infl_nn::HvpPlan,
     model: infl_nn::Mlp,
     inputs: Matrix,
     labels: Vec<i64>,
@@ -350,7 +383,7 @@ impl NetworkHessian {
                 }
                 Ok(l)
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<usize>>>()?;
         if inputs.cols() != model.inputs() || labels.len() != inputs.rows() {
             let details = format!(
                 "{} examples of {} inputs with {} labels; the model takes {} inputs",
@@ -363,6 +396,7 @@ impl NetworkHessian {
         }
         Ok(Self {
             product,
+            plan: plan(&model, &inputs, &labels, &layers)?,
             model,
             inputs,
             labels,
@@ -378,13 +412,14 @@ impl HessianOperator for NetworkHessian {
     }
 
     fn apply(&self, v: MatRef<'_, f64>, out: MatMut<'_, f64>) -> Result<()> {
-        self.apply_on(&self.inputs, &self.labels, v, out)
+        self.apply_with(&self.plan, v, out)
     }
 
     fn examples(&self) -> Option<usize> {
         Some(self.inputs.rows())
     }
 
+    /// A plan of the sampled examples (their passes), applied once.
     fn apply_examples(
         &self,
         rows: &[usize],
@@ -393,50 +428,61 @@ impl HessianOperator for NetworkHessian {
     ) -> Result<()> {
         super::check_rows(rows, self.inputs.rows())?;
         let labels: Vec<i64> = rows.iter().map(|&r| self.labels[r]).collect();
-        self.apply_on(&self.inputs.select_rows(rows), &labels, v, out)
+        let plan = plan(
+            &self.model,
+            &self.inputs.select_rows(rows),
+            &labels,
+            &self.layers,
+        )?;
+        self.apply_with(&plan, v, out)
     }
 }
 
+/// The passes of `inputs` for the model layers `layers`.
+fn plan(
+    model: &infl_nn::Mlp,
+    inputs: &Matrix,
+    labels: &[i64],
+    layers: &[usize],
+) -> Result<infl_nn::HvpPlan> {
+    let x = ArrayView2::from_shape((inputs.rows(), inputs.cols()), inputs.data())
+        .map_err(|e| Error::config("hessian", e.to_string()))?;
+    Ok(model.hvp_plan(x, labels, layers)?)
+}
+
 impl NetworkHessian {
-    /// Embeds the chosen blocks in a whole-network direction (zeros elsewhere), applies the
-    /// R-operator product on the examples `inputs` with `labels`, and reads the chosen
-    /// blocks back.
-    fn apply_on(
+    /// Copies the chosen blocks (the user's order; the bias column when included) into the
+    /// plan's layout (layer order, every bias), applies it, and reads the blocks back.
+    fn apply_with(
         &self,
-        inputs: &Matrix,
-        labels: &[i64],
+        plan: &infl_nn::HvpPlan,
         v: MatRef<'_, f64>,
         mut out: MatMut<'_, f64>,
     ) -> Result<()> {
         check_block(self.dim(), v, out.as_ref(), "hessian")?;
-        let shapes = self.model.parameter_layout();
-        let total = self.model.parameters();
         let m = v.nrows();
-        let mut full = Array2::<f64>::zeros((m, total));
-        for (b, &l) in self.blocks.iter().zip(&self.layers) {
-            let s = shapes[l];
+        let places: Vec<infl_nn::LayerBlock> = (self.layers.iter())
+            .map(|&l| plan.blocks()[l].expect("a plan of the chosen layers"))
+            .collect();
+        let mut compact = Array2::<f64>::zeros((m, plan.parameters()));
+        for (b, p) in self.blocks.iter().zip(&places) {
             for j in 0..m {
                 for k in 0..b.outputs {
                     for c in 0..b.width() {
-                        full[(j, s.offset + k * (s.inputs + 1) + c)] =
+                        compact[(j, p.offset + k * (p.inputs + 1) + c)] =
                             v[(j, b.offset + k * b.width() + c)];
                     }
                 }
             }
         }
-        let mut product = Array2::<f64>::zeros((m, total));
-        let x = ArrayView2::from_shape((inputs.rows(), inputs.cols()), inputs.data())
-            .map_err(|e| Error::config("hessian", e.to_string()))?;
-        (self.model)
-            .hessian_vector_products(self.product, x, labels, full.view(), product.view_mut())
-            .map_err(|e| Error::config("hessian", e.to_string()))?;
-        for (b, &l) in self.blocks.iter().zip(&self.layers) {
-            let s = shapes[l];
+        let mut product = Array2::<f64>::zeros((m, plan.parameters()));
+        plan.apply(self.product, compact.view(), product.view_mut())?;
+        for (b, p) in self.blocks.iter().zip(&places) {
             for j in 0..m {
                 for k in 0..b.outputs {
                     for c in 0..b.width() {
                         out[(j, b.offset + k * b.width() + c)] =
-                            product[(j, s.offset + k * (s.inputs + 1) + c)];
+                            product[(j, p.offset + k * (p.inputs + 1) + c)];
                     }
                 }
             }
