@@ -436,8 +436,8 @@ fn kfac_and_ekfac_on_factor_files_give_kronfluences_scores() {
     let out = dir.path().join("never.safetensors");
     for (extra, needle) in [
         (
-            &["--solver", "kfac", "--curvature", "fisher"][..],
-            "--curvature fisher is for",
+            &["--solver", "kfac", "--curvature", "hessian"][..],
+            "--curvature hessian is for",
         ),
         (
             &["--curvature", "gauss-newton"][..],

@@ -236,6 +236,33 @@ pub fn per_example_factors(
     Ok(out)
 }
 
+/// Seed of the labels drawn for the true Fisher's output gradients (`L.g_sampled`).
+pub const SAMPLE_SEED: u64 = 0x5A3;
+
+/// One label per example drawn from the model's predictive distribution `softmax(logits)`:
+/// ChaCha8 keyed by `seed` with the example's id as the stream, one uniform through the
+/// inverse CDF in f64 — an example's label does not depend on its batch, its row or the
+/// thread count. Kronfluence's default (`use_empirical_fisher=False`) fits on such labels.
+pub fn sampled_labels(logits: ArrayView2<'_, f32>, ids: &[i64], seed: u64) -> Vec<i64> {
+    use rand::{RngExt, SeedableRng};
+    (logits.rows().into_iter().zip(ids))
+        .map(|(z, &id)| {
+            let max = z.fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let e: Vec<f64> = z.iter().map(|&x| f64::from(x - max).exp()).collect();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(id as u64);
+            let mut u = rng.random::<f64>() * e.iter().sum::<f64>();
+            for (k, p) in e.iter().enumerate() {
+                if u < *p {
+                    return k as i64;
+                }
+                u -= p;
+            }
+            (e.len() - 1) as i64
+        })
+        .collect()
+}
+
 /// The `labels` and `ids` tensors of a split, common to its feature and factor files.
 fn labels_and_ids(split: Split<'_>) -> Vec<(String, OutTensor)> {
     let n = split.labels.len();
@@ -268,7 +295,9 @@ pub enum FactorFiles {
     /// Checkpoints and features only.
     Skip,
     /// Also `factors/NAME.{train,test}.safetensors` with every layer's factors (large:
-    /// `N × Σ(in + out)` floats per checkpoint and split).
+    /// `N × Σ(in + 2·out)` floats per checkpoint and split): `L.a`, `L.g` for the true
+    /// labels and `L.g_sampled` for labels drawn from the model ([`sampled_labels`], the
+    /// true Fisher's).
     Write,
 }
 
@@ -346,9 +375,15 @@ impl RunWriter {
             let mut tensors = common();
             let mut metadata = metadata.clone();
             let factors = per_example_factors(model, split.x, split.labels)?;
-            for f in &factors {
+            let drawn = sampled_labels(model.logits(split.x)?.view(), split.ids, SAMPLE_SEED);
+            let sampled = per_example_factors(model, split.x, &drawn)?;
+            for (f, s) in factors.iter().zip(&sampled) {
                 tensors.push((format!("{}.a", f.name), f32_tensor(&f.a)));
                 tensors.push((format!("{}.g", f.name), f32_tensor(&f.g)));
+                tensors.push((
+                    format!("{}.{}", f.name, infl_io::SAMPLED_SUFFIX),
+                    f32_tensor(&s.g),
+                ));
                 metadata.insert(format!("{}.bias", f.name), "true".into());
                 metadata.insert(format!("{}.kind", f.name), "linear".into());
             }
@@ -376,5 +411,39 @@ impl RunWriter {
             HashMap::new(),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampled_labels_follow_the_softmax_and_are_keyed_by_id() {
+        let logits = ndarray::array![[0.0f32, 1.0, -1.0], [2.0, 0.0, 0.0]];
+        let p0: Vec<f64> = {
+            let e: Vec<f64> = [0.0f64, 1.0, -1.0].iter().map(|x| x.exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.iter().map(|x| x / s).collect()
+        };
+        let draws = 20_000;
+        let mut counts = [0usize; 3];
+        for seed in 0..draws {
+            counts[sampled_labels(logits.view(), &[7, 8], seed)[0] as usize] += 1;
+        }
+        for k in 0..3 {
+            let freq = counts[k] as f64 / draws as f64;
+            // 5 standard deviations of a binomial frequency.
+            let sd = (p0[k] * (1.0 - p0[k]) / draws as f64).sqrt();
+            assert!(
+                (freq - p0[k]).abs() <= 5.0 * sd,
+                "class {k}: {freq} vs {}",
+                p0[k]
+            );
+        }
+        // An example's label depends on its id and the seed, not on its row.
+        let a = sampled_labels(logits.view(), &[7, 8], 3);
+        let b = sampled_labels(logits.slice(s![1..2, ..]), &[8], 3);
+        assert_eq!(a[1], b[0]);
     }
 }

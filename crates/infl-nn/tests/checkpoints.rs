@@ -196,8 +196,18 @@ fn run_directory_follows_the_convention() {
     let fac = TensorFile::open(dir.path().join("factors/epoch-2.test.safetensors")).unwrap();
     assert_eq!(
         fac.names(),
-        vec!["fc1.a", "fc1.g", "fc2.a", "fc2.g", "ids", "labels"]
+        vec![
+            "fc1.a",
+            "fc1.g",
+            "fc1.g_sampled",
+            "fc2.a",
+            "fc2.g",
+            "fc2.g_sampled",
+            "ids",
+            "labels"
+        ]
     );
+    assert_eq!(fac.info("fc2.g_sampled").unwrap().shape, &[4, 3]);
     assert_eq!(fac.info("fc1.a").unwrap().shape, &[4, 6]);
     assert_eq!(fac.info("fc2.g").unwrap().shape, &[4, 3]);
     assert_eq!(fac.metadata()["learning_rate"], "0.2");

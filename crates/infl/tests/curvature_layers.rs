@@ -293,6 +293,7 @@ fn solvers_agree_on_the_whole_network() {
     let cpu = CpuBackend::new();
     for curvature in [
         Curvature::Fisher,
+        Curvature::TrueFisher,
         Curvature::GaussNewton,
         Curvature::Hessian,
     ] {
@@ -387,19 +388,44 @@ fn the_hessian_of_a_relu_network_is_not_the_gauss_newton_matrix() {
 }
 
 #[test]
+fn ekfac_on_the_true_fisher_fits_the_sampled_gradients() {
+    let net = network();
+    let run = factor_run(&net, None);
+    let cpu = CpuBackend::new();
+    let ekfac = |curvature| {
+        InfluenceFunction {
+            solver: Solver::Ekfac,
+            curvature,
+            damping: Some(Damping::Heuristic),
+            ..Default::default()
+        }
+        .scores(&cpu, &run, &())
+        .unwrap()
+        .values
+    };
+    let (empirical, default) = (ekfac(Some(Curvature::Fisher)), ekfac(None));
+    assert_eq!(empirical, default, "the empirical Fisher is the default");
+    // The true Fisher's fit is the empirical fit of a run whose gradients are the sampled
+    // ones, scoring the true labels' gradients.
+    let train = &run.factors("test").unwrap()[0].train;
+    let sampled = infl::curvature::with_sampled_gradients(train).unwrap();
+    let fit = infl::kfac::Fit::new(&sampled, infl::kfac::Strategy::Ekfac).unwrap();
+    let test = run.factors("test").unwrap()[0].test.as_ref().unwrap();
+    let x = fit.precondition(test, Damping::Heuristic).unwrap();
+    let terms = fit.terms(train, &x, "t").unwrap();
+    let want = infl::Engine::new(CpuBackend::new())
+        .scores(&infl::TermSet { terms }, &())
+        .unwrap();
+    let got = ekfac(Some(Curvature::TrueFisher));
+    assert_eq!(got, want);
+    assert_ne!(got, empirical);
+}
+
+#[test]
 fn errors_name_what_is_missing() {
     let net = network();
     let cpu = CpuBackend::new();
-    // No g_sampled in infl-nn's files: the true Fisher names the tensor.
     let run = factor_run(&net, None);
-    let err = influence(Solver::cg(), Curvature::TrueFisher, 0.1)
-        .scores(&cpu, &run, &())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("fc1.g_sampled") && err.contains("--curvature fisher"),
-        "{err}"
-    );
     // A checkpoint that is not beside the factor files.
     std::fs::remove_file(net.dir.path().join("epoch-5.safetensors")).unwrap();
     let err = influence(Solver::cg(), Curvature::Hessian, 0.1)
@@ -417,12 +443,12 @@ fn errors_name_what_is_missing() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("damping"), "{err}");
-    // K-FAC fits its own curvature.
+    // K-FAC fits a Fisher, not the network's Hessian.
     let kfac = InfluenceFunction {
         solver: Solver::Ekfac,
-        curvature: Some(Curvature::Fisher),
+        curvature: Some(Curvature::Hessian),
         ..Default::default()
     };
     let err = kfac.scores(&cpu, &run, &()).unwrap_err().to_string();
-    assert!(err.contains("--curvature"), "{err}");
+    assert!(err.contains("--curvature hessian is for"), "{err}");
 }

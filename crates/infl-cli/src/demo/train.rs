@@ -112,7 +112,7 @@ fn check_resources(args: &DemoArgs, loaded: &Loaded) -> Result<()> {
     let width: usize = sizes.iter().sum();
     let last = args.hidden.last().copied().unwrap_or(pixels);
     let examples = n + args.explain.min(loaded.n_test());
-    let factors = sizes.windows(2).map(|w| w[0] + w[1]).sum::<usize>();
+    let factors = sizes.windows(2).map(|w| w[0] + 2 * w[1]).sum::<usize>();
     let mut needs = vec![
         Need {
             what: "weights, gradients and momentum",

@@ -21,11 +21,51 @@ use infl_io::LayerFactors;
 use ndarray::{Array2, ArrayView2};
 
 use super::{HessianOperator, par, terms::f64_rows};
-use crate::run::SplitFactors;
+use crate::run::{NamedFactors, SplitFactors};
 use crate::{Error, Result};
 
 /// Factor rows converted to f64 at once (bounds the memory of a product).
 const CHUNK_ROWS: usize = 4096;
+
+/// `split` with each chosen layer's output gradients replaced by its `L.g_sampled` (labels
+/// sampled from the model), read from `split`'s file: what the true Fisher (and
+/// Kronfluence's default K-FAC fit) is fitted on. Refused, naming the tensor, when the file
+/// has none.
+pub fn with_sampled_gradients(split: &SplitFactors) -> Result<SplitFactors> {
+    let file = infl_io::FactorFile::open(&split.source)?;
+    let layers = (split.layers.iter())
+        .map(|l| {
+            let LayerFactors::Linear {
+                a, positions, bias, ..
+            } = &l.factors
+            else {
+                return Ok(l.clone());
+            };
+            let g = file.sampled_gradients(&l.name)?.ok_or_else(|| {
+                let tensor = format!("{}.{}", l.name, infl_io::SAMPLED_SUFFIX);
+                let details = "expected output gradients for labels sampled from the model \
+                               (the true Fisher; infl-nn writes them, python/export_factors.py \
+                               does not yet); use --curvature fisher for the empirical Fisher \
+                               of the files' `.g`";
+                Error::data(&split.source, tensor, details)
+            })?;
+            let factors = LayerFactors::Linear {
+                a: a.clone(),
+                g,
+                positions: *positions,
+                bias: *bias,
+            };
+            Ok(NamedFactors {
+                name: l.name.clone(),
+                factors,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(SplitFactors {
+        layers,
+        ..split.clone()
+    })
+}
 
 /// One chosen layer's place in a flat parameter vector.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,26 +172,17 @@ impl<'s> FactorFisher<'s> {
         })
     }
 
-    /// The true Fisher: the chosen layers' `L.g_sampled` (output gradients for labels
-    /// sampled from the model), read from `split`'s file; refused, naming the tensor, when
-    /// the file has none.
+    /// The true Fisher: the empirical Fisher of [`with_sampled_gradients`]`(split)`.
     pub fn sampled(split: &'s SplitFactors) -> Result<Self> {
-        let blocks = layout(split)?;
-        let file = infl_io::FactorFile::open(&split.source)?;
-        let gradients = (blocks.iter())
-            .map(|b| {
-                file.sampled_gradients(&b.name)?.ok_or_else(|| {
-                    let tensor = format!("{}.{}", b.name, infl_io::SAMPLED_SUFFIX);
-                    let details = "expected output gradients for labels sampled from the model                                    (the true Fisher); use --curvature fisher for the empirical                                    Fisher of the files' `.g`";
-                    Error::data(&split.source, tensor, details)
-                })
+        let sampled = with_sampled_gradients(split)?;
+        let mut fisher = Self::empirical(split)?;
+        fisher.gradients = (sampled.layers.into_iter())
+            .filter_map(|l| match l.factors {
+                LayerFactors::Linear { g, .. } => Some(g),
+                LayerFactors::Dense { .. } => None,
             })
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            split,
-            gradients,
-            blocks,
-        })
+            .collect();
+        Ok(fisher)
     }
 
     /// The blocks of the operator's vectors.

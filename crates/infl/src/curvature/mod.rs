@@ -29,7 +29,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use infl_core::{Bias, Matrix};
 
-pub use layers::{Block, FactorFisher, NetworkHessian, layout};
+pub use layers::{Block, FactorFisher, NetworkHessian, layout, with_sampled_gradients};
 pub use saved::{FORMAT as HESSIAN_FORMAT, Identity, SavedHessian};
 pub use solve::{Inverse, Lissa, Solver};
 
@@ -179,10 +179,13 @@ fn scale(mut m: MatMut<'_, f64>, factor: f64) {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Curvature {
     /// The empirical Fisher `Σ_i ∇_i∇_iᵀ` of the files' gradients, cross-layer blocks
-    /// included ([`FactorFisher::empirical`]; any model; the default).
+    /// included ([`FactorFisher::empirical`]; any model; the default; K-FAC and EK-FAC
+    /// approximate it).
     #[default]
     Fisher,
-    /// The true Fisher, from the files' `L.g_sampled` ([`FactorFisher::sampled`]).
+    /// The true Fisher, from the files' `L.g_sampled` ([`FactorFisher::sampled`]); with
+    /// K-FAC and EK-FAC, their fit on those gradients (Kronfluence's default,
+    /// `use_empirical_fisher=False`).
     TrueFisher,
     /// The Gauss–Newton matrix of the infl-nn MLP whose checkpoint lies beside the
     /// factor files ([`NetworkHessian`] with [`infl_nn::Product::GaussNewton`]).

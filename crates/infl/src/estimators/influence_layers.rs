@@ -18,7 +18,7 @@ use super::{Attributed, Estimator, InfluenceFunction};
 use crate::curvature::terms::{self, gradients};
 use crate::curvature::{
     Block, Curvature, FactorFisher, HessianOperator, Inverse, NetworkHessian, Scaled, Solver,
-    layout,
+    layout, with_sampled_gradients,
 };
 use crate::engine::TermSet;
 use crate::estimators::Convention;
@@ -45,16 +45,25 @@ fn strategy(est: &InfluenceFunction) -> Result<Option<Strategy>> {
                        --convention captum";
         return Err(Error::config("convention", details));
     }
-    if let Some(c) = est.curvature {
+    if let Some(c @ (Curvature::GaussNewton | Curvature::Hessian)) = est.curvature {
         let details = format!(
-            "{} fits its own Kronecker-factored Fisher; --curvature {} is for the exact, cg, \
-             lissa and arnoldi solvers",
+            "{} fits a Kronecker-factored Fisher (empirical, or true with --curvature \
+             true-fisher); --curvature {} is for the exact, cg, lissa and arnoldi solvers",
             kfac.short_name(),
             c.short_name()
         );
         return Err(Error::config("curvature", details));
     }
     Ok(Some(kfac))
+}
+
+/// The K-FAC fit of the training factors: on their gradients, or on the sampled-label ones
+/// for the true Fisher (the scores still use the true labels' gradients, as Kronfluence's).
+fn kfac_fit(est: &InfluenceFunction, train: &SplitFactors, strategy: Strategy) -> Result<Fit> {
+    match est.curvature {
+        Some(Curvature::TrueFisher) => Fit::new(&with_sampled_gradients(train)?, strategy),
+        _ => Fit::new(train, strategy),
+    }
 }
 
 /// The last checkpoint of a factor run.
@@ -196,7 +205,7 @@ pub(super) fn prepare(est: &InfluenceFunction, run: &Run) -> Result<Prepared> {
     let terms = match (&last.test, strategy(est)?) {
         (None, _) => Vec::new(),
         (Some(test), Some(strategy)) => {
-            let fit = Fit::new(&last.train, strategy)?;
+            let fit = kfac_fit(est, &last.train, strategy)?;
             let x = fit.precondition(test, est.damping())?;
             fit.terms(&last.train, &x, &label)?
         }
@@ -233,7 +242,7 @@ fn kfac_self_influence(
     last: &FactorCheckpoint,
     strategy: Strategy,
 ) -> Result<Vec<f32>> {
-    let fit = Fit::new(&last.train, strategy)?;
+    let fit = kfac_fit(est, &last.train, strategy)?;
     let blocks = layout(&last.train)?;
     let n = last.train.len();
     let mut values = Vec::with_capacity(n);
