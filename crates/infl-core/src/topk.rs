@@ -151,6 +151,54 @@ impl TopK {
         }
     }
 
+    /// Whether a score of magnitude at most `bound` could still enter query row `q`'s
+    /// proponents or opponents. Once a list holds `k` candidates, a candidate enters only
+    /// if it ranks before the worst kept one: a score equal to the worst may (its index
+    /// can be lower), so only `bound < worst proponent` and `-bound > worst opponent`
+    /// rule it out. Exact top-k with bound pruning skips the pairs for which this is false.
+    #[inline]
+    pub fn admits(&self, q: usize, bound: f64) -> bool {
+        let k = self.k;
+        let hi = self.proponents[q].threshold(k, f32::NEG_INFINITY);
+        let lo = self.opponents[q].threshold(k, f32::INFINITY);
+        bound >= f64::from(hi) || -bound <= f64::from(lo)
+    }
+
+    /// Merges `other`, computed for the query rows `rows` (its row `i` is this row
+    /// `rows[i]`) and the training indices `indices` (its candidate `c` is index
+    /// `indices[c]`). `indices` must be increasing, so that `other` broke ties as this
+    /// accumulator does, and disjoint from every index offered before.
+    pub fn merge_mapped(&mut self, other: &TopK, rows: &[usize], indices: &[usize]) -> Result<()> {
+        let fits = rows.iter().all(|&q| q < self.queries())
+            && indices.windows(2).all(|w| w[0] < w[1]);
+        if rows.len() != other.queries() || !fits {
+            return Err(Error::shape(
+                "TopK::merge_mapped",
+                format!(
+                    "{} rows mapped for {} (into {}), indices increasing: {}",
+                    rows.len(),
+                    other.queries(),
+                    self.queries(),
+                    indices.windows(2).all(|w| w[0] < w[1])
+                ),
+            ));
+        }
+        let k = self.k;
+        let map = |c: &Ranked| Ranked {
+            index: indices[c.index],
+            score: c.score,
+        };
+        for (i, &q) in rows.iter().enumerate() {
+            for c in &other.proponents[i].items {
+                self.proponents[q].offer(k, map(c), proponent_before);
+            }
+            for c in &other.opponents[i].items {
+                self.opponents[q].offer(k, map(c), opponent_before);
+            }
+        }
+        Ok(())
+    }
+
     /// Merges another accumulator over a disjoint set of training indices, for the
     /// query rows `q0..q0 + other.queries()`.
     pub fn merge(&mut self, q0: usize, other: &TopK) -> Result<()> {
@@ -250,6 +298,41 @@ mod tests {
     #[test]
     fn k_zero_is_rejected() {
         assert!(TopK::new(3, 0).is_err());
+    }
+
+    #[test]
+    fn admits_ties_with_the_worst_kept_and_nothing_below() {
+        let mut t = TopK::new(1, 2).unwrap();
+        assert!(t.admits(0, 0.0), "an open list admits anything");
+        t.offer_row(0, 0, &[5.0, 4.0, -3.0, -2.0]);
+        // Worst kept: proponent 4, opponent -2.
+        assert!(t.admits(0, 4.0) && t.admits(0, 2.0));
+        assert!(!t.admits(0, 1.9999));
+        let mut s = TopK::new(1, 1).unwrap();
+        s.offer_row(0, 5, &[0.0]);
+        assert!(s.admits(0, 0.0), "-0 ties with 0, and a lower index wins");
+        assert!(!s.admits(0, -1.0));
+    }
+
+    #[test]
+    fn merge_mapped_maps_rows_and_indices() {
+        let mut part = TopK::new(2, 1).unwrap();
+        part.offer_row(0, 0, &[1.0, 3.0]);
+        part.offer_row(1, 0, &[-1.0, 2.0]);
+        let mut all = TopK::new(3, 1).unwrap();
+        all.offer_row(2, 0, &[9.0]);
+        all.merge_mapped(&part, &[2, 0], &[4, 7]).unwrap();
+        let r = all.finish();
+        assert_eq!(r.proponents[0], vec![Ranked { index: 7, score: 2.0 }]);
+        assert_eq!(r.opponents[0], vec![Ranked { index: 4, score: -1.0 }]);
+        assert_eq!(r.proponents[2], vec![Ranked { index: 0, score: 9.0 }]);
+        assert_eq!(r.opponents[2], vec![Ranked { index: 4, score: 1.0 }]);
+        assert!(all_err(&part, &[0, 1], &[3, 3]));
+        assert!(all_err(&part, &[0, 5], &[1, 2]));
+    }
+
+    fn all_err(part: &TopK, rows: &[usize], idx: &[usize]) -> bool {
+        TopK::new(3, 1).unwrap().merge_mapped(part, rows, idx).is_err()
     }
 
     proptest! {
