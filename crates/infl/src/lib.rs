@@ -67,12 +67,14 @@ pub mod head;
 pub mod index;
 pub mod kfac;
 pub mod metrics;
+pub mod prune;
 pub mod run;
 mod seeded;
 mod suspects;
 
 pub use backend::{BackendChoice, select_backend};
 pub use engine::{Engine, FactorMatrices, FactorTerm, Progress, TermSet};
+pub use prune::{PairsScored, Pruning, TopKOutcome};
 pub use error::{Error, Result};
 pub use estimators::{
     Attributed, Estimator, InfluenceFunction, LayerForm, Options, Projections, TracInCP,
