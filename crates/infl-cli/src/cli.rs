@@ -11,8 +11,7 @@ use infl::estimators::Input as Reads;
 use infl::io::{FactorRun, Inputs, Publication, RunLayout};
 use infl::{
     Attributed, Backend, BackendChoice, Bias, CheckpointData, Estimator, Loss, Options, Progress,
-    Pruning, Reduction,
-    Run, Splits, estimators,
+    Pruning, Reduction, Run, Splits, estimators,
 };
 
 use crate::output::{self, Provenance};

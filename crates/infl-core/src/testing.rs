@@ -178,7 +178,10 @@ pub fn check_topk(b: &dyn Backend, p: &Problem, k: usize) {
 
 /// The rows `rows` of `m`, copied in that order.
 fn pick_rows(m: &Matrix, rows: &[usize]) -> Matrix {
-    let data = rows.iter().flat_map(|&r| m.view().row(r).to_vec()).collect();
+    let data = rows
+        .iter()
+        .flat_map(|&r| m.view().row(r).to_vec())
+        .collect();
     Matrix::from_vec(rows.len(), m.cols(), data).expect("rows")
 }
 
@@ -380,8 +383,18 @@ macro_rules! backend_tests {
         fn scores_do_not_depend_on_the_rows_scored_with_them() {
             let Some(b) = __backend() else { return };
             use $crate::testing::*;
-            for (i, (da, dg)) in [(1, 1), (33, 5), (128, 10), (257, 80)].into_iter().enumerate() {
-                let mut p = Problem::new(ODD_ROWS[i], ODD_ROWS[3 - i].max(40), da, dg, 1 + i % 3, i as u64);
+            for (i, (da, dg)) in [(1, 1), (33, 5), (128, 10), (257, 80)]
+                .into_iter()
+                .enumerate()
+            {
+                let mut p = Problem::new(
+                    ODD_ROWS[i],
+                    ODD_ROWS[3 - i].max(40),
+                    da,
+                    dg,
+                    1 + i % 3,
+                    i as u64,
+                );
                 if i % 2 == 1 {
                     p.bias = $crate::Bias::Included;
                 }

@@ -169,8 +169,8 @@ impl TopK {
     /// `indices[c]`). `indices` must be increasing, so that `other` broke ties as this
     /// accumulator does, and disjoint from every index offered before.
     pub fn merge_mapped(&mut self, other: &TopK, rows: &[usize], indices: &[usize]) -> Result<()> {
-        let fits = rows.iter().all(|&q| q < self.queries())
-            && indices.windows(2).all(|w| w[0] < w[1]);
+        let fits =
+            rows.iter().all(|&q| q < self.queries()) && indices.windows(2).all(|w| w[0] < w[1]);
         if rows.len() != other.queries() || !fits {
             return Err(Error::shape(
                 "TopK::merge_mapped",
@@ -323,16 +323,43 @@ mod tests {
         all.offer_row(2, 0, &[9.0]);
         all.merge_mapped(&part, &[2, 0], &[4, 7]).unwrap();
         let r = all.finish();
-        assert_eq!(r.proponents[0], vec![Ranked { index: 7, score: 2.0 }]);
-        assert_eq!(r.opponents[0], vec![Ranked { index: 4, score: -1.0 }]);
-        assert_eq!(r.proponents[2], vec![Ranked { index: 0, score: 9.0 }]);
-        assert_eq!(r.opponents[2], vec![Ranked { index: 4, score: 1.0 }]);
+        assert_eq!(
+            r.proponents[0],
+            vec![Ranked {
+                index: 7,
+                score: 2.0
+            }]
+        );
+        assert_eq!(
+            r.opponents[0],
+            vec![Ranked {
+                index: 4,
+                score: -1.0
+            }]
+        );
+        assert_eq!(
+            r.proponents[2],
+            vec![Ranked {
+                index: 0,
+                score: 9.0
+            }]
+        );
+        assert_eq!(
+            r.opponents[2],
+            vec![Ranked {
+                index: 4,
+                score: 1.0
+            }]
+        );
         assert!(all_err(&part, &[0, 1], &[3, 3]));
         assert!(all_err(&part, &[0, 5], &[1, 2]));
     }
 
     fn all_err(part: &TopK, rows: &[usize], idx: &[usize]) -> bool {
-        TopK::new(3, 1).unwrap().merge_mapped(part, rows, idx).is_err()
+        TopK::new(3, 1)
+            .unwrap()
+            .merge_mapped(part, rows, idx)
+            .is_err()
     }
 
     proptest! {

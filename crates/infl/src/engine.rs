@@ -258,7 +258,10 @@ impl Gathered {
                 let test = if queries == all.queries {
                     t.test
                 } else {
-                    Factors::new(view(qa, t.test.a, queries, p)?, view(qg, t.test.g, queries, p)?)?
+                    Factors::new(
+                        view(qa, t.test.a, queries, p)?,
+                        view(qg, t.test.g, queries, p)?,
+                    )?
                 };
                 Ok(TermRows {
                     train: train_f,

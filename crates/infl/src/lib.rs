@@ -74,7 +74,6 @@ mod suspects;
 
 pub use backend::{BackendChoice, select_backend};
 pub use engine::{Engine, FactorMatrices, FactorTerm, Progress, TermSet};
-pub use prune::{PairsScored, Pruning, TopKOutcome};
 pub use error::{Error, Result};
 pub use estimators::{
     Attributed, Estimator, InfluenceFunction, LayerForm, Options, Projections, TracInCP,
@@ -89,6 +88,7 @@ pub use infl_core::{
     TrainingObserver,
 };
 pub use infl_cpu::{CpuBackend, Tiles, check_threads, max_threads};
+pub use prune::{PairsScored, Pruning, TopKOutcome};
 pub use run::{
     CheckpointData, FactorCheckpoint, Loss, NamedFactors, Prepared, Reduction, Run, SplitFactors,
     SplitInfo, Splits, load_checkpoint_data, load_factor_run, load_run,

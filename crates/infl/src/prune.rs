@@ -154,7 +154,13 @@ impl Bounds {
             .map(|g| g.query.iter().fold(0.0, |m: f64, &x| m.max(x)))
             .collect();
         let key: Vec<f64> = (0..n_train)
-            .map(|j| self.groups.iter().zip(&top).map(|(g, t)| t * g.train[j]).sum())
+            .map(|j| {
+                self.groups
+                    .iter()
+                    .zip(&top)
+                    .map(|(g, t)| t * g.train[j])
+                    .sum()
+            })
             .collect();
         rank_descending(&key)
     }
@@ -170,7 +176,11 @@ impl Bounds {
     /// The bound of test example `q` against a block with maxima `block` ([`Self::block_max`]).
     #[inline]
     pub fn query_bound(&self, q: usize, block: &[f64]) -> f64 {
-        self.groups.iter().zip(block).map(|(g, m)| g.query[q] * m).sum()
+        self.groups
+            .iter()
+            .zip(block)
+            .map(|(g, m)| g.query[q] * m)
+            .sum()
     }
 
     /// Test examples that the block with maxima `block` can still improve in `acc`.

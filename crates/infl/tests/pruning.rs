@@ -86,7 +86,11 @@ fn term_set(shapes: &[Shape], nt: usize, nq: usize, seed: u64, how: Norms) -> Te
             terms.push(FactorTerm {
                 label: format!("term {i}.{m}"),
                 weight: 0.25 + 0.5 * (i + m) as f32,
-                bias: if s.bias { Bias::Included } else { Bias::Excluded },
+                bias: if s.bias {
+                    Bias::Included
+                } else {
+                    Bias::Excluded
+                },
                 positions: p,
                 train: train.clone(),
                 test: Some(FactorMatrices {

@@ -286,9 +286,10 @@ pub trait Estimator: fmt::Debug + Send + Sync {
         progress: &dyn Progress,
     ) -> Result<Attributed<TopKOutcome>> {
         let prepared = self.prepare(backend, run)?;
-        let values = Engine::new(backend)
-            .with_pruning(pruning)
-            .topk_counted(&prepared.set, k, progress)?;
+        let values =
+            Engine::new(backend)
+                .with_pruning(pruning)
+                .topk_counted(&prepared.set, k, progress)?;
         Ok(Attributed { prepared, values })
     }
 
