@@ -10,7 +10,8 @@
 //!         --seed 0 --explain 1 --no-plots --out target/bench-mnist
 //!
 //! and the run folder is `target/bench-mnist/run`); `INFL_BENCH_MNIST_RUN` points at
-//! another run folder, `INFL_BENCH_MNIST_TEST=T` keeps the first `T` test examples.
+//! another run folder, `INFL_BENCH_MNIST_TEST=T` keeps the first `T` test examples,
+//! `INFL_BENCH_PRUNE_BLOCK` sets the pruning block of the printed `Always` fractions.
 //! Without the folder the bench says how to make it and measures nothing (CI).
 
 use std::path::PathBuf;
@@ -74,6 +75,20 @@ fn prune_mnist(cr: &mut Criterion) {
     ));
     g.sample_size(10);
     g.throughput(Throughput::Elements(flops));
+    for top in [10, 100] {
+        let block = std::env::var("INFL_BENCH_PRUNE_BLOCK")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(Engine::<CpuBackend>::DEFAULT_PRUNE_BLOCK);
+        let engine = Engine::new(&backend)
+            .with_pruning(Pruning::Always)
+            .with_prune_block(block);
+        let scored = engine.topk_counted(set, top, &()).expect("topk").pairs;
+        println!(
+            "mnist topk{top} Always: {:.2}% of pairs scored",
+            100.0 * scored.fraction()
+        );
+    }
     for top in [10, 100] {
         for pruning in [Pruning::Auto, Pruning::Off] {
             let engine = Engine::new(&backend).with_pruning(pruning);
