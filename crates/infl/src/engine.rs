@@ -6,7 +6,7 @@ use infl_cpu::CpuBackend;
 use std::ops::Range;
 
 use crate::finite;
-use crate::prune::{Bounds, PairsScored, Pruning, TopKOutcome};
+use crate::prune::{AUTO_LIMIT, Bounds, PairsScored, Pruning, TopKOutcome};
 use crate::run::Splits;
 use crate::{Error, Result};
 
@@ -453,12 +453,13 @@ impl<B: Backend> Engine<B> {
                 rows
             })
             .collect();
-        let maxima: Vec<Vec<f64>> = blocks.iter().map(|b| bounds.block_max(b)).collect();
+        let block_bounds: Vec<Vec<f64>> = blocks.iter().map(|b| bounds.block_bounds(b)).collect();
         let mut acc = TopK::new(nq, k)?;
         let mut gathered = Gathered::default();
         let mut scored = 0u64;
+        let (mut done, mut probing) = (0, self.pruning == Pruning::Auto);
         for (b, rows) in blocks.iter().enumerate() {
-            let live = bounds.live(&acc, &maxima[b]);
+            let live = Bounds::live(&acc, &block_bounds[b]);
             if !live.is_empty() {
                 let subset = (live.len() < nq).then_some(&live[..]);
                 gathered.gather(set, rows, subset);
@@ -469,16 +470,21 @@ impl<B: Backend> Engine<B> {
                 scored += (live.len() * rows.len()) as u64;
             }
             progress.advance(rows.len() as u64);
-            if b == 0 && self.pruning == Pruning::Auto {
-                let ahead: u64 = (1..blocks.len())
-                    .map(|c| (bounds.live(&acc, &maxima[c]).len() * blocks[c].len()) as u64)
+            done += rows.len();
+            if probing {
+                let rest = &blocks[b + 1..];
+                let ahead: u64 = rest
+                    .iter()
+                    .zip(&block_bounds[b + 1..])
+                    .map(|(c, bb)| (Bounds::live(&acc, bb).len() * c.len()) as u64)
                     .sum();
-                let rest = total - (nq * rows.len()) as u64;
-                if ahead as f64 > crate::prune::AUTO_LIMIT * rest as f64 {
+                let remaining = (nq * (nt - done)) as u64;
+                probing = false;
+                if ahead as f64 > AUTO_LIMIT * remaining as f64 {
                     // Pruning would not pay: drop the probe and score every pair.
                     let mut acc = TopK::new(nq, k)?;
                     self.topk_rows(all, &mut acc, &())?;
-                    progress.advance((nt - rows.len()) as u64);
+                    progress.advance((nt - done) as u64);
                     return Ok(TopKOutcome {
                         rows: acc.finish(),
                         pairs: PairsScored {
