@@ -512,13 +512,15 @@ impl Backend for CpuBackend {
                 })
             })
             .collect();
+        let seed = &*acc;
         let parts: Vec<Result<(usize, TopK)>> = self.install(|| {
             tasks
                 .into_par_iter()
                 .map_init(
                     || Scratch::new(tiles),
                     |s, Task { queries, train }| {
-                        let mut part = TopK::new(queries.len(), k)?;
+                        let rows: Vec<usize> = queries.clone().collect();
+                        let mut part = seed.part(&rows, k)?;
                         for cols in ranges(train.len(), tiles.train) {
                             let (w, cols) = (cols.len(), offset(train.start, cols));
                             let first = train_offset + cols.start;

@@ -464,7 +464,7 @@ impl<B: Backend> Engine<B> {
                 let subset = (live.len() < nq).then_some(&live[..]);
                 gathered.gather(set, rows, subset);
                 let view = gathered.rows(all, live.len(), rows.len())?;
-                let mut local = TopK::new(live.len(), k.min(rows.len()))?;
+                let mut local = acc.part(&live, k.min(rows.len()))?;
                 self.topk_rows(&view, &mut local, &())?;
                 acc.merge_mapped(&local, &live, rows)?;
                 scored += (live.len() * rows.len()) as u64;
