@@ -1,5 +1,6 @@
 //! TracInCPFast on the CPU backend at the size (N = 50,000 train, T = 1,000 test,
-//! D = 128, K = 10, 6 checkpoints): top-k (k = 10), full scores and self-influence, plus
+//! D = 128, K = 10, 6 checkpoints): top-k (k = 10 and 100, with norm-bound pruning and
+//! without, printing the fraction of pairs scored), full scores and self-influence, plus
 //! the machine's SGEMM peak (faer, 4096×512 · 512×4096) for the fraction-of-peak figure.
 //! Throughput is in FLOPs (criterion's "elements/s" = FLOP/s). The PyTorch peer with the
 //! same math and FLOP formula is `benches/torch_tracin.py`; `cargo xtask bench-compare`
@@ -9,7 +10,7 @@
 //! at a small size.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use infl::{Engine, FactorMatrices, FactorTerm, TermSet};
+use infl::{Engine, FactorMatrices, FactorTerm, Pruning, TermSet};
 use infl_core::testing::rand_matrix;
 use infl_core::{Backend, Bias, Matrix, Rhs};
 use infl_cpu::{CpuBackend, Tiles};
@@ -112,9 +113,19 @@ fn fused(cr: &mut Criterion, s: &Size, set: &TermSet, engine: &Engine<CpuBackend
     ));
     g.sample_size(10);
     g.throughput(Throughput::Elements(score_flops(s)));
-    g.bench_function("topk10", |b| {
-        b.iter(|| engine.topk(set, 10, &()).expect("topk"))
-    });
+    for k in [10, 100] {
+        for pruning in [Pruning::Auto, Pruning::Off] {
+            let engine = engine.clone().with_pruning(pruning);
+            let scored = engine.topk_counted(set, k, &()).expect("topk").pairs;
+            println!(
+                "topk{k} {pruning:?}: {:.2}% of pairs scored",
+                100.0 * scored.fraction()
+            );
+            g.bench_function(format!("topk{k}_{pruning:?}"), |b| {
+                b.iter(|| engine.topk(set, k, &()).expect("topk"))
+            });
+        }
+    }
     g.bench_function("scores_full", |b| {
         b.iter(|| engine.scores(set, &()).expect("scores"))
     });

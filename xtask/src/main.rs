@@ -8,6 +8,9 @@
 //!   `tracincp`: TracInCP over 3 layers) and the PyTorch peer (`benches/torch_tracin.py`,
 //!   modes `topk,scores,self,sgemm,tracincp`) back to back, same thread count, for
 //!   BENCHMARKS.md.
+//! - `bench-data`: writes the MNIST input of the `prune_mnist` bench once (the infl-nn MLP
+//!   on the full MNIST of `../shared/data/mnist`, 10% label noise, 15 checkpoints, via
+//!   `infl demo`) to `target/bench-mnist/run`; `bench-compare` runs it first.
 //! - `compare-outputs --old BIN --new BIN`: checks that two builds of `infl` write
 //!   byte-identical outputs (see `compare.rs`), for refactors.
 //! - `fuzz [--cases N]`: infl-io's mutation fuzzing (`crates/infl-io/tests/fuzz.rs`) and
@@ -30,12 +33,13 @@ fn main() -> Result<()> {
         Some("ci") => ci(&root),
         Some("fixtures") => fixtures(&root, &args[1..]),
         Some("bench-compare") => bench_compare(&root, &args[1..]),
+        Some("bench-data") => bench_data(&root).map(drop),
         Some("compare-outputs") => compare::compare(&root, &args[1..]),
         Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <ci | fixtures [--python PY] | bench-compare [--threads N] \
-                 | compare-outputs --old BIN --new BIN [--backend cpu|gpu] | fuzz [--cases N]>"
+                 | bench-data | compare-outputs --old BIN --new BIN [--backend cpu|gpu] | fuzz [--cases N]>"
             );
             bail!("unknown or missing task")
         }
@@ -216,10 +220,46 @@ fn fuzz(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The MNIST run folder of the `prune_mnist` bench, written by `infl demo` unless present.
+fn bench_data(root: &Path) -> Result<PathBuf> {
+    let out = root.join("target/bench-mnist");
+    let dir = out.join("run");
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(root, &cargo, &["build", "--release", "-p", "infl-cli"], &[])?;
+    let mnist = root.join("../shared/data/mnist");
+    let (mnist, out_s) = (mnist.to_string_lossy(), out.to_string_lossy());
+    run(
+        root,
+        "target/release/infl",
+        &[
+            "demo",
+            "--mnist-dir",
+            &mnist,
+            "--noise",
+            "0.1",
+            "--epochs",
+            "15",
+            "--seed",
+            "0",
+            "--explain",
+            "1",
+            "--no-plots",
+            "--out",
+            &out_s,
+        ],
+        &[],
+    )?;
+    Ok(dir)
+}
+
 fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
     let threads = flag(args, "--threads").unwrap_or("2");
     let py = venv(root, args)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    bench_data(root)?;
     run(
         root,
         &cargo,
@@ -231,9 +271,41 @@ fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
             "tracin",
             "--bench",
             "tracincp",
+            "--bench",
+            "prune_mnist",
         ],
         &[("INFL_BENCH_THREADS", threads)],
     )?;
+    // The peer on the MNIST input's shape (dense top-k: its time does not depend on the
+    // values), k = 10 and 100.
+    for k in ["10", "100"] {
+        run(
+            root,
+            py.to_str().unwrap_or_default(),
+            &[
+                "benches/torch_tracin.py",
+                "--threads",
+                threads,
+                "--modes",
+                "topk",
+                "--n",
+                "60000",
+                "--t",
+                "10000",
+                "--d",
+                "128",
+                "--k",
+                "10",
+                "--checkpoints",
+                "15",
+                "--topk",
+                k,
+                "--json",
+                &format!("target/torch_mnist_topk{k}.json"),
+            ],
+            &[],
+        )?;
+    }
     run(
         root,
         py.to_str().unwrap_or_default(),

@@ -10,8 +10,8 @@ use infl::estimators::Convention;
 use infl::estimators::Input as Reads;
 use infl::io::{FactorRun, Inputs, Publication, RunLayout};
 use infl::{
-    Backend, BackendChoice, Bias, CheckpointData, Estimator, Loss, Options, Progress, Reduction,
-    Run, Splits, estimators,
+    Attributed, Backend, BackendChoice, Bias, CheckpointData, Estimator, Loss, Options, Progress,
+    Pruning, Reduction, Run, Splits, estimators,
 };
 
 use crate::output::{self, Provenance};
@@ -68,6 +68,10 @@ pub enum Command {
         /// Also write the lists as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Score every pair instead of skipping those whose norm bound cannot enter the
+        /// lists (the lists are the same; for comparison).
+        #[arg(long)]
+        no_prune: bool,
     },
     /// A persistent nearest-neighbour index of the training examples: `index build`, then
     /// `index query` for proponents and opponents of new examples.
@@ -795,10 +799,23 @@ pub fn run(cli: Cli) -> Result<()> {
             k,
             out,
             json,
+            no_prune,
         } => {
             let mut plan = Plan::new(&input, std::iter::once(&out).chain(&json))?;
             let l = load(&input, &plan.source, compute, &bar, Splits::TrainAndTest)?;
-            let top = l.estimator.topk(&*l.backend, &l.run, k, &bar)?;
+            let pruning = if no_prune {
+                Pruning::Off
+            } else {
+                Pruning::Auto
+            };
+            let counted = l
+                .estimator
+                .topk_counted(&*l.backend, &l.run, k, pruning, &bar)?;
+            let pairs = counted.values.pairs;
+            let top = Attributed {
+                prepared: counted.prepared,
+                values: counted.values.rows,
+            };
             let provenance = l.provenance();
             output::stage_topk(
                 &mut plan.publication,
@@ -808,7 +825,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 &top,
             )?;
             publish(plan.publication)?;
-            output::print_topk_summary(&out, &provenance, &top);
+            output::print_topk_summary(&out, &provenance, &top, pairs);
         }
         Command::Fit { mut input, out } => {
             let influence = infl::InfluenceFunction::default();

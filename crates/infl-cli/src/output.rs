@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use infl::io::{OutTensor, Publication};
-use infl::{Attributed, Estimator, Prepared, Ranked, Suspect, TopKRows};
+use infl::{Attributed, Estimator, PairsScored, Prepared, Ranked, Suspect, TopKRows};
 use serde::Serialize;
 
 /// Where results come from: the estimator (its name and settings) and the layer.
@@ -169,17 +169,23 @@ fn topk_json(result: &Attributed<TopKRows>) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec_pretty(&list)?)
 }
 
-pub fn print_topk_summary(path: &Path, p: &Provenance<'_>, result: &Attributed<TopKRows>) {
+pub fn print_topk_summary(
+    path: &Path,
+    p: &Provenance<'_>,
+    result: &Attributed<TopKRows>,
+    pairs: PairsScored,
+) {
     let (top, prepared) = (&result.values, &result.prepared);
     let tids = test_ids(prepared);
     let train_ids = &prepared.train.ids;
     println!(
-        "{} top-{}: {} test x {} train over {} checkpoints",
+        "{} top-{}: {} test x {} train over {} checkpoints, {:.1}% of pairs scored",
         p.estimator.label(),
         top.k,
         tids.len(),
         prepared.set.n_train(),
-        prepared.checkpoints.len()
+        prepared.checkpoints.len(),
+        100.0 * pairs.fraction()
     );
     let show = tids.len().min(5);
     for (q, tid) in tids.iter().enumerate().take(show) {

@@ -176,6 +176,76 @@ pub fn check_topk(b: &dyn Backend, p: &Problem, k: usize) {
     }
 }
 
+/// The rows `rows` of `m`, copied in that order.
+fn pick_rows(m: &Matrix, rows: &[usize]) -> Matrix {
+    let data = rows
+        .iter()
+        .flat_map(|&r| m.view().row(r).to_vec())
+        .collect();
+    Matrix::from_vec(rows.len(), m.cols(), data).expect("rows")
+}
+
+/// Body: a score does not depend on which other rows are scored with it. Scores of
+/// selected query rows against selected train rows (copied into new matrices, in any
+/// count: 1, 2, 3, …) equal the matching entries of the full score matrix **bit for bit**.
+/// Exact top-k with bound pruning relies on it: pruning scores gathered subsets.
+pub fn check_scores_independent_of_rows(b: &dyn Backend, p: &Problem) {
+    let terms = p.terms();
+    let (nq, nt) = (terms[0].query.rows(), terms[0].train.rows());
+    let mut full = vec![0.0; nq * nt];
+    b.scores(&terms, &mut full).expect("scores");
+    let picks = |n: usize, seed: usize| -> Vec<Vec<usize>> {
+        let mut sets = vec![vec![n - 1], (0..n).collect()];
+        for count in [2usize, 3, 17, 300] {
+            let step = (n / count.min(n)).max(1);
+            sets.push((0..n).skip(seed % step).step_by(step).take(count).collect());
+        }
+        sets
+    };
+    for (s, queries) in picks(nq, 1).into_iter().enumerate() {
+        for train in picks(nt, s + 2) {
+            let data: Vec<[Matrix; 4]> = p
+                .data
+                .iter()
+                .map(|d| {
+                    [
+                        pick_rows(&d.query_a, &queries),
+                        pick_rows(&d.query_g, &queries),
+                        pick_rows(&d.train_a, &train),
+                        pick_rows(&d.train_g, &train),
+                    ]
+                })
+                .collect();
+            let sub: Vec<Term<'_>> = data
+                .iter()
+                .zip(&terms)
+                .map(|(m, t)| Term {
+                    query: Factors::new(m[0].view(), m[1].view()).expect("rows"),
+                    train: Factors::new(m[2].view(), m[3].view()).expect("rows"),
+                    ..*t
+                })
+                .collect();
+            let mut got = vec![f32::NAN; queries.len() * train.len()];
+            b.scores(&sub, &mut got).expect("scores");
+            for (i, &q) in queries.iter().enumerate() {
+                for (j, &t) in train.iter().enumerate() {
+                    assert_eq!(
+                        got[i * train.len() + j].to_bits(),
+                        full[q * nt + t].to_bits(),
+                        "{}: score ({q}, {t}) in a {} x {} selection differs from the full \
+                         matrix's: {} vs {}",
+                        b.name(),
+                        queries.len(),
+                        train.len(),
+                        got[i * train.len() + j],
+                        full[q * nt + t]
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Body: self-influence equals the reference.
 pub fn check_self_influence(b: &dyn Backend, p: &Problem) {
     let terms = p.self_terms();
@@ -306,6 +376,29 @@ macro_rules! backend_tests {
                         k.min(nt),
                     );
                 }
+            }
+        }
+
+        #[test]
+        fn scores_do_not_depend_on_the_rows_scored_with_them() {
+            let Some(b) = __backend() else { return };
+            use $crate::testing::*;
+            for (i, (da, dg)) in [(1, 1), (33, 5), (128, 10), (257, 80)]
+                .into_iter()
+                .enumerate()
+            {
+                let mut p = Problem::new(
+                    ODD_ROWS[i],
+                    ODD_ROWS[3 - i].max(40),
+                    da,
+                    dg,
+                    1 + i % 3,
+                    i as u64,
+                );
+                if i % 2 == 1 {
+                    p.bias = $crate::Bias::Included;
+                }
+                check_scores_independent_of_rows(&*b, &p);
             }
         }
 

@@ -78,6 +78,24 @@ pub struct TopK {
     k: usize,
     proponents: Vec<Best>,
     opponents: Vec<Best>,
+    /// Per row, scores a candidate must reach to be kept ([`TopK::part`]).
+    floors: Vec<Floor>,
+}
+
+/// A proponent must score at least `hi` and an opponent at most `lo` to be kept: the
+/// k-th best of the accumulator a [`TopK::part`] is merged into, below which nothing can
+/// enter it (a tie still can: its index may be lower).
+#[derive(Clone, Copy, Debug)]
+struct Floor {
+    hi: f32,
+    lo: f32,
+}
+
+impl Floor {
+    const OPEN: Self = Self {
+        hi: f32::NEG_INFINITY,
+        lo: f32::INFINITY,
+    };
 }
 
 impl TopK {
@@ -93,7 +111,32 @@ impl TopK {
             k,
             proponents: vec![empty.clone(); queries],
             opponents: vec![empty; queries],
+            floors: vec![Floor::OPEN; queries],
         })
+    }
+
+    /// An empty accumulator (`k` at least 1) for this one's rows `rows`, to be merged back
+    /// into it: it keeps only candidates that could still enter this accumulator's lists
+    /// as they are now, so it does far less work when their thresholds are high, and the
+    /// merged result is the same as without it.
+    pub fn part(&self, rows: &[usize], k: usize) -> Result<Self> {
+        let mut part = Self::new(rows.len(), k)?;
+        for (floor, &q) in part.floors.iter_mut().zip(rows) {
+            (floor.hi, floor.lo) = self.bars(q);
+        }
+        Ok(part)
+    }
+
+    /// The proponent and opponent scores a candidate of row `q` must reach to be kept.
+    #[inline]
+    fn bars(&self, q: usize) -> (f32, f32) {
+        let (k, floor) = (self.k, self.floors[q]);
+        (
+            self.proponents[q]
+                .threshold(k, f32::NEG_INFINITY)
+                .max(floor.hi),
+            self.opponents[q].threshold(k, f32::INFINITY).min(floor.lo),
+        )
     }
 
     /// k.
@@ -119,12 +162,9 @@ impl TopK {
     /// `offset + j`. Most candidates are rejected by two comparisons against the current
     /// k-th best scores.
     pub fn offer_row(&mut self, q: usize, offset: usize, scores: &[f32]) {
-        let k = self.k;
+        let (k, floor) = (self.k, self.floors[q]);
+        let (mut hi, mut lo) = self.bars(q);
         let (p, o) = (&mut self.proponents[q], &mut self.opponents[q]);
-        let (mut hi, mut lo) = (
-            p.threshold(k, f32::NEG_INFINITY),
-            o.threshold(k, f32::INFINITY),
-        );
         for (j, &score) in scores.iter().enumerate() {
             if score >= hi {
                 p.offer(
@@ -135,7 +175,7 @@ impl TopK {
                     },
                     proponent_before,
                 );
-                hi = p.threshold(k, f32::NEG_INFINITY);
+                hi = p.threshold(k, f32::NEG_INFINITY).max(floor.hi);
             }
             if score <= lo {
                 o.offer(
@@ -146,9 +186,55 @@ impl TopK {
                     },
                     opponent_before,
                 );
-                lo = o.threshold(k, f32::INFINITY);
+                lo = o.threshold(k, f32::INFINITY).min(floor.lo);
             }
         }
+    }
+
+    /// Whether a score of magnitude at most `bound` could still enter query row `q`'s
+    /// proponents or opponents. Once a list holds `k` candidates, a candidate enters only
+    /// if it ranks before the worst kept one: a score equal to the worst may (its index
+    /// can be lower), so only `bound < worst proponent` and `-bound > worst opponent`
+    /// rule it out. Exact top-k with bound pruning skips the pairs for which this is false.
+    #[inline]
+    pub fn admits(&self, q: usize, bound: f64) -> bool {
+        let (hi, lo) = self.bars(q);
+        bound >= f64::from(hi) || -bound <= f64::from(lo)
+    }
+
+    /// Merges `other`, computed for the query rows `rows` (its row `i` is this row
+    /// `rows[i]`) and the training indices `indices` (its candidate `c` is index
+    /// `indices[c]`). `indices` must be increasing, so that `other` broke ties as this
+    /// accumulator does, and disjoint from every index offered before.
+    pub fn merge_mapped(&mut self, other: &TopK, rows: &[usize], indices: &[usize]) -> Result<()> {
+        let fits =
+            rows.iter().all(|&q| q < self.queries()) && indices.windows(2).all(|w| w[0] < w[1]);
+        if rows.len() != other.queries() || !fits {
+            return Err(Error::shape(
+                "TopK::merge_mapped",
+                format!(
+                    "{} rows mapped for {} (into {}), indices increasing: {}",
+                    rows.len(),
+                    other.queries(),
+                    self.queries(),
+                    indices.windows(2).all(|w| w[0] < w[1])
+                ),
+            ));
+        }
+        let k = self.k;
+        let map = |c: &Ranked| Ranked {
+            index: indices[c.index],
+            score: c.score,
+        };
+        for (i, &q) in rows.iter().enumerate() {
+            for c in &other.proponents[i].items {
+                self.proponents[q].offer(k, map(c), proponent_before);
+            }
+            for c in &other.opponents[i].items {
+                self.opponents[q].offer(k, map(c), opponent_before);
+            }
+        }
+        Ok(())
     }
 
     /// Merges another accumulator over a disjoint set of training indices, for the
@@ -250,6 +336,95 @@ mod tests {
     #[test]
     fn k_zero_is_rejected() {
         assert!(TopK::new(3, 0).is_err());
+    }
+
+    #[test]
+    fn admits_ties_with_the_worst_kept_and_nothing_below() {
+        let mut t = TopK::new(1, 2).unwrap();
+        assert!(t.admits(0, 0.0), "an open list admits anything");
+        t.offer_row(0, 0, &[5.0, 4.0, -3.0, -2.0]);
+        // Worst kept: proponent 4, opponent -2.
+        assert!(t.admits(0, 4.0) && t.admits(0, 2.0));
+        assert!(!t.admits(0, 1.9999));
+        let mut s = TopK::new(1, 1).unwrap();
+        s.offer_row(0, 5, &[0.0]);
+        assert!(s.admits(0, 0.0), "-0 ties with 0, and a lower index wins");
+        assert!(!s.admits(0, -1.0));
+    }
+
+    #[test]
+    fn part_keeps_only_what_can_enter_and_merges_the_same() {
+        let mut all = TopK::new(1, 2).unwrap();
+        all.offer_row(0, 0, &[5.0, 4.0, -3.0, -2.0]);
+        let scores = [4.0, 3.0, -2.0, -1.0, 6.0];
+        let mut part = all.part(&[0], 2).unwrap();
+        part.offer_row(0, 10, &scores);
+        let mut plain = TopK::new(1, 2).unwrap();
+        plain.offer_row(0, 10, &scores);
+        let kept = part.clone().finish();
+        let index = |r: &[Ranked]| r.iter().map(|c| c.index).collect::<Vec<_>>();
+        assert_eq!(
+            index(&kept.proponents[0]),
+            vec![14, 10],
+            "4 ties the worst: kept"
+        );
+        assert_eq!(
+            index(&kept.opponents[0]),
+            vec![12],
+            "-1 is above the worst, -2"
+        );
+        let mut seeded = all.clone();
+        seeded.merge(0, &part).unwrap();
+        all.merge(0, &plain).unwrap();
+        assert_eq!(seeded.finish(), all.finish());
+    }
+
+    #[test]
+    fn merge_mapped_maps_rows_and_indices() {
+        let mut part = TopK::new(2, 1).unwrap();
+        part.offer_row(0, 0, &[1.0, 3.0]);
+        part.offer_row(1, 0, &[-1.0, 2.0]);
+        let mut all = TopK::new(3, 1).unwrap();
+        all.offer_row(2, 0, &[9.0]);
+        all.merge_mapped(&part, &[2, 0], &[4, 7]).unwrap();
+        let r = all.finish();
+        assert_eq!(
+            r.proponents[0],
+            vec![Ranked {
+                index: 7,
+                score: 2.0
+            }]
+        );
+        assert_eq!(
+            r.opponents[0],
+            vec![Ranked {
+                index: 4,
+                score: -1.0
+            }]
+        );
+        assert_eq!(
+            r.proponents[2],
+            vec![Ranked {
+                index: 0,
+                score: 9.0
+            }]
+        );
+        assert_eq!(
+            r.opponents[2],
+            vec![Ranked {
+                index: 4,
+                score: 1.0
+            }]
+        );
+        assert!(all_err(&part, &[0, 1], &[3, 3]));
+        assert!(all_err(&part, &[0, 5], &[1, 2]));
+    }
+
+    fn all_err(part: &TopK, rows: &[usize], idx: &[usize]) -> bool {
+        TopK::new(3, 1)
+            .unwrap()
+            .merge_mapped(part, rows, idx)
+            .is_err()
     }
 
     proptest! {

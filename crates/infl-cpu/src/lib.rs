@@ -158,6 +158,48 @@ fn gemm_abt(x: MatRef<'_>, y: MatRef<'_>, out: &mut [f32]) {
     );
 }
 
+/// faer multiplies products of at most this many `m·n·k` with nano-gemm (its
+/// `NANO_GEMM_THRESHOLD`), and one-row or one-column products as matrix-vector products:
+/// both sum in another order than its general kernel.
+const FAER_SMALL_MNK: usize = 16 * 16 * 16;
+
+/// Operands padded with zero rows so that faer takes its general kernel.
+#[derive(Default)]
+struct Padded {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    out: Vec<f32>,
+}
+
+/// [`gemm_abt`] whose every element is the same whatever the shape of the product: the
+/// general kernel sums each element over `k` in a fixed order (blocks of `min(k, 512)`),
+/// so a product that faer would hand to another path (one row or column, or
+/// `m·n·k ≤ 4096`) is padded with zero rows first. A score then does not depend on the
+/// rows it is computed with, which exact top-k with bound pruning relies on. (`k = 1` is
+/// one rounded product on every path.)
+fn gemm_abt_invariant(x: MatRef<'_>, y: MatRef<'_>, out: &mut [f32], pad: &mut Padded) {
+    let (m, n, k) = (x.rows(), y.rows(), x.cols());
+    if k <= 1 || (m >= 2 && n >= 2 && m * n * k > FAER_SMALL_MNK) {
+        return gemm_abt(x, y, out);
+    }
+    let pm = m.max(2);
+    let pn = n.max(2).max((FAER_SMALL_MNK / (k * pm)) + 1);
+    let padded = |v: &mut Vec<f32>, src: MatRef<'_>, rows: usize| {
+        v.clear();
+        v.extend_from_slice(src.data());
+        v.resize(rows * k, 0.0);
+    };
+    padded(&mut pad.x, x, pm);
+    padded(&mut pad.y, y, pn);
+    pad.out.resize(pm * pn, 0.0);
+    let xp = MatRef::new(&pad.x, pm, k).expect("padded rows");
+    let yp = MatRef::new(&pad.y, pn, k).expect("padded rows");
+    gemm_abt(xp, yp, &mut pad.out);
+    for (i, row) in out[..m * n].chunks_exact_mut(n).enumerate() {
+        row.copy_from_slice(&pad.out[i * pn..i * pn + n]);
+    }
+}
+
 /// Output-gradient widths up to this use the fused row kernel instead of a second GEMM.
 const SMALL_G: usize = 64;
 
@@ -167,6 +209,7 @@ struct Scratch {
     ga: Vec<f32>,
     gg: Vec<f32>,
     gt: Vec<f32>,
+    pad: Padded,
 }
 
 impl Scratch {
@@ -177,6 +220,7 @@ impl Scratch {
             ga: vec![0.0; n],
             gg: vec![0.0; n.max(tiles.train)],
             gt: vec![0.0; SMALL_G * tiles.train],
+            pad: Padded::default(),
         }
     }
 }
@@ -325,7 +369,7 @@ fn tile(terms: &[Term<'_>], queries: Range<usize>, train: Range<usize>, s: &mut 
     for (i, term) in terms.iter().enumerate() {
         let qf = term.query.slice_rows(queries.start, queries.end);
         let tf = term.train.slice_rows(train.start, train.end);
-        gemm_abt(qf.a, tf.a, &mut s.ga);
+        gemm_abt_invariant(qf.a, tf.a, &mut s.ga, &mut s.pad);
         let accum = if i == 0 { Accum::Replace } else { Accum::Add };
         let (w, b) = (term.weight, term.bias_dot());
         if tf.g.cols() <= SMALL_G {
@@ -341,7 +385,7 @@ fn tile(terms: &[Term<'_>], queries: Range<usize>, train: Range<usize>, s: &mut 
                 row: &mut s.gg,
             });
         } else {
-            gemm_abt(qf.g, tf.g, &mut s.gg);
+            gemm_abt_invariant(qf.g, tf.g, &mut s.gg, &mut s.pad);
             arch.dispatch(FuseTile {
                 accum,
                 w,
@@ -468,13 +512,15 @@ impl Backend for CpuBackend {
                 })
             })
             .collect();
+        let seed = &*acc;
         let parts: Vec<Result<(usize, TopK)>> = self.install(|| {
             tasks
                 .into_par_iter()
                 .map_init(
                     || Scratch::new(tiles),
                     |s, Task { queries, train }| {
-                        let mut part = TopK::new(queries.len(), k)?;
+                        let rows: Vec<usize> = queries.clone().collect();
+                        let mut part = seed.part(&rows, k)?;
                         for cols in ranges(train.len(), tiles.train) {
                             let (w, cols) = (cols.len(), offset(train.start, cols));
                             let first = train_offset + cols.start;

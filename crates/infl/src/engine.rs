@@ -1,11 +1,12 @@
 //! Scoring a [`TermSet`] with a backend: full scores, streamed top-k, self-influence.
 
-use infl_core::{Backend, Bias, Factors, Matrix, SelfTerm, Term, TopK, TopKRows, ranges};
+use infl_core::{Backend, Bias, Factors, MatRef, Matrix, SelfTerm, Term, TopK, TopKRows, ranges};
 use infl_cpu::CpuBackend;
 
 use std::ops::Range;
 
 use crate::finite;
+use crate::prune::{AUTO_LIMIT, Bounds, PairsScored, Pruning, TopKOutcome};
 use crate::run::Splits;
 use crate::{Error, Result};
 
@@ -109,27 +110,26 @@ impl TermSet {
         })
     }
 
-    /// Whether any term is scored in the ghost form.
-    fn has_ghost(&self) -> bool {
-        self.terms.iter().any(FactorTerm::is_ghost)
-    }
-
-    /// Kernel terms of the plain (one row per example) terms, for the test rows against
-    /// training rows `train`.
-    fn kernel_terms(&self, train: Range<usize>) -> Result<Vec<Term<'_>>> {
-        self.terms
+    /// Every term's factors as views (checked: every term has test factors).
+    fn rows(&self) -> Result<Rows<'_>> {
+        let terms = self
+            .terms
             .iter()
-            .filter(|t| !t.is_ghost())
             .map(|t| {
-                let test = t.test_factors()?;
-                Ok(Term {
+                Ok(TermRows {
                     weight: t.weight,
                     bias: t.bias,
-                    query: test.view()?,
-                    train: t.train.view()?.slice_rows(train.start, train.end),
+                    positions: t.positions.max(1),
+                    train: t.train.view()?,
+                    test: t.test_factors()?.view()?,
                 })
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok(Rows {
+            terms,
+            queries: self.n_test(),
+            train: self.n_train(),
+        })
     }
 
     /// Checks that every term has a test set and consistent rows.
@@ -155,15 +155,150 @@ impl TermSet {
     }
 }
 
+/// One term's factors over the rows a backend call scores (views into a [`TermSet`] or
+/// into rows gathered from it).
+#[derive(Clone, Copy, Debug)]
+struct TermRows<'a> {
+    weight: f32,
+    bias: Bias,
+    positions: usize,
+    train: Factors<'a>,
+    test: Factors<'a>,
+}
+
+/// The terms of a [`TermSet`] over some of its examples: `queries` test and `train`
+/// training examples (`positions` rows each).
+#[derive(Clone, Debug)]
+struct Rows<'a> {
+    terms: Vec<TermRows<'a>>,
+    queries: usize,
+    train: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// The training examples `cols` only.
+    fn train_slice(&self, cols: Range<usize>) -> Rows<'a> {
+        let terms = self
+            .terms
+            .iter()
+            .map(|t| TermRows {
+                train: t
+                    .train
+                    .slice_rows(cols.start * t.positions, cols.end * t.positions),
+                ..*t
+            })
+            .collect();
+        Rows {
+            terms,
+            queries: self.queries,
+            train: cols.len(),
+        }
+    }
+
+    /// Kernel terms of the plain (one row per example) terms.
+    fn kernel_terms(&self) -> Vec<Term<'a>> {
+        self.terms
+            .iter()
+            .filter(|t| t.positions == 1)
+            .map(|t| Term {
+                weight: t.weight,
+                bias: t.bias,
+                query: t.test,
+                train: t.train,
+            })
+            .collect()
+    }
+
+    /// Whether any term is scored in the ghost form.
+    fn has_ghost(&self) -> bool {
+        self.terms.iter().any(|t| t.positions > 1)
+    }
+}
+
+/// Factor rows copied out of a [`TermSet`]: the training examples of a pruning block and,
+/// when not all of them, the test examples it is scored for; buffers reused block to block.
+#[derive(Debug, Default)]
+struct Gathered {
+    /// Per term: training `a` and `g`, then test `a` and `g` (empty: all test rows).
+    buffers: Vec<[Vec<f32>; 4]>,
+}
+
+impl Gathered {
+    /// Copies examples `train` (and `test`, unless `None` for all) of every term of `set`.
+    fn gather(&mut self, set: &TermSet, train: &[usize], test: Option<&[usize]>) {
+        self.buffers.resize_with(set.terms.len(), Default::default);
+        for (term, bufs) in set.terms.iter().zip(&mut self.buffers) {
+            let [ta, tg, qa, qg] = bufs;
+            copy_examples(ta, term.train.a.view(), term.positions, train);
+            copy_examples(tg, term.train.g.view(), term.positions, train);
+            let test_rows = test.unwrap_or(&[]);
+            if let Some(f) = &term.test {
+                copy_examples(qa, f.a.view(), term.positions, test_rows);
+                copy_examples(qg, f.g.view(), term.positions, test_rows);
+            }
+        }
+    }
+
+    /// `all` restricted to the gathered examples (`queries` test examples, `train`
+    /// training ones; the test rows of `all` when none were gathered).
+    fn rows<'a>(&'a self, all: &Rows<'a>, queries: usize, train: usize) -> Result<Rows<'a>> {
+        let view = |data: &'a [f32], like: MatRef<'_>, n: usize, p: usize| {
+            MatRef::new(data, n * p, like.cols())
+        };
+        let terms = all
+            .terms
+            .iter()
+            .zip(&self.buffers)
+            .map(|(t, [ta, tg, qa, qg])| {
+                let p = t.positions;
+                let train_f = Factors::new(
+                    view(ta, t.train.a, train, p)?,
+                    view(tg, t.train.g, train, p)?,
+                )?;
+                let test = if queries == all.queries {
+                    t.test
+                } else {
+                    Factors::new(
+                        view(qa, t.test.a, queries, p)?,
+                        view(qg, t.test.g, queries, p)?,
+                    )?
+                };
+                Ok(TermRows {
+                    train: train_f,
+                    test,
+                    ..*t
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Rows {
+            terms,
+            queries,
+            train,
+        })
+    }
+}
+
+/// Replaces `out` with the rows of `examples` (each `positions` rows) of `m`.
+fn copy_examples(out: &mut Vec<f32>, m: MatRef<'_>, positions: usize, examples: &[usize]) {
+    out.clear();
+    let width = m.cols() * positions;
+    for &i in examples {
+        out.extend_from_slice(&m.data()[i * width..(i + 1) * width]);
+    }
+}
+
 /// Position scores per ghost kernel call, at most (4 Mi `f32`, 16 MiB).
 const GHOST_BLOCK_ELEMENTS: usize = 1 << 22;
 
 /// Runs a [`TermSet`] on a backend, in chunks of training rows (for progress and to bound
-/// the work of each backend call).
+/// the work of each backend call). Top-k prunes pairs by their norm bounds unless told
+/// otherwise ([`Pruning`], [`crate::prune`]); the lists are the same either way.
 #[derive(Clone, Debug)]
 pub struct Engine<B: Backend = CpuBackend> {
     backend: B,
     chunk: usize,
+    pruning: Pruning,
+    prune_block: usize,
 }
 
 impl Default for Engine<CpuBackend> {
@@ -176,17 +311,34 @@ impl<B: Backend> Engine<B> {
     /// Default chunk of training rows per backend call (a multiple of every tile size).
     pub const DEFAULT_CHUNK: usize = 16_384;
 
+    /// Default training examples per pruning block (a multiple of every tile size).
+    pub const DEFAULT_PRUNE_BLOCK: usize = 1024;
+
     /// An engine on `backend`.
     pub fn new(backend: B) -> Self {
         Self {
             backend,
             chunk: Self::DEFAULT_CHUNK,
+            pruning: Pruning::default(),
+            prune_block: Self::DEFAULT_PRUNE_BLOCK,
         }
     }
 
     /// Changes the training rows per backend call (at least 1).
     pub fn with_chunk(mut self, chunk: usize) -> Self {
         self.chunk = chunk.max(1);
+        self
+    }
+
+    /// Changes whether top-k prunes (see [`Pruning`]).
+    pub fn with_pruning(mut self, pruning: Pruning) -> Self {
+        self.pruning = pruning;
+        self
+    }
+
+    /// Changes the training examples per pruning block (at least 1; at least `k` are used).
+    pub fn with_prune_block(mut self, rows: usize) -> Self {
+        self.prune_block = rows.max(1);
         self
     }
 
@@ -200,12 +352,13 @@ impl<B: Backend> Engine<B> {
         let (nq, nt) = (set.n_test(), set.n_train());
         set.check_shapes()?;
         finite::check(set, Splits::TrainAndTest)?;
+        let all = set.rows()?;
         let mut out = full_matrix(nq, nt)?;
         let mut block = Vec::new();
         progress.start("scores", nt as u64);
         for cols in ranges(nt, self.chunk) {
             block.resize(nq * cols.len(), 0.0);
-            self.block(set, cols.clone(), &mut block)?;
+            self.block(&all.train_slice(cols.clone()), &mut block)?;
             for (q, row) in block.chunks_exact(cols.len()).enumerate() {
                 out[q * nt + cols.start..q * nt + cols.end].copy_from_slice(row);
             }
@@ -218,6 +371,16 @@ impl<B: Backend> Engine<B> {
     /// The `k` strongest proponents and opponents of every test example, streamed over
     /// training chunks: memory is `O(test × k)` beyond the inputs.
     pub fn topk(&self, set: &TermSet, k: usize, progress: &dyn Progress) -> Result<TopKRows> {
+        Ok(self.topk_counted(set, k, progress)?.rows)
+    }
+
+    /// [`Engine::topk`] with the number of pairs it scored.
+    pub fn topk_counted(
+        &self,
+        set: &TermSet,
+        k: usize,
+        progress: &dyn Progress,
+    ) -> Result<TopKOutcome> {
         let (nq, nt) = (set.n_test(), set.n_train());
         if k == 0 || k > nt {
             return Err(Error::config(
@@ -226,60 +389,152 @@ impl<B: Backend> Engine<B> {
             ));
         }
         set.check_shapes()?;
-        finite::check(set, Splits::TrainAndTest)?;
-        let mut acc = TopK::new(nq, k)?;
-        let mut block = Vec::new();
+        let norms = finite::checked_norms(set, Splits::TrainAndTest)?;
+        let all = set.rows()?;
+        let total = nq as u64 * nt as u64;
         progress.start("top-k", nt as u64);
-        for cols in ranges(nt, self.chunk) {
-            if set.has_ghost() {
+        let block = self.prune_block.max(k);
+        let outcome = if self.pruning == Pruning::Off || nq == 0 || nt <= block {
+            let mut acc = TopK::new(nq, k)?;
+            self.topk_rows(&all, &mut acc, progress)?;
+            TopKOutcome {
+                rows: acc.finish(),
+                pairs: PairsScored {
+                    scored: total,
+                    total,
+                },
+            }
+        } else {
+            self.topk_pruned(set, &all, &Bounds::new(set, &norms), k, progress)?
+        };
+        progress.finish();
+        Ok(outcome)
+    }
+
+    /// Unpruned top-k of `rows` into `acc` (candidate `j` is training index `j`), in
+    /// chunks of training examples.
+    fn topk_rows(&self, rows: &Rows<'_>, acc: &mut TopK, progress: &dyn Progress) -> Result<()> {
+        let mut block = Vec::new();
+        for cols in ranges(rows.train, self.chunk) {
+            let part = rows.train_slice(cols.clone());
+            if part.has_ghost() {
                 // The pooled block, offered on the host.
-                block.resize(nq * cols.len(), 0.0);
-                self.block(set, cols.clone(), &mut block)?;
+                block.resize(rows.queries * cols.len(), 0.0);
+                self.block(&part, &mut block)?;
                 for (q, row) in block.chunks_exact(cols.len()).enumerate() {
                     acc.offer_row(q, cols.start, row);
                 }
             } else {
-                let terms = set.kernel_terms(cols.clone())?;
-                self.backend.topk(&terms, cols.start, &mut acc)?;
+                self.backend.topk(&part.kernel_terms(), cols.start, acc)?;
             }
             progress.advance(cols.len() as u64);
         }
-        progress.finish();
-        Ok(acc.finish())
+        Ok(())
     }
 
-    /// Scores of every test example against the training examples `cols`, into `block`
-    /// (`[test, cols]`): the plain terms in one fused call, then each ghost term.
-    fn block(&self, set: &TermSet, cols: Range<usize>, block: &mut [f32]) -> Result<()> {
-        let plain = set.kernel_terms(cols.clone())?;
+    /// Top-k over blocks of training examples in decreasing bound order, each scored only
+    /// for the test examples it can still improve (see [`crate::prune`]).
+    fn topk_pruned(
+        &self,
+        set: &TermSet,
+        all: &Rows<'_>,
+        bounds: &Bounds,
+        k: usize,
+        progress: &dyn Progress,
+    ) -> Result<TopKOutcome> {
+        let (nq, nt) = (all.queries, all.train);
+        let total = nq as u64 * nt as u64;
+        let order = bounds.order(nt);
+        let blocks: Vec<Vec<usize>> = order
+            .chunks(self.prune_block.max(k))
+            .map(|b| {
+                let mut rows = b.to_vec();
+                rows.sort_unstable();
+                rows
+            })
+            .collect();
+        let block_bounds: Vec<Vec<f64>> = blocks.iter().map(|b| bounds.block_bounds(b)).collect();
+        let mut acc = TopK::new(nq, k)?;
+        let mut gathered = Gathered::default();
+        let mut scored = 0u64;
+        let (mut done, mut probing) = (0, self.pruning == Pruning::Auto);
+        for (b, rows) in blocks.iter().enumerate() {
+            let live = Bounds::live(&acc, &block_bounds[b]);
+            if !live.is_empty() {
+                let subset = (live.len() < nq).then_some(&live[..]);
+                gathered.gather(set, rows, subset);
+                let view = gathered.rows(all, live.len(), rows.len())?;
+                let mut local = acc.part(&live, k.min(rows.len()))?;
+                self.topk_rows(&view, &mut local, &())?;
+                acc.merge_mapped(&local, &live, rows)?;
+                scored += (live.len() * rows.len()) as u64;
+            }
+            progress.advance(rows.len() as u64);
+            done += rows.len();
+            if probing {
+                let rest = &blocks[b + 1..];
+                let ahead: u64 = rest
+                    .iter()
+                    .zip(&block_bounds[b + 1..])
+                    .map(|(c, bb)| (Bounds::live(&acc, bb).len() * c.len()) as u64)
+                    .sum();
+                let remaining = (nq * (nt - done)) as u64;
+                probing = false;
+                if ahead as f64 > AUTO_LIMIT * remaining as f64 {
+                    // Pruning would not pay: drop the probe and score every pair.
+                    let mut acc = TopK::new(nq, k)?;
+                    self.topk_rows(all, &mut acc, &())?;
+                    progress.advance((nt - done) as u64);
+                    return Ok(TopKOutcome {
+                        rows: acc.finish(),
+                        pairs: PairsScored {
+                            scored: scored + total,
+                            total,
+                        },
+                    });
+                }
+            }
+        }
+        Ok(TopKOutcome {
+            rows: acc.finish(),
+            pairs: PairsScored { scored, total },
+        })
+    }
+
+    /// Scores of every test example against the training examples of `rows`, into
+    /// `block` (`[test, train]`): the plain terms in one fused call, then each ghost term.
+    fn block(&self, rows: &Rows<'_>, block: &mut [f32]) -> Result<()> {
+        let plain = rows.kernel_terms();
         if plain.is_empty() {
             block.fill(0.0);
         } else {
             self.backend.scores(&plain, block)?;
         }
-        for term in set.terms.iter().filter(|t| t.is_ghost()) {
-            self.add_ghost(term, cols.clone(), block)?;
+        for term in rows.terms.iter().filter(|t| t.positions > 1) {
+            self.add_ghost(term, rows.queries, rows.train, block)?;
         }
         Ok(())
     }
 
-    /// Adds a ghost term's scores against training examples `cols` to `block`: the fused
-    /// kernel over position rows (`[T·S, c·S]`, in pieces of at most
+    /// Adds a ghost term's scores against its `width` training examples to `block`: the
+    /// fused kernel over position rows (`[T·S, c·S]`, in pieces of at most
     /// [`GHOST_BLOCK_ELEMENTS`]), each `S × S` square summed in f64.
-    fn add_ghost(&self, term: &FactorTerm, cols: Range<usize>, block: &mut [f32]) -> Result<()> {
+    fn add_ghost(
+        &self,
+        term: &TermRows<'_>,
+        nq: usize,
+        width: usize,
+        block: &mut [f32],
+    ) -> Result<()> {
         let s = term.positions;
-        let test = term.test_factors()?;
-        let nq = test.rows() / s;
-        let width = cols.len();
         let piece = (GHOST_BLOCK_ELEMENTS / (nq * s * s).max(1)).max(1);
         let mut expanded = Vec::new();
         for sub in ranges(width, piece) {
-            let (start, end) = (cols.start + sub.start, cols.start + sub.end);
             let kernel = Term {
                 weight: term.weight,
                 bias: term.bias,
-                query: test.view()?,
-                train: term.train.view()?.slice_rows(start * s, end * s),
+                query: term.test,
+                train: term.train.slice_rows(sub.start * s, sub.end * s),
             };
             let row_len = sub.len() * s;
             expanded.resize(nq * s * row_len, 0.0);

@@ -22,29 +22,55 @@ pub const LIMIT: f64 = f32::MAX as f64 / 16.0;
 /// Checks that scoring `set` stays within f32 (see the module docs).
 /// `splits` says which examples: the training ones (self-influence) or both (scores, top-k).
 pub fn check(set: &TermSet, splits: Splits) -> Result<()> {
-    check_split(set, "train", |t| Some(&t.train))?;
-    if splits == Splits::TrainAndTest {
-        check_split(set, "test", |t| t.test.as_ref())?;
-    }
-    Ok(())
+    checked_norms(set, splits).map(drop)
+}
+
+/// Per term, per example, the gradient norm the check bounds: `‖g‖ √(‖a‖² + bias)`, for a
+/// ghost term `Σ_s ‖g_s‖ √(‖a_s‖² + bias)` (see [`example_bound`]); `test` is empty
+/// without [`Splits::TrainAndTest`] or for a term without test factors.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ExampleNorms {
+    /// `[term][training example]`.
+    pub train: Vec<Vec<f64>>,
+    /// `[term][test example]`.
+    pub test: Vec<Vec<f64>>,
+}
+
+/// [`check`], keeping the norms it computed (bound pruning reuses them).
+pub(crate) fn checked_norms(set: &TermSet, splits: Splits) -> Result<ExampleNorms> {
+    let train = check_split(set, "train", |t| Some(&t.train))?;
+    let test = if splits == Splits::TrainAndTest {
+        check_split(set, "test", |t| t.test.as_ref())?
+    } else {
+        Vec::new()
+    };
+    Ok(ExampleNorms { train, test })
 }
 
 fn check_split(
     set: &TermSet,
     split: &'static str,
     factors: impl Fn(&crate::FactorTerm) -> Option<&FactorMatrices>,
-) -> Result<()> {
+) -> Result<Vec<Vec<f64>>> {
     let mut total: Vec<f64> = Vec::new();
+    let mut norms = Vec::with_capacity(set.terms.len());
     for term in &set.terms {
-        let Some(f) = factors(term) else { continue };
-        total.resize(f.rows() / term.positions.max(1), 0.0);
+        let Some(f) = factors(term) else {
+            norms.push(Vec::new());
+            continue;
+        };
+        let n = f.rows() / term.positions.max(1);
+        total.resize(n, 0.0);
+        let mut own = Vec::with_capacity(n);
         for (i, sum) in total.iter_mut().enumerate() {
             let unweighted = example_bound(term, f, i, split)?;
             *sum += f64::from(term.weight).abs() * unweighted;
+            own.push(unweighted.sqrt());
         }
+        norms.push(own);
     }
     match total.iter().position(|s| !(s.is_finite() && *s <= LIMIT)) {
-        None => Ok(()),
+        None => Ok(norms),
         Some(i) => Err(Error::NonFinite {
             checkpoint: "all checkpoints".into(),
             split,

@@ -67,6 +67,7 @@ pub mod head;
 pub mod index;
 pub mod kfac;
 pub mod metrics;
+pub mod prune;
 pub mod run;
 mod seeded;
 mod suspects;
@@ -87,6 +88,7 @@ pub use infl_core::{
     TrainingObserver,
 };
 pub use infl_cpu::{CpuBackend, Tiles, check_threads, max_threads};
+pub use prune::{PairsScored, Pruning, TopKOutcome};
 pub use run::{
     CheckpointData, FactorCheckpoint, Loss, NamedFactors, Prepared, Reduction, Run, SplitFactors,
     SplitInfo, Splits, load_checkpoint_data, load_factor_run, load_run,

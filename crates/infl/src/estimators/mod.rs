@@ -26,6 +26,7 @@ use infl_core::{Backend, Bias, TopKRows};
 
 use crate::curvature::{Curvature, Damping, Solver};
 use crate::engine::{Engine, Progress};
+use crate::prune::{Pruning, TopKOutcome};
 use crate::run::{Loss, Prepared, Reduction, Run};
 use crate::{Error, Result};
 
@@ -272,8 +273,27 @@ pub trait Estimator: fmt::Debug + Send + Sync {
         k: usize,
         progress: &dyn Progress,
     ) -> Result<Attributed<TopKRows>> {
+        let top = self.topk_counted(backend, run, k, Pruning::default(), progress)?;
+        Ok(Attributed {
+            prepared: top.prepared,
+            values: top.values.rows,
+        })
+    }
+
+    /// [`topk`](Estimator::topk) with the given [`Pruning`], and the pairs it scored.
+    fn topk_counted(
+        &self,
+        backend: &dyn Backend,
+        run: &Run,
+        k: usize,
+        pruning: Pruning,
+        progress: &dyn Progress,
+    ) -> Result<Attributed<TopKOutcome>> {
         let prepared = self.prepare(backend, run)?;
-        let values = Engine::new(backend).topk(&prepared.set, k, progress)?;
+        let values =
+            Engine::new(backend)
+                .with_pruning(pruning)
+                .topk_counted(&prepared.set, k, progress)?;
         Ok(Attributed { prepared, values })
     }
 
