@@ -12,6 +12,12 @@
 //!   matrixmultiply); ndarray is not needed on this path.
 //! - Results do not depend on the thread count: a tile's arithmetic is fixed by the tile
 //!   sizes alone, and top-k merging uses a total order.
+//! - Nor on a row's position or its block's shape: faer picks its kernel by shape (a
+//!   matrix-vector product for one output row or column, nano-gemm up to 16³
+//!   multiply-adds, its blocked GEMM otherwise), and they round differently, so a product
+//!   with fewer than [`MIN_DIM`] output rows or columns is computed padded with zero rows.
+//!   Every element is then rounded by the blocked GEMM, and a training row scores the same
+//!   bits in a one-row shard as in the whole run (`infl --shard i/N`).
 //! - Memory beyond the inputs is `O(threads × tile)` for scores and
 //!   `O(queries × k × threads)` for top-k: nothing grows with `queries × train`.
 //! - GEMM and summed outer products (`aᵀ·b`, read transposed in place) are single faer
@@ -144,18 +150,58 @@ fn fmat(m: MatRef<'_>) -> FMatRef<'_, f32> {
     FMatRef::from_row_major_slice(m.data(), m.rows(), m.cols())
 }
 
+/// Products with fewer output rows or columns than this are computed padded to it (see the
+/// crate docs: faer's small-shape kernels round differently from its blocked GEMM).
+pub const MIN_DIM: usize = 16;
+
 /// `out[m, n] = x · yᵀ`, single-threaded.
 fn gemm_abt(x: MatRef<'_>, y: MatRef<'_>, out: &mut [f32]) {
-    let (m, n) = (x.rows(), y.rows());
-    let dst = MatMut::from_row_major_slice_mut(&mut out[..m * n], m, n);
-    faer::linalg::matmul::matmul(
-        dst,
-        Accum::Replace,
-        fmat(x),
-        fmat(y).transpose(),
-        1.0,
-        Par::Seq,
-    );
+    let dst = MatMut::from_row_major_slice_mut(&mut out[..x.rows() * y.rows()], x.rows(), y.rows());
+    matmul_padded(dst, fmat(x), fmat(y).transpose(), Par::Seq);
+}
+
+/// `dst = lhs · rhs`, padded with zero rows of `lhs` and columns of `rhs` up to [`MIN_DIM`]
+/// so that faer's blocked GEMM rounds every element whatever the shape. The padded copies
+/// keep each operand's layout (row- or column-major), and the result is computed row-major
+/// as `dst` is, so the kernel sees the same problem as for a large product.
+fn matmul_padded(dst: MatMut<'_, f32>, lhs: FMatRef<'_, f32>, rhs: FMatRef<'_, f32>, par: Par) {
+    let (m, n) = (lhs.nrows(), rhs.ncols());
+    if m >= MIN_DIM && n >= MIN_DIM {
+        faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, par);
+        return;
+    }
+    let (pm, pn, k) = (m.max(MIN_DIM), n.max(MIN_DIM), lhs.ncols());
+    let (mut l, mut r, mut out) = (vec![0.0; pm * k], vec![0.0; k * pn], vec![0.0; pm * pn]);
+    let (lp, rp) = (padded(&mut l, lhs, pm, k), padded(&mut r, rhs, k, pn));
+    let padded_dst = MatMut::from_row_major_slice_mut(&mut out, pm, pn);
+    faer::linalg::matmul::matmul(padded_dst, Accum::Replace, lp, rp, 1.0, par);
+    let mut dst = dst;
+    dst.copy_from(FMatRef::from_row_major_slice(&out, pm, pn).submatrix(0, 0, m, n));
+}
+
+/// `src` copied into the top-left corner of a zero `[rows, cols]` matrix stored in `buf`,
+/// row-major when `src` is (unit column stride), else column-major.
+fn padded<'a>(
+    buf: &'a mut [f32],
+    src: FMatRef<'_, f32>,
+    rows: usize,
+    cols: usize,
+) -> FMatRef<'a, f32> {
+    let row_major = src.col_stride() == 1;
+    {
+        let view = if row_major {
+            MatMut::from_row_major_slice_mut(buf, rows, cols)
+        } else {
+            MatMut::from_column_major_slice_mut(buf, rows, cols)
+        };
+        view.submatrix_mut(0, 0, src.nrows(), src.ncols())
+            .copy_from(src);
+    }
+    if row_major {
+        FMatRef::from_row_major_slice(buf, rows, cols)
+    } else {
+        FMatRef::from_column_major_slice(buf, rows, cols)
+    }
 }
 
 /// Output-gradient widths up to this use the fused row kernel instead of a second GEMM.
@@ -412,7 +458,7 @@ impl CpuBackend {
         };
         self.install(|| {
             let dst = MatMut::from_row_major_slice_mut(out, lhs.nrows(), rhs.ncols());
-            faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, par);
+            matmul_padded(dst, lhs, rhs, par);
         });
     }
 }
