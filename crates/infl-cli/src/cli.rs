@@ -9,6 +9,7 @@ use infl::curvature::{Damping, Solver};
 use infl::estimators::Convention;
 use infl::estimators::Input as Reads;
 use infl::io::{FactorRun, Inputs, Publication, RunLayout};
+use infl::shard::ShardRows;
 use infl::{
     Backend, BackendChoice, Bias, CheckpointData, Estimator, Loss, Options, Progress, Reduction,
     Run, Shard, Splits, estimators,
@@ -630,15 +631,6 @@ pub struct Loaded {
     pub part: Option<ShardRows>,
 }
 
-/// A shard and the training rows it covers.
-#[derive(Clone, Debug)]
-pub struct ShardRows {
-    pub shard: Shard,
-    pub rows: std::ops::Range<usize>,
-    /// Training examples of the whole run.
-    pub examples: usize,
-}
-
 impl Loaded {
     /// Where results come from, for output metadata and summaries; a part's metadata
     /// records its shard and the run's identity (see `infl::shard`).
@@ -782,18 +774,7 @@ fn read_run_shard(
     let part = match (shard, source) {
         (None, _) => None,
         (Some(shard), Source::Features { layout, .. }) => {
-            let first = layout
-                .entries
-                .first()
-                .context("the run has no checkpoints")?;
-            let file = infl::io::TensorFile::open(&first.train)?;
-            let examples = file.info("features")?.shape.first().copied().unwrap_or(0);
-            let rows = shard.rows(examples)?;
-            Some(ShardRows {
-                shard,
-                rows,
-                examples,
-            })
+            Some(ShardRows::of_layout(shard, layout)?)
         }
         (Some(_), Source::Factors(_)) => None, // cut after reading, below
     };
@@ -830,18 +811,8 @@ fn read_run_shard(
     let (run, layer) = read;
     match (shard, part) {
         (Some(shard), None) => {
-            let examples = run.n_train();
-            let rows = shard.rows(examples)?;
-            let cut = run.subset(&rows.clone().collect::<Vec<_>>(), 0..run.n_test())?;
-            Ok((
-                cut,
-                layer,
-                Some(ShardRows {
-                    shard,
-                    rows,
-                    examples,
-                }),
-            ))
+            let (cut, part) = infl::shard::cut(&run, shard)?;
+            Ok((cut, layer, Some(part)))
         }
         (_, part) => Ok((run, layer, part)),
     }

@@ -160,9 +160,9 @@ fn gemm_abt(x: MatRef<'_>, y: MatRef<'_>, out: &mut [f32]) {
     matmul_padded(dst, fmat(x), fmat(y).transpose(), Par::Seq);
 }
 
-/// `dst = lhs · rhs`, padded with zero rows of `lhs` and columns of `rhs` up to [`MIN_DIM`]
+/// `dst = lhs · rhs`, padded with zero rows of `lhs` or columns of `rhs` up to [`MIN_DIM`]
 /// so that faer's blocked GEMM rounds every element whatever the shape. The padded copies
-/// keep each operand's layout (row- or column-major), and the result is computed row-major
+/// (of a short operand only: `O(MIN_DIM × k)`) keep each operand's layout (row- or column-major), and the result is computed row-major
 /// as `dst` is, so the kernel sees the same problem as for a large product.
 fn matmul_padded(dst: MatMut<'_, f32>, lhs: FMatRef<'_, f32>, rhs: FMatRef<'_, f32>, par: Par) {
     let (m, n) = (lhs.nrows(), rhs.ncols());
@@ -171,8 +171,20 @@ fn matmul_padded(dst: MatMut<'_, f32>, lhs: FMatRef<'_, f32>, rhs: FMatRef<'_, f
         return;
     }
     let (pm, pn, k) = (m.max(MIN_DIM), n.max(MIN_DIM), lhs.ncols());
-    let (mut l, mut r, mut out) = (vec![0.0; pm * k], vec![0.0; k * pn], vec![0.0; pm * pn]);
-    let (lp, rp) = (padded(&mut l, lhs, pm, k), padded(&mut r, rhs, k, pn));
+    // Only the short operand is copied (a tall one is used in place).
+    let (mut l, mut r, mut out) = (Vec::new(), Vec::new(), vec![0.0; pm * pn]);
+    let lp = if m < MIN_DIM {
+        l.resize(pm * k, 0.0);
+        padded(&mut l, lhs, pm, k)
+    } else {
+        lhs
+    };
+    let rp = if n < MIN_DIM {
+        r.resize(k * pn, 0.0);
+        padded(&mut r, rhs, k, pn)
+    } else {
+        rhs
+    };
     let padded_dst = MatMut::from_row_major_slice_mut(&mut out, pm, pn);
     faer::linalg::matmul::matmul(padded_dst, Accum::Replace, lp, rp, 1.0, par);
     let mut dst = dst;

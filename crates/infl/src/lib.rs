@@ -85,6 +85,7 @@ pub use forgetting::{
     ExampleForgetting, ExampleHistory, ForgettingRecorder, ForgettingStats, NoisyLabels,
 };
 pub use index::Index;
+pub use infl_core::matrix::F32Storage;
 pub use infl_core::{
     Backend, Bias, Checkpoint, Examples, MatRef, Matrix, Presentation, Ranked, TopK, TopKRows,
     TrainingObserver,

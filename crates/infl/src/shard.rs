@@ -21,9 +21,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use infl_core::Matrix;
-use infl_io::LayerFactors;
+use infl_io::{LayerFactors, RunLayout};
 
-use crate::run::{Run, SplitFactors};
+use crate::run::{Run, SplitFactors, Splits, load_checkpoint_rows};
 use crate::{Error, Result};
 
 /// Metadata key of a part's shard (`i/N`).
@@ -111,6 +111,62 @@ impl FromStr for Shard {
         let number = |x: &str| x.trim().parse::<usize>().map_err(|_| bad());
         Self::new(number(i)?, number(n)?)
     }
+}
+
+/// A shard and the training rows it covers in a run of `examples`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardRows {
+    /// The shard.
+    pub shard: Shard,
+    /// Its training rows.
+    pub rows: Range<usize>,
+    /// Training examples of the whole run.
+    pub examples: usize,
+}
+
+impl ShardRows {
+    /// The rows of `shard` in a run of `examples`.
+    pub fn new(shard: Shard, examples: usize) -> Result<Self> {
+        Ok(Self {
+            shard,
+            rows: shard.rows(examples)?,
+            examples,
+        })
+    }
+
+    /// The rows of `shard` of a run's layout, from its first training file's header (no
+    /// data read).
+    pub fn of_layout(shard: Shard, layout: &RunLayout) -> Result<Self> {
+        let Some(first) = layout.entries.first() else {
+            return Err(Error::config("checkpoints", "the run has no checkpoints"));
+        };
+        let file = infl_io::TensorFile::open(&first.train)?;
+        let examples = file.info("features")?.shape.first().copied().unwrap_or(0);
+        Self::new(shard, examples)
+    }
+}
+
+/// Loads the checkpoints of `layout` (layer `layer`, the splits asked for), only the
+/// training rows of `shard` when one is given (their features alone are read).
+pub fn load_features(
+    layout: &RunLayout,
+    layer: &str,
+    splits: Splits,
+    shard: Option<Shard>,
+) -> Result<(Run, Option<ShardRows>)> {
+    let part = shard.map(|s| ShardRows::of_layout(s, layout)).transpose()?;
+    let rows = part.as_ref().map(|p| p.rows.clone());
+    let run = (layout.entries.iter())
+        .map(|e| load_checkpoint_rows(e, layer, splits, rows.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((Run::Features(run), part))
+}
+
+/// A whole run cut to the training rows of `shard` (factor runs, read whole).
+pub fn cut(run: &Run, shard: Shard) -> Result<(Run, ShardRows)> {
+    let part = ShardRows::new(shard, run.n_train())?;
+    let rows: Vec<usize> = part.rows.clone().collect();
+    Ok((run.subset(&rows, 0..run.n_test())?, part))
 }
 
 /// The identity of a run as every shard of it sees it: checkpoint names, learning rates,
