@@ -471,7 +471,7 @@ fn scores<'py>(
 #[pyo3(signature = (run, *, layer=None, layers=None, method="tracincp-fast", shard=None,
     loss="ce", reduction="sum", include_bias=false, learning_rate=1.0, projection_dim=None,
     seed=0, backend="cpu", threads=None))]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn self_influence<'py>(
     py: Python<'py>,
     run: std::path::PathBuf,
@@ -670,7 +670,7 @@ fn merge_topk<'py>(
         if integers("test_ids", &get(part, "test_ids")?)? != test_ids {
             return Err(err("merge_topk: parts of different test sets"));
         }
-        if let Ok(rows) = get(part, "rows").and_then(|r| Ok(r.extract::<(usize, usize)>()?)) {
+        if let Ok(rows) = get(part, "rows").and_then(|r| r.extract::<(usize, usize)>()) {
             seen_rows.push(rows);
         }
         let mut lists = Vec::new();

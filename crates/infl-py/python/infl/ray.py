@@ -8,10 +8,10 @@ two shards' lists. The result equals ``infl.topk(run, k)`` exactly.
 
 The same call runs on a laptop (``ray.init()``) and on a cluster
 (``ray.init(address=...)``): the run's path must be readable on every node (a shared
-file system, or the same path on each). With ``num_gpus`` each task gets a GPU and uses
-``backend="gpu"``; Ray sets ``CUDA_VISIBLE_DEVICES``, which Vulkan does not read, so the
-task picks its adapter from ``ray.get_gpu_ids()`` (``WGPU_ADAPTER_NAME`` stays the
-user's to set per node when adapters differ by name).
+file system, or the same path on each). With ``num_gpus`` a task that Ray gave a GPU
+(``ray.get_gpu_ids()`` not empty) uses ``backend="gpu"``; which adapter is wgpu's choice
+(``WGPU_ADAPTER_NAME`` selects by name): Ray's ``CUDA_VISIBLE_DEVICES`` is not read by
+Vulkan, and infl cannot yet pick an adapter by Ray's index.
 
 Ray is imported when a function here is called, never by ``import infl``.
 """
@@ -50,7 +50,8 @@ def topk(run, k: int = 10, *, shards: Optional[int] = None, num_cpus: float = 1,
     """Top-k proponents and opponents of a run on disk, in ``shards`` Ray tasks.
 
     ``shards`` defaults to the cluster's CPUs (at most the number of training rows);
-    ``num_cpus`` / ``num_gpus`` are each task's resources; ``fan_in`` results are merged per
+    ``num_cpus`` / ``num_gpus`` are each task's resources (its ``threads`` default to its
+    CPUs); ``fan_in`` results are merged per
     merge task. Other arguments are :func:`infl.topk`'s (``layer``, ``method``,
     settings). Call ``ray.init(...)`` first (Ray starts a local cluster otherwise).
     """
@@ -58,6 +59,8 @@ def topk(run, k: int = 10, *, shards: Optional[int] = None, num_cpus: float = 1,
     if not ray.is_initialized():
         ray.init()
     run = os.fspath(run)
+    # A task computes on the cores Ray gave it, not on every core of its node.
+    kwargs.setdefault("threads", max(1, int(num_cpus)))
     n = infl.training_examples(run, layer=kwargs.get("layer"), layers=kwargs.get("layers"))
     if shards is None:
         shards = int(ray.cluster_resources().get("CPU", 1))
