@@ -9,7 +9,7 @@ package (a release build: `pip install ./crates/infl-py`):
   - one shard alone (`infl.topk(..., shard=(1, 8), threads=1)`): per-shard throughput.
 Checks that the Ray result equals the single run. Prints one JSON object.
 
-    python benches/ray_shards.py --dir target/bench-data --train 1000000 --test 1000
+    python benches/ray_shards.py --dir target/bench-data --train 1000000 --test 200
 """
 
 import argparse
@@ -58,12 +58,13 @@ def write_run(d, n, t, dim=128, k=10, checkpoints=6):
              {"features": rng.standard_normal((t, dim), dtype=np.float32), "labels": y_test})
 
 
-def timed(f, repeat):
+def timed(what, f, repeat):
     times, out = [], None
     for _ in range(repeat):
         t0 = time.perf_counter()
         out = f()
         times.append(time.perf_counter() - t0)
+    print(f"{what}: {times}", flush=True)
     return float(np.median(times)), out
 
 
@@ -71,7 +72,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default="target/bench-data")
     ap.add_argument("--train", type=int, default=1_000_000)
-    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
@@ -83,14 +84,15 @@ def main():
     import ray
 
     cores = os.cpu_count()
-    one, whole = timed(lambda: infl.topk(run, 10, layer="fc"), a.repeat)
-    shard, _ = timed(lambda: infl.topk(run, 10, layer="fc", shard=(1, a.shards), threads=1),
+    one, whole = timed("one process", lambda: infl.topk(run, 10, layer="fc"), a.repeat)
+    shard, _ = timed("one shard, one thread",
+                     lambda: infl.topk(run, 10, layer="fc", shard=(1, a.shards), threads=1),
                      a.repeat)
     t0 = time.perf_counter()
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     start = time.perf_counter() - t0
     infl.ray.topk(run, 10, layer="fc", shards=a.shards)  # warm the workers
-    via_ray, got = timed(lambda: infl.ray.topk(run, 10, layer="fc", shards=a.shards),
+    via_ray, got = timed("ray", lambda: infl.ray.topk(run, 10, layer="fc", shards=a.shards),
                          a.repeat)
     ray.shutdown()
     for name in ["proponents", "proponent_scores", "opponents", "opponent_scores"]:
