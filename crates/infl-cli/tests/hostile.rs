@@ -2036,7 +2036,8 @@ fn class4_entries() -> Vec<Entry> {
             "--shard 41/41: more shards than training examples",
             SUBS,
             |_, c| {
-                c.set("--shard", "41/41");
+                // Without the flags a shard refuses on its own (--json, --top).
+                c.unset("--json").unset("--top").set("--shard", "41/41");
             },
             fails(&["41 shards of 40 training examples", "at most 40 shards"]),
         ),
@@ -2044,6 +2045,7 @@ fn class4_entries() -> Vec<Entry> {
             "--shard with influence functions (a fit over every training row)",
             SUBS,
             |_, c| {
+                c.unset("--json").unset("--top");
                 c.set("--method", "influence").set("--shard", "1/2");
             },
             fails(&["--shard 1/2", "--method influence", "whole training set"]),
