@@ -13,6 +13,10 @@
 //!   `infl demo`) to `target/bench-mnist/run`; `bench-compare` runs it first.
 //! - `compare-outputs --old BIN --new BIN`: checks that two builds of `infl` write
 //!   byte-identical outputs (see `compare.rs`), for refactors.
+//! - `python`: builds the Python package (`crates/infl-py`, maturin, debug profile) into a
+//!   venv under `target/py-venv` with `crates/infl-py/requirements-test.txt` (numpy,
+//!   pytest, Ray from PyPI) and runs its pytest tests, the Ray one-machine cluster test
+//!   included. `.ci/run` runs it after `ci`; it needs `python3` with `venv` and PyPI.
 //! - `fuzz [--cases N]`: infl-io's mutation fuzzing (`crates/infl-io/tests/fuzz.rs`) and
 //!   the index files' (`crates/infl/tests/index.rs`) in release mode with N cases per
 //!   reader (default 100,000; seven readers), where the ordinary test run does 2,000 each
@@ -36,10 +40,12 @@ fn main() -> Result<()> {
         Some("bench-data") => bench_data(&root).map(drop),
         Some("compare-outputs") => compare::compare(&root, &args[1..]),
         Some("fuzz") => fuzz(&root, &args[1..]),
+        Some("python") => python(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | fixtures [--python PY] | bench-compare [--threads N] \
-                 | bench-data | compare-outputs --old BIN --new BIN [--backend cpu|gpu] | fuzz [--cases N]>"
+                "usage: cargo xtask <ci | python | fixtures [--python PY] | bench-compare \
+                 [--threads N] | bench-data | compare-outputs --old BIN --new BIN \
+                 [--backend cpu|gpu] | fuzz [--cases N]>"
             );
             bail!("unknown or missing task")
         }
@@ -93,6 +99,58 @@ fn ci(root: &Path) -> Result<()> {
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     eprintln!("xtask ci: all checks passed");
+    Ok(())
+}
+
+/// Builds the Python package into `target/py-venv` and runs its tests (see the crate docs).
+fn python(root: &Path) -> Result<()> {
+    let start = std::time::Instant::now();
+    let dir = root.join("target/py-venv");
+    let py = dir.join("bin/python");
+    if !py.exists() {
+        let dir = dir.to_str().unwrap_or_default();
+        run(root, "python3", &["-m", "venv", dir], &[])?;
+    }
+    let py = py.to_str().unwrap_or_default();
+    let requirements = "crates/infl-py/requirements-test.txt";
+    let quiet = [
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ];
+    run(root, py, &[&quiet[..], &["-r", requirements]].concat(), &[])?;
+    // The debug profile: a release build of the whole stack would add minutes to CI for
+    // tests that need no speed.
+    let dev = [("MATURIN_PEP517_ARGS", "--profile dev")];
+    run(
+        root,
+        py,
+        &[
+            &quiet[..],
+            &["--force-reinstall", "--no-deps", "./crates/infl-py"],
+        ]
+        .concat(),
+        &dev,
+    )?;
+    // The tests compare with the `infl` binary (built by `cargo test`, else here).
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    if !root.join("target/debug/infl").exists() {
+        run(root, &cargo, &["build", "-p", "infl-cli"], &[])?;
+    }
+    let bin = root.join("target/debug/infl");
+    let bin = [("INFL_BIN", bin.to_str().unwrap_or_default())];
+    run(
+        root,
+        py,
+        &["-m", "pytest", "-q", "crates/infl-py/tests"],
+        &bin,
+    )?;
+    eprintln!(
+        "xtask python: passed in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

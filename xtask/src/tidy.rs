@@ -15,6 +15,7 @@ mod tests {
         "infl-nn",
         "infl",
         "infl-cli",
+        "infl-py",
     ];
 
     fn metadata() -> Value {

@@ -9,9 +9,10 @@ use infl::curvature::{Curvature, Damping, Solver};
 use infl::estimators::Convention;
 use infl::estimators::Input as Reads;
 use infl::io::{FactorRun, Inputs, Publication, RunLayout};
+use infl::shard::ShardRows;
 use infl::{
     Attributed, Backend, BackendChoice, Bias, CheckpointData, Estimator, Loss, Options, Progress,
-    Pruning, Reduction, Run, Splits, estimators,
+    Pruning, Reduction, Run, Shard, Splits, estimators,
 };
 
 use crate::output::{self, Provenance};
@@ -53,6 +54,8 @@ pub enum Command {
         /// Output file.
         #[arg(long, short, default_value = "scores.safetensors")]
         out: PathBuf,
+        #[command(flatten)]
+        sharding: ShardArg,
     },
     /// Top-k proponents and opponents of every test example (streamed; memory does not
     /// grow with test × train).
@@ -72,6 +75,8 @@ pub enum Command {
         /// lists (the lists are the same; for comparison).
         #[arg(long)]
         no_prune: bool,
+        #[command(flatten)]
+        sharding: ShardArg,
     },
     /// A persistent nearest-neighbour index of the training examples: `index build`, then
     /// `index query` for proponents and opponents of new examples.
@@ -97,11 +102,35 @@ pub enum Command {
         /// Output folder.
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
-        /// How many suspects to list (0 = all).
-        #[arg(long, default_value_t = 100)]
-        top: usize,
+        /// How many suspects to list (0 = all; default 100).
+        #[arg(long)]
+        top: Option<usize>,
+        #[command(flatten)]
+        sharding: ShardArg,
     },
+    /// Merge the parts that `--shard i/N` wrote (topk, scores or self-influence) into the
+    /// result one run over every training example gives, bit for bit. Refuses parts of
+    /// different runs or settings, overlapping and missing shards.
+    Merge(crate::merge::MergeArgs),
 }
+
+/// `--shard i/N` of the scoring subcommands.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ShardArg {
+    /// Score only shard i of N (1-based) of the training rows: contiguous rows
+    /// ⌊(i−1)·n/N⌋..⌊i·n/N⌋, global row indices kept. The output is a part (its metadata
+    /// records the shard, rows, run and settings) for `infl merge OUT PARTS...`.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+}
+
+/// `--shard`: `i/N`.
+fn parse_shard(v: &str) -> Result<Shard, String> {
+    v.parse().map_err(|e: infl::Error| e.to_string())
+}
+
+/// Self-influence's default number of suspects.
+pub(crate) const DEFAULT_TOP: usize = 100;
 
 /// Backend choice on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -645,14 +674,23 @@ pub struct Loaded {
     pub run: Run,
     /// The layer (features) or layers (factors), for output metadata.
     pub layer: String,
+    /// The shard's rows when only a shard was loaded.
+    pub part: Option<ShardRows>,
 }
 
 impl Loaded {
-    /// Where results come from, for output metadata and summaries.
-    fn provenance(&self) -> Provenance<'_> {
+    /// Where results come from, for output metadata and summaries; a part's metadata
+    /// records its shard and the run's identity (see `infl::shard`).
+    fn provenance(&self, prepared: &infl::Prepared) -> Provenance<'_> {
+        let part = self.part.as_ref().map(|p| {
+            let run = infl::shard::run_identity(&self.run, p.examples, &prepared.learning_rates);
+            infl::shard::part_metadata(p.shard, &p.rows, p.examples, run)
+        });
         Provenance {
             estimator: &*self.estimator,
             layer: &self.layer,
+            first_row: self.part.as_ref().map_or(0, |p| p.rows.start),
+            part,
         }
     }
 }
@@ -702,13 +740,34 @@ pub(crate) fn load(
     progress: &Bar,
     splits: Splits,
 ) -> Result<Loaded> {
+    load_shard(input, source, compute, progress, splits, None)
+}
+
+/// [`load`] of the training rows of `shard` only (all when `None`).
+fn load_shard(
+    input: &Input,
+    source: &Source,
+    compute: Compute,
+    progress: &Bar,
+    splits: Splits,
+    shard: Option<Shard>,
+) -> Result<Loaded> {
     check_splits(source, splits)?;
+    let estimator = input.estimator()?;
+    if let Some(shard) = shard
+        && estimator.registration().indexing == estimators::Indexing::Unsupported
+    {
+        bail!(
+            "--shard {shard}: --method {} fits over the whole training set (its Hessian), so a \
+             shard of the rows alone would give other scores; run it unsharded",
+            estimator.name()
+        );
+    }
     let backend = infl::select_backend(compute.backend.into(), compute.threads)?;
     if !progress.quiet() {
         eprintln!("backend: {}", backend.name());
     }
-    let (run, layer) = read_run(input, source, progress, splits)?;
-    let estimator = input.estimator()?;
+    let (run, layer, part) = read_run_shard(input, source, progress, splits, shard)?;
     if let Some(plan) = estimator.memory(&run) {
         crate::resources::check_plan(&plan, progress.quiet())?;
     }
@@ -717,6 +776,7 @@ pub(crate) fn load(
         estimator,
         run,
         layer,
+        part,
     })
 }
 
@@ -744,7 +804,27 @@ pub(crate) fn read_run(
     progress: &Bar,
     splits: Splits,
 ) -> Result<(Run, String)> {
+    let (run, layer, _) = read_run_shard(input, source, progress, splits, None)?;
+    Ok((run, layer))
+}
+
+/// [`read_run`] of the training rows of `shard` (all when `None`), with those rows. With
+/// features only the shard's rows are read; factor files are read whole and cut.
+fn read_run_shard(
+    input: &Input,
+    source: &Source,
+    progress: &Bar,
+    splits: Splits,
+    shard: Option<Shard>,
+) -> Result<(Run, String, Option<ShardRows>)> {
     check_splits(source, splits)?;
+    let part = match (shard, source) {
+        (None, _) => None,
+        (Some(shard), Source::Features { layout, .. }) => {
+            Some(ShardRows::of_layout(shard, layout)?)
+        }
+        (Some(_), Source::Factors(_)) => None, // cut after reading, below
+    };
     let entries = match source {
         Source::Features { layout, .. } => layout.entries.len(),
         Source::Factors(run) => run.entries.len(),
@@ -753,8 +833,14 @@ pub(crate) fn read_run(
     let read = match source {
         Source::Features { layout, layer } => {
             let mut run: Vec<CheckpointData> = Vec::with_capacity(entries);
+            let rows = part.as_ref().map(|p| p.rows.clone());
             for entry in &layout.entries {
-                run.push(infl::load_checkpoint_data(entry, layer, splits)?);
+                run.push(infl::load_checkpoint_rows(
+                    entry,
+                    layer,
+                    splits,
+                    rows.clone(),
+                )?);
                 progress.advance(1);
             }
             (Run::Features(run), layer.clone())
@@ -769,7 +855,14 @@ pub(crate) fn read_run(
         }
     };
     progress.finish();
-    Ok(read)
+    let (run, layer) = read;
+    match (shard, part) {
+        (Some(shard), None) => {
+            let (cut, part) = infl::shard::cut(&run, shard)?;
+            Ok((cut, layer, Some(part)))
+        }
+        (_, part) => Ok((run, layer, part)),
+    }
 }
 
 /// Runs a parsed command line.
@@ -785,14 +878,26 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => crate::demo::run(&args, cli.threads)?,
         Command::Index { command } => crate::index::run(command, compute, &bar)?,
-        Command::Scores { input, out } => {
+        Command::Scores {
+            input,
+            out,
+            sharding,
+        } => {
             let mut plan = Plan::new(&input, [&out])?;
-            let l = load(&input, &plan.source, compute, &bar, Splits::TrainAndTest)?;
+            let l = load_shard(
+                &input,
+                &plan.source,
+                compute,
+                &bar,
+                Splits::TrainAndTest,
+                sharding.shard,
+            )?;
             crate::resources::check_memory_for_scores(&l.run)?;
             let scores = l.estimator.scores(&*l.backend, &l.run, &bar)?;
-            output::stage_scores(&mut plan.publication, &out, &l.provenance(), &scores)?;
+            let provenance = l.provenance(&scores.prepared);
+            output::stage_scores(&mut plan.publication, &out, &provenance, &scores)?;
             publish(plan.publication)?;
-            output::print_scores_summary(&out, &l.provenance(), &scores);
+            output::print_scores_summary(&out, &provenance, &scores);
         }
         Command::Topk {
             input,
@@ -800,23 +905,39 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
             json,
             no_prune,
+            sharding,
         } => {
+            ensure!(
+                json.is_none() || sharding.shard.is_none(),
+                "--json: a shard's lists are partial; `infl merge --json FILE` writes the \
+                 merged lists"
+            );
             let mut plan = Plan::new(&input, std::iter::once(&out).chain(&json))?;
-            let l = load(&input, &plan.source, compute, &bar, Splits::TrainAndTest)?;
+            let l = load_shard(
+                &input,
+                &plan.source,
+                compute,
+                &bar,
+                Splits::TrainAndTest,
+                sharding.shard,
+            )?;
             let pruning = if no_prune {
                 Pruning::Off
             } else {
                 Pruning::Auto
             };
-            let counted = l
-                .estimator
-                .topk_counted(&*l.backend, &l.run, k, pruning, &bar)?;
+            // A shard shorter than k lists all of its rows; the merge keeps k.
+            let rows = l.part.as_ref().map_or(k, |p| p.rows.len());
+            let counted =
+                l.estimator
+                    .topk_counted(&*l.backend, &l.run, k.min(rows.max(1)), pruning, &bar)?;
             let pairs = counted.values.pairs;
-            let top = Attributed {
+            let mut top = Attributed {
                 prepared: counted.prepared,
                 values: counted.values.rows,
             };
-            let provenance = l.provenance();
+            top.values.k = k;
+            let provenance = l.provenance(&top.prepared);
             output::stage_topk(
                 &mut plan.publication,
                 &out,
@@ -827,6 +948,7 @@ pub fn run(cli: Cli) -> Result<()> {
             publish(plan.publication)?;
             output::print_topk_summary(&out, &provenance, &top, pairs);
         }
+        Command::Merge(args) => crate::merge::run(&args)?,
         Command::Fit { mut input, out } => {
             let influence = infl::InfluenceFunction::default();
             ensure!(
@@ -861,14 +983,54 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
             out_dir,
             top,
+            sharding: ShardArg { shard: Some(shard) },
+        } => {
+            ensure!(
+                top.is_none(),
+                "--top: a shard cannot rank the whole training set; give --top to `infl merge`"
+            );
+            let part = output::self_influence_part(&out_dir, shard);
+            let mut plan = Plan::new(&input, [&part])?;
+            let l = load_shard(
+                &input,
+                &plan.source,
+                compute,
+                &bar,
+                Splits::TrainOnly,
+                Some(shard),
+            )?;
+            let self_inf = l.estimator.self_influence(&*l.backend, &l.run)?;
+            let provenance = l.provenance(&self_inf.prepared);
+            output::stage_self_influence_part(
+                &mut plan.publication,
+                &part,
+                &provenance,
+                &self_inf,
+            )?;
+            publish(plan.publication)?;
+            println!(
+                "{} self-influence of shard {shard} (training rows {:?}), wrote {}",
+                provenance.estimator.label(),
+                l.part.as_ref().map(|p| p.rows.clone()).unwrap_or_default(),
+                part.display()
+            );
+        }
+        Command::SelfInfluence {
+            input,
+            out_dir,
+            top,
+            sharding: ShardArg { shard: None },
         } => {
             let mut plan = Plan::new(&input, output::self_influence_files(&out_dir))?;
             let l = load(&input, &plan.source, compute, &bar, Splits::TrainOnly)?;
             let self_inf = l.estimator.self_influence(&*l.backend, &l.run)?;
             let n = self_inf.values.len();
-            let top = if top == 0 { n } else { top.min(n) };
+            let top = match top.unwrap_or(DEFAULT_TOP) {
+                0 => n,
+                top => top.min(n),
+            };
             let suspects = infl::rank_suspects(&self_inf.values, &self_inf.prepared.train, top);
-            let provenance = l.provenance();
+            let provenance = l.provenance(&self_inf.prepared);
             output::stage_self_influence(
                 &mut plan.publication,
                 &out_dir,

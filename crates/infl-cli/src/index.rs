@@ -280,6 +280,8 @@ fn query(
     let provenance = Provenance {
         estimator: &*loaded.estimator,
         layer: &loaded.layer,
+        first_row: 0,
+        part: None,
     };
     output::stage_topk(&mut publication, out, json.as_deref(), &provenance, &result)?;
     publish(publication)?;

@@ -4,13 +4,15 @@
 //! Subcommands: `demo` (train an MLP on MNIST with label noise and judge the mislabel
 //! detectors), `scores` (the full `[test, train]` matrix), `topk` (proponents and
 //! opponents of each test example, streamed), `self-influence` (per training example,
-//! plus a ranked list of likely mislabelled examples). Results go to files, written to a
+//! plus a ranked list of likely mislabelled examples), each of them on a shard of the
+//! training rows with `--shard i/N`, and `merge` (parts into the whole result). Results go to files, written to a
 //! temporary file and renamed; a short human summary goes to stdout; progress bars to
 //! stderr.
 
 mod cli;
 mod demo;
 mod index;
+mod merge;
 mod output;
 mod plots;
 mod progress;

@@ -10,10 +10,14 @@ use infl::io::{OutTensor, Publication};
 use infl::{Attributed, Estimator, PairsScored, Prepared, Ranked, Suspect, TopKRows};
 use serde::Serialize;
 
-/// Where results come from: the estimator (its name and settings) and the layer.
+/// Where results come from: the estimator (its name and settings), the layer, and for a
+/// shard's part its first training row and its part metadata (`infl::shard`).
 pub struct Provenance<'a> {
     pub estimator: &'a dyn Estimator,
     pub layer: &'a str,
+    /// Added to every training row index written (0 for a whole run).
+    pub first_row: usize,
+    pub part: Option<Vec<(String, String)>>,
 }
 
 /// Safetensors metadata of a result: what it holds, the estimator's name and settings,
@@ -33,6 +37,7 @@ fn metadata(p: &Provenance<'_>, prepared: &Prepared, what: &str) -> HashMap<Stri
         ),
         ("infl_version".into(), env!("CARGO_PKG_VERSION").into()),
     ]);
+    meta.extend(p.part.iter().flatten().cloned());
     meta
 }
 
@@ -56,20 +61,31 @@ pub fn stage_scores(
     scores: &Attributed<Vec<f32>>,
 ) -> Result<()> {
     let prepared = &scores.prepared;
-    let (t, n) = (prepared.set.n_test(), prepared.set.n_train());
     publication.stage_safetensors(
         path,
-        vec![
-            (
-                "scores".into(),
-                OutTensor::F32(vec![t, n], scores.values.to_vec()),
-            ),
-            ("train_ids".into(), ids(&prepared.train.ids)),
-            ("test_ids".into(), ids(&test_ids(prepared))),
-        ],
-        metadata(p, prepared, "scores [test, train]"),
+        scores_tensors(&scores.values, &prepared.train.ids, &test_ids(prepared)),
+        metadata(p, prepared, SCORES),
     )?;
     Ok(())
+}
+
+/// The `content` of each result (metadata), which `infl merge` dispatches on.
+pub const SCORES: &str = "scores [test, train]";
+pub const TOPK: &str = "top-k proponents and opponents";
+pub const SELF_INFLUENCE: &str = "self-influence [train]";
+
+/// `scores` `[T, N]`, `train_ids` `[N]`, `test_ids` `[T]`.
+pub fn scores_tensors(
+    scores: &[f32],
+    train_ids: &[i64],
+    test_ids: &[i64],
+) -> Vec<(String, OutTensor)> {
+    let (t, n) = (test_ids.len(), train_ids.len());
+    vec![
+        ("scores".into(), OutTensor::F32(vec![t, n], scores.to_vec())),
+        ("train_ids".into(), ids(train_ids)),
+        ("test_ids".into(), ids(test_ids)),
+    ]
 }
 
 pub fn print_scores_summary(path: &Path, p: &Provenance<'_>, scores: &Attributed<Vec<f32>>) {
@@ -116,48 +132,90 @@ pub fn stage_topk(
     result: &Attributed<TopKRows>,
 ) -> Result<()> {
     let prepared = &result.prepared;
-    let mut meta = metadata(p, prepared, "top-k proponents and opponents");
+    let mut meta = metadata(p, prepared, TOPK);
     meta.insert("k".into(), result.values.k.to_string());
-    publication.stage_safetensors(path, topk_tensors(result), meta)?;
+    let train_ids = &prepared.train.ids;
+    let locate = |i: usize| Located {
+        index: p.first_row + i,
+        id: train_ids[i],
+    };
+    let lists = TopkLists {
+        top: &result.values,
+        locate: &locate,
+        test_ids: &test_ids(prepared),
+    };
+    stage_topk_lists(publication, path, json, &lists, meta)
+}
+
+/// A candidate's row in the whole training set and its id.
+pub struct Located {
+    pub index: usize,
+    pub id: i64,
+}
+
+/// Top-k lists with where their candidates are: `locate` maps a list entry's index to its
+/// training row and id.
+pub struct TopkLists<'a> {
+    pub top: &'a TopKRows,
+    pub locate: &'a dyn Fn(usize) -> Located,
+    pub test_ids: &'a [i64],
+}
+
+/// The top-k file (and JSON) of `lists` with metadata `meta`.
+pub fn stage_topk_lists(
+    publication: &mut Publication,
+    path: &Path,
+    json: Option<&Path>,
+    lists: &TopkLists<'_>,
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    publication.stage_safetensors(path, topk_tensors(lists), meta)?;
     if let Some(json) = json {
-        publication.stage(json, &topk_json(result)?)?;
+        publication.stage(json, &topk_json(lists)?)?;
     }
     Ok(())
 }
 
-/// Indices, ids and scores `[T, k]` of both lists, and the test ids.
-fn topk_tensors(result: &Attributed<TopKRows>) -> Vec<(String, OutTensor)> {
-    let (top, prepared) = (&result.values, &result.prepared);
-    let (t, k) = (top.proponents.len(), top.k);
-    let train_ids = &prepared.train.ids;
+/// Indices, ids and scores `[T, w]` of both lists (`w` = k, or a shard's rows when fewer),
+/// and the test ids.
+fn topk_tensors(lists: &TopkLists<'_>) -> Vec<(String, OutTensor)> {
+    let top = lists.top;
+    let t = top.proponents.len();
+    let w = top.proponents.first().map_or(top.k, Vec::len);
     let mut tensors = Vec::new();
     for (name, rows) in [("proponent", &top.proponents), ("opponent", &top.opponents)] {
-        let idx: Vec<i64> = rows.iter().flatten().map(|r| r.index as i64).collect();
-        let id: Vec<i64> = rows.iter().flatten().map(|r| train_ids[r.index]).collect();
+        let at: Vec<Located> = rows
+            .iter()
+            .flatten()
+            .map(|r| (lists.locate)(r.index))
+            .collect();
+        let idx: Vec<i64> = at.iter().map(|l| l.index as i64).collect();
+        let id: Vec<i64> = at.iter().map(|l| l.id).collect();
         let sc: Vec<f32> = rows.iter().flatten().map(|r| r.score).collect();
-        tensors.push((format!("{name}s"), OutTensor::I64(vec![t, k], idx)));
-        tensors.push((format!("{name}_ids"), OutTensor::I64(vec![t, k], id)));
-        tensors.push((format!("{name}_scores"), OutTensor::F32(vec![t, k], sc)));
+        tensors.push((format!("{name}s"), OutTensor::I64(vec![t, w], idx)));
+        tensors.push((format!("{name}_ids"), OutTensor::I64(vec![t, w], id)));
+        tensors.push((format!("{name}_scores"), OutTensor::F32(vec![t, w], sc)));
     }
-    tensors.push(("test_ids".into(), ids(&test_ids(prepared))));
+    tensors.push(("test_ids".into(), ids(lists.test_ids)));
     tensors
 }
 
 /// The lists as pretty JSON, one object per test example.
-fn topk_json(result: &Attributed<TopKRows>) -> Result<Vec<u8>> {
-    let (top, prepared) = (&result.values, &result.prepared);
-    let train_ids = &prepared.train.ids;
+fn topk_json(lists: &TopkLists<'_>) -> Result<Vec<u8>> {
+    let top = lists.top;
     let conv = |v: &Vec<Ranked>| {
         v.iter()
-            .map(|r| JsonRanked {
-                index: r.index,
-                id: train_ids[r.index],
-                score: r.score,
+            .map(|r| {
+                let at = (lists.locate)(r.index);
+                JsonRanked {
+                    index: at.index,
+                    id: at.id,
+                    score: r.score,
+                }
             })
             .collect()
     };
-    let list: Vec<JsonTest> = test_ids(prepared)
-        .into_iter()
+    let list: Vec<JsonTest> = (lists.test_ids.iter().copied())
         .enumerate()
         .map(|(q, test_id)| JsonTest {
             test_index: q,
@@ -187,6 +245,12 @@ pub fn print_topk_summary(
         prepared.checkpoints.len(),
         100.0 * pairs.fraction()
     );
+    if let Some(part) = &p.part {
+        let shard = part.iter().find(|(k, _)| k == infl::shard::SHARD_KEY);
+        if let Some((_, shard)) = shard {
+            println!("(shard {shard}: the lists of its rows only; `infl merge` combines parts)");
+        }
+    }
     let show = tids.len().min(5);
     for (q, tid) in tids.iter().enumerate().take(show) {
         let fmt = |v: &Vec<Ranked>| {
@@ -234,7 +298,20 @@ pub fn stage_self_influence(
     result: &Attributed<Vec<f32>>,
     suspects: &[Suspect],
 ) -> Result<()> {
-    let (self_inf, prepared) = (&result.values, &result.prepared);
+    let meta = metadata(p, &result.prepared, SELF_INFLUENCE);
+    let ids = &result.prepared.train.ids;
+    stage_self_influence_files(publication, dir, &result.values, ids, suspects, meta)
+}
+
+/// The three self-influence files of `values` (ids `train_ids`) and `suspects`.
+pub fn stage_self_influence_files(
+    publication: &mut Publication,
+    dir: &Path,
+    self_inf: &[f32],
+    train_ids: &[i64],
+    suspects: &[Suspect],
+    meta: HashMap<String, String>,
+) -> Result<()> {
     let json: Vec<JsonSuspect> = suspects
         .iter()
         .map(|s| JsonSuspect {
@@ -256,9 +333,9 @@ pub fn stage_self_influence(
                 "self_influence".into(),
                 OutTensor::F32(vec![self_inf.len()], self_inf.to_vec()),
             ),
-            ("ids".into(), ids(&prepared.train.ids)),
+            ("ids".into(), ids(train_ids)),
         ],
-        metadata(p, prepared, "self-influence [train]"),
+        meta,
     )?;
     publication.stage_with(csv, |w| {
         writeln!(w, "rank,index,id,self_influence,label,predicted")?;
@@ -277,6 +354,44 @@ pub fn stage_self_influence(
         Ok(())
     })?;
     publication.stage(json_path, &json)?;
+    Ok(())
+}
+
+/// The part file of `self-influence --shard` in `dir`.
+pub fn self_influence_part(dir: &Path, shard: infl::Shard) -> PathBuf {
+    dir.join(format!(
+        "self_influence.shard-{}-of-{}.safetensors",
+        shard.index(),
+        shard.count()
+    ))
+}
+
+/// A self-influence part: `self_influence` and `ids` of its rows, with their `labels` and
+/// `predicted` classes when known (what `infl merge` needs to rank the suspects).
+pub fn stage_self_influence_part(
+    publication: &mut Publication,
+    path: &Path,
+    p: &Provenance<'_>,
+    result: &Attributed<Vec<f32>>,
+) -> Result<()> {
+    let (values, train) = (&result.values, &result.prepared.train);
+    let n = values.len();
+    let mut tensors = vec![
+        (
+            "self_influence".into(),
+            OutTensor::F32(vec![n], values.clone()),
+        ),
+        ("ids".into(), ids(&train.ids)),
+    ];
+    if let Some(labels) = &train.labels {
+        tensors.push(("labels".into(), ids(labels)));
+    }
+    if !train.predicted.is_empty() {
+        let predicted = train.predicted.iter().map(|&c| c as i64).collect();
+        tensors.push(("predicted".into(), OutTensor::I64(vec![n], predicted)));
+    }
+    let meta = metadata(p, &result.prepared, SELF_INFLUENCE);
+    publication.stage_safetensors(path, tensors, meta)?;
     Ok(())
 }
 

@@ -2008,6 +2008,65 @@ fn class4_entries() -> Vec<Entry> {
             },
             fails(&["--seed", "tracincp-fast-rand-proj"]),
         ),
+        arg(
+            "--shard 3/2",
+            SUBS,
+            |_, c| {
+                c.set("--shard", "3/2");
+            },
+            fails(&["--shard", "3/2", "1 <= i <= N"]),
+        ),
+        arg(
+            "--shard 0/4",
+            SUBS,
+            |_, c| {
+                c.set("--shard", "0/4");
+            },
+            fails(&["--shard", "0/4", "shards count from 1"]),
+        ),
+        arg(
+            "--shard 3 (no count)",
+            SUBS,
+            |_, c| {
+                c.set("--shard", "3");
+            },
+            fails(&["--shard", "expected i/N"]),
+        ),
+        arg(
+            "--shard 41/41: more shards than training examples",
+            SUBS,
+            |_, c| {
+                // Without the flags a shard refuses on its own (--json, --top).
+                c.unset("--json").unset("--top").set("--shard", "41/41");
+            },
+            fails(&["41 shards of 40 training examples", "at most 40 shards"]),
+        ),
+        arg(
+            "--shard with influence functions (a fit over every training row)",
+            SUBS,
+            |_, c| {
+                c.unset("--json").unset("--top");
+                c.set("--method", "influence").set("--shard", "1/2");
+            },
+            fails(&["--shard 1/2", "--method influence", "whole training set"]),
+        ),
+        arg(
+            "--json with --shard",
+            TOPK,
+            |s, c| {
+                c.set("--shard", "1/2")
+                    .set("--json", s.root.join("out/top.json"));
+            },
+            fails(&["--json", "infl merge --json"]),
+        ),
+        arg(
+            "--top with --shard",
+            SELF,
+            |_, c| {
+                c.set("--shard", "1/2").set("--top", "5");
+            },
+            fails(&["--top", "infl merge"]),
+        ),
     ]
 }
 

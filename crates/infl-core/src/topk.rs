@@ -265,6 +265,35 @@ impl TopK {
         Ok(())
     }
 
+    /// Merges finished lists over a disjoint set of training indices (a shard's result, or
+    /// a merge of some shards') for the query rows `q0..q0 + rows.proponents.len()`. Lists
+    /// may be shorter than `k` (a shard with fewer rows); the result is the same for any
+    /// order and grouping of the merges.
+    pub fn merge_rows(&mut self, q0: usize, rows: &TopKRows) -> Result<()> {
+        let n = rows.proponents.len();
+        if rows.opponents.len() != n || q0 + n > self.queries() {
+            return Err(Error::shape(
+                "TopK::merge_rows",
+                format!(
+                    "cannot merge {} proponent and {} opponent rows at {q0} into {} rows",
+                    n,
+                    rows.opponents.len(),
+                    self.queries()
+                ),
+            ));
+        }
+        let k = self.k;
+        for (i, (p, o)) in rows.proponents.iter().zip(&rows.opponents).enumerate() {
+            for &c in p {
+                self.proponents[q0 + i].offer(k, c, proponent_before);
+            }
+            for &c in o {
+                self.opponents[q0 + i].offer(k, c, opponent_before);
+            }
+        }
+        Ok(())
+    }
+
     /// The final lists, best first. Rows have `min(k, candidates seen)` entries.
     pub fn finish(self) -> TopKRows {
         let take = |v: Vec<Best>| v.into_iter().map(|b| b.items).collect();
@@ -453,6 +482,38 @@ mod tests {
                 acc.merge(0, &part).unwrap();
             }
             prop_assert_eq!(acc.finish(), TopKRows::from_full(&scores, n, k));
+        }
+
+        /// Finished lists of contiguous shards (shorter than k when a shard is), merged in
+        /// any order, equal sorting the whole matrix.
+        #[test]
+        fn merged_shard_lists_equal_sorted(
+            n in 1usize..60,
+            k in 1usize..8,
+            shards in 1usize..20,
+            seed in any::<u64>(),
+        ) {
+            let shards = shards.min(n);
+            let mut s = seed;
+            let scores: Vec<f32> = (0..2 * n).map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 33) % 7) as f32 - 3.0
+            }).collect();
+            let mut parts: Vec<TopKRows> = (0..shards).map(|i| {
+                let (b, e) = (i * n / shards, (i + 1) * n / shards);
+                let mut part = TopK::new(2, k.min(e - b)).unwrap();
+                for q in 0..2 {
+                    part.offer_row(q, b, &scores[q * n + b..q * n + e]);
+                }
+                part.finish()
+            }).collect();
+            parts.rotate_left((seed % shards as u64) as usize);
+            parts.reverse();
+            let mut acc = TopK::new(2, k.min(n)).unwrap();
+            for p in &parts {
+                acc.merge_rows(0, p).unwrap();
+            }
+            prop_assert_eq!(acc.finish(), TopKRows::from_full(&scores, n, k.min(n)));
         }
     }
 }

@@ -12,6 +12,13 @@
 //!   matrixmultiply); ndarray is not needed on this path.
 //! - Results do not depend on the thread count: a tile's arithmetic is fixed by the tile
 //!   sizes alone, and top-k merging uses a total order.
+//! - Nor on a row's position or its block's shape: faer picks its kernel by shape (a
+//!   matrix-vector product for one output row or column, nano-gemm up to 16³
+//!   multiply-adds, its blocked GEMM otherwise), and they round differently, so a product
+//!   with fewer than [`MIN_DIM`] output rows or columns (or too small for faer's general kernel) is
+//!   computed padded with zero rows.
+//!   Every element is then rounded by the blocked GEMM, and a training row scores the same
+//!   bits in a one-row shard as in the whole run (`infl --shard i/N`).
 //! - Memory beyond the inputs is `O(threads × tile)` for scores and
 //!   `O(queries × k × threads)` for top-k: nothing grows with `queries × train`.
 //! - GEMM and summed outer products (`aᵀ·b`, read transposed in place) are single faer
@@ -144,59 +151,77 @@ fn fmat(m: MatRef<'_>) -> FMatRef<'_, f32> {
     FMatRef::from_row_major_slice(m.data(), m.rows(), m.cols())
 }
 
-/// `out[m, n] = x · yᵀ`, single-threaded.
-fn gemm_abt(x: MatRef<'_>, y: MatRef<'_>, out: &mut [f32]) {
-    let (m, n) = (x.rows(), y.rows());
-    let dst = MatMut::from_row_major_slice_mut(&mut out[..m * n], m, n);
-    faer::linalg::matmul::matmul(
-        dst,
-        Accum::Replace,
-        fmat(x),
-        fmat(y).transpose(),
-        1.0,
-        Par::Seq,
-    );
-}
+/// Products with fewer output rows or columns than this are computed padded to it (see the
+/// crate docs: faer's small-shape kernels round differently from its blocked GEMM).
+pub const MIN_DIM: usize = 16;
 
 /// faer multiplies products of at most this many `m·n·k` with nano-gemm (its
-/// `NANO_GEMM_THRESHOLD`), and one-row or one-column products as matrix-vector products:
-/// both sum in another order than its general kernel.
+/// `NANO_GEMM_THRESHOLD`), which sums in another order than its general kernel: such
+/// products are padded past it too.
 const FAER_SMALL_MNK: usize = 16 * 16 * 16;
 
-/// Operands padded with zero rows so that faer takes its general kernel.
-#[derive(Default)]
-struct Padded {
-    x: Vec<f32>,
-    y: Vec<f32>,
-    out: Vec<f32>,
+/// `out[m, n] = x · yᵀ`, single-threaded.
+fn gemm_abt(x: MatRef<'_>, y: MatRef<'_>, out: &mut [f32]) {
+    let dst = MatMut::from_row_major_slice_mut(&mut out[..x.rows() * y.rows()], x.rows(), y.rows());
+    matmul_padded(dst, fmat(x), fmat(y).transpose(), Par::Seq);
 }
 
-/// [`gemm_abt`] whose every element is the same whatever the shape of the product: the
-/// general kernel sums each element over `k` in a fixed order (blocks of `min(k, 512)`),
-/// so a product that faer would hand to another path (one row or column, or
-/// `m·n·k ≤ 4096`) is padded with zero rows first. A score then does not depend on the
-/// rows it is computed with, which exact top-k with bound pruning relies on. (`k = 1` is
-/// one rounded product on every path.)
-fn gemm_abt_invariant(x: MatRef<'_>, y: MatRef<'_>, out: &mut [f32], pad: &mut Padded) {
-    let (m, n, k) = (x.rows(), y.rows(), x.cols());
-    if k <= 1 || (m >= 2 && n >= 2 && m * n * k > FAER_SMALL_MNK) {
-        return gemm_abt(x, y, out);
+/// `dst = lhs · rhs`, padded with zero rows of `lhs` or columns of `rhs` up to [`MIN_DIM`]
+/// so that faer's blocked GEMM rounds every element whatever the shape. The padded copies
+/// (of a short operand only: `O(MIN_DIM × k)`) keep each operand's layout (row- or column-major), and the result is computed row-major
+/// as `dst` is, so the kernel sees the same problem as for a large product.
+fn matmul_padded(dst: MatMut<'_, f32>, lhs: FMatRef<'_, f32>, rhs: FMatRef<'_, f32>, par: Par) {
+    let (m, n, k) = (lhs.nrows(), rhs.ncols(), lhs.ncols());
+    let general = m >= MIN_DIM && n >= MIN_DIM && m * n * k > FAER_SMALL_MNK;
+    if general || k <= 1 {
+        // (`k = 1` is one rounded product on every path.)
+        faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, par);
+        return;
     }
-    let pm = m.max(2);
-    let pn = n.max(2).max((FAER_SMALL_MNK / (k * pm)) + 1);
-    let padded = |v: &mut Vec<f32>, src: MatRef<'_>, rows: usize| {
-        v.clear();
-        v.extend_from_slice(src.data());
-        v.resize(rows * k, 0.0);
+    let pm = m.max(MIN_DIM);
+    let pn = n.max(MIN_DIM).max(FAER_SMALL_MNK / (k * pm) + 1);
+    // Only the short operand is copied (a tall one is used in place).
+    let (mut l, mut r, mut out) = (Vec::new(), Vec::new(), vec![0.0; pm * pn]);
+    let lp = if pm > m {
+        l.resize(pm * k, 0.0);
+        padded(&mut l, lhs, pm, k)
+    } else {
+        lhs
     };
-    padded(&mut pad.x, x, pm);
-    padded(&mut pad.y, y, pn);
-    pad.out.resize(pm * pn, 0.0);
-    let xp = MatRef::new(&pad.x, pm, k).expect("padded rows");
-    let yp = MatRef::new(&pad.y, pn, k).expect("padded rows");
-    gemm_abt(xp, yp, &mut pad.out);
-    for (i, row) in out[..m * n].chunks_exact_mut(n).enumerate() {
-        row.copy_from_slice(&pad.out[i * pn..i * pn + n]);
+    let rp = if pn > n {
+        r.resize(k * pn, 0.0);
+        padded(&mut r, rhs, k, pn)
+    } else {
+        rhs
+    };
+    let padded_dst = MatMut::from_row_major_slice_mut(&mut out, pm, pn);
+    faer::linalg::matmul::matmul(padded_dst, Accum::Replace, lp, rp, 1.0, par);
+    let mut dst = dst;
+    dst.copy_from(FMatRef::from_row_major_slice(&out, pm, pn).submatrix(0, 0, m, n));
+}
+
+/// `src` copied into the top-left corner of a zero `[rows, cols]` matrix stored in `buf`,
+/// row-major when `src` is (unit column stride), else column-major.
+fn padded<'a>(
+    buf: &'a mut [f32],
+    src: FMatRef<'_, f32>,
+    rows: usize,
+    cols: usize,
+) -> FMatRef<'a, f32> {
+    let row_major = src.col_stride() == 1;
+    {
+        let view = if row_major {
+            MatMut::from_row_major_slice_mut(buf, rows, cols)
+        } else {
+            MatMut::from_column_major_slice_mut(buf, rows, cols)
+        };
+        view.submatrix_mut(0, 0, src.nrows(), src.ncols())
+            .copy_from(src);
+    }
+    if row_major {
+        FMatRef::from_row_major_slice(buf, rows, cols)
+    } else {
+        FMatRef::from_column_major_slice(buf, rows, cols)
     }
 }
 
@@ -209,7 +234,6 @@ struct Scratch {
     ga: Vec<f32>,
     gg: Vec<f32>,
     gt: Vec<f32>,
-    pad: Padded,
 }
 
 impl Scratch {
@@ -220,7 +244,6 @@ impl Scratch {
             ga: vec![0.0; n],
             gg: vec![0.0; n.max(tiles.train)],
             gt: vec![0.0; SMALL_G * tiles.train],
-            pad: Padded::default(),
         }
     }
 }
@@ -369,7 +392,7 @@ fn tile(terms: &[Term<'_>], queries: Range<usize>, train: Range<usize>, s: &mut 
     for (i, term) in terms.iter().enumerate() {
         let qf = term.query.slice_rows(queries.start, queries.end);
         let tf = term.train.slice_rows(train.start, train.end);
-        gemm_abt_invariant(qf.a, tf.a, &mut s.ga, &mut s.pad);
+        gemm_abt(qf.a, tf.a, &mut s.ga);
         let accum = if i == 0 { Accum::Replace } else { Accum::Add };
         let (w, b) = (term.weight, term.bias_dot());
         if tf.g.cols() <= SMALL_G {
@@ -385,7 +408,7 @@ fn tile(terms: &[Term<'_>], queries: Range<usize>, train: Range<usize>, s: &mut 
                 row: &mut s.gg,
             });
         } else {
-            gemm_abt_invariant(qf.g, tf.g, &mut s.gg, &mut s.pad);
+            gemm_abt(qf.g, tf.g, &mut s.gg);
             arch.dispatch(FuseTile {
                 accum,
                 w,
@@ -456,7 +479,7 @@ impl CpuBackend {
         };
         self.install(|| {
             let dst = MatMut::from_row_major_slice_mut(out, lhs.nrows(), rhs.ncols());
-            faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, par);
+            matmul_padded(dst, lhs, rhs, par);
         });
     }
 }

@@ -37,7 +37,8 @@ pub use error::{Error, Result};
 pub use factors::{FactorEntry, FactorFile, FactorRun, LayerFactors, SAMPLED_SUFFIX};
 pub use layout::{RunEntry, RunLayout, natural_cmp};
 pub use load::{
-    LEARNING_RATE_KEY, check_learning_rate, load_checkpoint, load_examples, parse_learning_rate,
+    LEARNING_RATE_KEY, check_learning_rate, load_checkpoint, load_examples, load_examples_rows,
+    parse_learning_rate,
 };
 pub use publish::{Inputs, Publication, StagedFile, TEMP_PREFIX, remove_temporary_files};
 pub use tensors::{Rank, TensorFile, TensorInfo};

@@ -1,5 +1,6 @@
 //! Loading checkpoints (one layer of a state dict) and example (feature) files.
 
+use std::ops::Range;
 use std::path::Path;
 
 use infl_core::{Checkpoint, Examples, MatRef};
@@ -179,12 +180,20 @@ fn load_bias(file: &TensorFile, bname: &str, wname: &str, weight: MatRef<'_>) ->
 /// integer. Features have at least one column; features and targets must be finite;
 /// lengths must agree; ids must be unique.
 pub fn load_examples(path: impl AsRef<Path>) -> Result<Examples> {
+    load_examples_rows(path, None)
+}
+
+/// [`load_examples`] restricted to the rows `rows` (`None`: all): only their features
+/// and targets are read and checked; `labels` and `ids` (small) are checked whole — ids
+/// unique across the file — and then cut to the rows. A shard of a training set loads this
+/// way without reading the other shards' features.
+pub fn load_examples_rows(path: impl AsRef<Path>, rows: Option<Range<usize>>) -> Result<Examples> {
     let path = path.as_ref();
     let file = TensorFile::open(path)?;
-    let features = file.matrix("features", Rank::Matrix)?;
+    let features = file.matrix_rows("features", Rank::Matrix, rows.clone())?;
     check_feature_columns(path, features.view())?;
     check_finite(path, "features", features.view())?;
-    let n = features.rows();
+    let n = file.info("features")?.shape[0];
     let check_len = |name: &str, len: usize| {
         if len != n {
             Err(Error::bad(
@@ -204,8 +213,11 @@ pub fn load_examples(path: impl AsRef<Path>) -> Result<Examples> {
         None
     };
     let targets = if file.contains("targets") {
-        let t = file.matrix("targets", Rank::MatrixOrVector)?;
-        check_len("targets", t.rows())?;
+        check_len(
+            "targets",
+            file.info("targets")?.shape.first().copied().unwrap_or(0),
+        )?;
+        let t = file.matrix_rows("targets", Rank::MatrixOrVector, rows.clone())?;
         if t.cols() == 0 {
             return Err(Error::bad(
                 path,
@@ -229,12 +241,20 @@ pub fn load_examples(path: impl AsRef<Path>) -> Result<Examples> {
     } else {
         None
     };
+    let cut = |v: Vec<i64>| match &rows {
+        Some(r) => v[r.clone()].to_vec(),
+        None => v,
+    };
     Ok(Examples {
         source: path.to_path_buf(),
         features,
-        labels,
+        labels: labels.map(cut),
         targets,
-        ids,
+        // Rows keep their ids: the row index in the whole file when it has no `ids`.
+        ids: match (ids, &rows) {
+            (None, Some(r)) => Some(r.clone().map(|i| i as i64).collect()),
+            (ids, _) => ids.map(cut),
+        },
     })
 }
 

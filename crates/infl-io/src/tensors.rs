@@ -154,6 +154,18 @@ impl TensorFile {
     /// 1-D tensors become one column when `rank` is [`Rank::MatrixOrVector`], 3-D ones
     /// `[n·s, cols]` when it is [`Rank::MatrixOrBatched`].
     pub fn matrix(&self, name: &str, rank: Rank) -> Result<Matrix> {
+        self.matrix_rows(name, rank, None)
+    }
+
+    /// [`matrix`](Self::matrix) restricted to the rows `rows` (of the `[rows, cols]`
+    /// reading; `None`: all of them), which alone are read: a shard of a large file maps
+    /// and converts only its own rows. A range past the end is an error naming the tensor.
+    pub fn matrix_rows(
+        &self,
+        name: &str,
+        rank: Rank,
+        only: Option<Range<usize>>,
+    ) -> Result<Matrix> {
         let Raw {
             dtype,
             shape,
@@ -176,6 +188,18 @@ impl TensorFile {
                     name,
                     format!("expected a {expected} tensor, found shape {shape:?}"),
                 ));
+            }
+        };
+        let (rows, bytes, start) = match only {
+            None => (rows, bytes, start),
+            Some(r) if r.start <= r.end && r.end <= rows => {
+                let row_bytes = cols * dtype.bitsize() / 8;
+                let cut = r.start * row_bytes..r.end * row_bytes;
+                (r.len(), &bytes[cut.clone()], start + cut.start)
+            }
+            Some(r) => {
+                let details = format!("rows {r:?}; expected a range within its {rows} rows");
+                return Err(Error::bad(&self.path, name, details));
             }
         };
         if dtype == Dtype::F32 && cfg!(target_endian = "little") && start % 4 == 0 {

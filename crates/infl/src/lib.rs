@@ -20,6 +20,8 @@
 //!   files: a [`kfac::Fit`] per checkpoint preconditions test gradients into engine terms.
 //! - [`index`]: a persistent nearest-neighbour [`Index`] of training embeddings (their dot
 //!   products are a term set's scores), for top-k without scoring every training example.
+//! - [`shard`]: a [`Shard`] `i/N` of the training rows, scored on its own, and the checks
+//!   that parts of one result fit together before they are merged.
 //! - [`eval`] and [`metrics`]: how well a score finds mislabelled examples; [`forgetting`]:
 //!   forgetting events (Toneva et al. 2019) with InterpretDL's noisy-label rule.
 //! - [`select_backend`]: the CPU backend, or a GPU one through wgpu (cargo feature `gpu`,
@@ -70,6 +72,7 @@ pub mod metrics;
 pub mod prune;
 pub mod run;
 mod seeded;
+pub mod shard;
 mod suspects;
 
 pub use backend::{BackendChoice, select_backend};
@@ -83,16 +86,18 @@ pub use forgetting::{
     ExampleForgetting, ExampleHistory, ForgettingRecorder, ForgettingStats, NoisyLabels,
 };
 pub use index::Index;
+pub use infl_core::matrix::F32Storage;
 pub use infl_core::{
-    Backend, Bias, Checkpoint, Examples, MatRef, Matrix, Presentation, Ranked, TopKRows,
+    Backend, Bias, Checkpoint, Examples, MatRef, Matrix, Presentation, Ranked, TopK, TopKRows,
     TrainingObserver,
 };
 pub use infl_cpu::{CpuBackend, Tiles, check_threads, max_threads};
 pub use prune::{PairsScored, Pruning, TopKOutcome};
 pub use run::{
     CheckpointData, FactorCheckpoint, Loss, NamedFactors, Prepared, Reduction, Run, SplitFactors,
-    SplitInfo, Splits, load_checkpoint_data, load_factor_run, load_run,
+    SplitInfo, Splits, load_checkpoint_data, load_checkpoint_rows, load_factor_run, load_run,
 };
+pub use shard::Shard;
 pub use suspects::{Suspect, rank_suspects};
 
 /// The file formats infl reads and writes (a curated view of `infl-io`).
@@ -100,7 +105,7 @@ pub mod io {
     pub use infl_io::{
         FactorEntry, FactorFile, FactorRun, Inputs, LayerFactors, OutTensor, Publication, Rank,
         RunEntry, RunLayout, TEMP_PREFIX, TensorFile, check_learning_rate, load_checkpoint,
-        load_examples, mnist, natural_cmp, remove_temporary_files, write_atomic, write_atomic_with,
-        write_safetensors,
+        load_examples, load_examples_rows, mnist, natural_cmp, remove_temporary_files,
+        write_atomic, write_atomic_with, write_safetensors,
     };
 }

@@ -124,6 +124,17 @@ pub fn load_checkpoint_data(
     layer: &str,
     splits: Splits,
 ) -> Result<CheckpointData> {
+    load_checkpoint_rows(entry, layer, splits, None)
+}
+
+/// [`load_checkpoint_data`] with only the training rows `train_rows` (`None`: all), read
+/// without touching the others' features (a [`Shard`](crate::Shard) of the training set).
+pub fn load_checkpoint_rows(
+    entry: &infl_io::RunEntry,
+    layer: &str,
+    splits: Splits,
+    train_rows: Option<Range<usize>>,
+) -> Result<CheckpointData> {
     let mut checkpoint = infl_io::load_checkpoint(&entry.checkpoint, layer)?;
     if let Some(lr) = entry.learning_rate {
         checkpoint.learning_rate = Some(lr);
@@ -138,7 +149,7 @@ pub fn load_checkpoint_data(
     };
     Ok(CheckpointData {
         checkpoint,
-        train: infl_io::load_examples(&entry.train)?,
+        train: infl_io::load_examples_rows(&entry.train, train_rows)?,
         test,
     })
 }
