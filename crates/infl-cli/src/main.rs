@@ -4,12 +4,14 @@
 //! Subcommands: `demo` (train an MLP on MNIST with label noise and judge the mislabel
 //! detectors), `scores` (the full `[test, train]` matrix), `topk` (proponents and
 //! opponents of each test example, streamed), `self-influence` (per training example,
-//! plus a ranked list of likely mislabelled examples). Results go to files, written to a
+//! plus a ranked list of likely mislabelled examples), `eval loo|lds` (counterfactual
+//! evaluation of every estimator against retraining). Results go to files, written to a
 //! temporary file and renamed; a short human summary goes to stdout; progress bars to
 //! stderr.
 
 mod cli;
 mod demo;
+mod eval;
 mod index;
 mod output;
 mod plots;

@@ -22,6 +22,8 @@
 //!   products are a term set's scores), for top-k without scoring every training example.
 //! - [`eval`] and [`metrics`]: how well a score finds mislabelled examples; [`forgetting`]:
 //!   forgetting events (Toneva et al. 2019) with InterpretDL's noisy-label rule.
+//! - [`counterfactual`]: leave-one-out and LDS ground truth (retraining through a
+//!   [`counterfactual::Retrainer`], cached on disk) against every estimator's scores.
 //! - [`select_backend`]: the CPU backend, or a GPU one through wgpu (cargo feature `gpu`,
 //!   on by default).
 //!
@@ -56,6 +58,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+pub mod counterfactual;
 pub mod curvature;
 pub mod engine;
 mod error;

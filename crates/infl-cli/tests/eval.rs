@@ -1,0 +1,141 @@
+//! `infl eval` on a reduced setting (seconds: 4×4-pooled bundled MNIST, logistic
+//! regression, a few retrainings): outputs parse, the influence function beats the random
+//! baseline, a rerun resumes from the cache with identical results, and bad input is
+//! refused with nothing overwritten.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+const SMALL: &[&str] = &["--train", "400", "--pool", "4", "--seed", "3", "--no-plots"];
+
+fn eval(kind: &str, out: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("infl")
+        .unwrap()
+        .args(["-q", "eval", kind])
+        .args(SMALL)
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .assert()
+}
+
+fn method<'a>(json: &'a Value, name: &str) -> &'a Value {
+    json["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+}
+
+fn mean(json: &Value, name: &str) -> f64 {
+    method(json, name)["result"]["summary"]["mean"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no mean for {name}: {}", method(json, name)))
+}
+
+const LDS: &[&str] = &[
+    "--test",
+    "40",
+    "--subsets",
+    "12",
+    "--methods",
+    "influence-exact,influence-cg,grad-dot-last,random",
+];
+
+#[test]
+fn reduced_lds_beats_random_and_resumes_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e");
+    let stdout = eval("lds", &out, LDS).success().get_output().stdout.clone();
+    assert!(String::from_utf8_lossy(&stdout).contains("IF exact"));
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(out.join("lds.json")).unwrap()).unwrap();
+    let (exact, cg, random) = (
+        mean(&json, "influence-exact"),
+        mean(&json, "influence-cg"),
+        mean(&json, "random"),
+    );
+    assert!(
+        exact > 0.5 && exact > random + 0.3,
+        "exact {exact}, random {random}"
+    );
+    assert!((exact - cg).abs() < 0.05, "exact {exact}, cg {cg}");
+    let summary = &method(&json, "influence-exact")["result"]["summary"];
+    assert!(
+        summary["low"].as_f64().unwrap() <= exact && exact <= summary["high"].as_f64().unwrap()
+    );
+    assert_eq!(summary["count"], 40);
+    let bytes = std::fs::read(out.join("lds.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("subsets").unwrap().shape(), &[12, 200]);
+    assert_eq!(st.tensor("loss").unwrap().shape(), &[12, 40]);
+    // A second run reads every retraining from the cache and reports the same numbers.
+    eval("lds", &out, LDS).success();
+    let again: Value =
+        serde_json::from_slice(&std::fs::read(out.join("lds.json")).unwrap()).unwrap();
+    assert_eq!(again["methods"][0]["result"], json["methods"][0]["result"]);
+    assert_eq!(std::fs::read(out.join("lds.safetensors")).unwrap(), bytes);
+    // A cache of another configuration is refused, nothing overwritten.
+    let config = std::fs::read(out.join("cache-lds/config.json")).unwrap();
+    let err = eval("lds", &out, &["--test", "40", "--subsets", "13"]).failure();
+    let stderr = String::from_utf8_lossy(&err.get_output().stderr).into_owned();
+    assert!(stderr.contains("different configuration"), "{stderr}");
+    assert_eq!(
+        std::fs::read(out.join("cache-lds/config.json")).unwrap(),
+        config
+    );
+    assert_eq!(std::fs::read(out.join("lds.safetensors")).unwrap(), bytes);
+}
+
+#[test]
+fn reduced_loo_correlates_exact_influence_with_retraining() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e");
+    let args = [
+        "--tests",
+        "4",
+        "--top",
+        "6",
+        "--random",
+        "6",
+        "--methods",
+        "influence-exact,random",
+    ];
+    eval("loo", &out, &args).success();
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(out.join("loo.json")).unwrap()).unwrap();
+    let exact = mean(&json, "influence-exact");
+    assert!(exact > 0.9, "{json}");
+    assert_eq!(json["removals"].as_array().unwrap().len(), 12);
+    let bytes = std::fs::read(out.join("loo.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("loss").unwrap().shape(), &[12, 4]);
+}
+
+#[test]
+fn bad_eval_input_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never");
+    for (args, expected) in [
+        (&["--fraction", "1.5"][..], "(0, 1)"),
+        (&["--fraction", "0"][..], "(0, 1)"),
+        (&["--subsets", "1"][..], "M >= 2"),
+        (
+            &["--methods", "influence-exact,nope"][..],
+            "unknown method \"nope\"",
+        ),
+        (&["--pool", "3"][..], "--pool"),
+    ] {
+        let err = eval("lds", &out, args).failure();
+        let stderr = String::from_utf8_lossy(&err.get_output().stderr).into_owned();
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+    let err = eval("loo", &out, &["--top", "300", "--random", "300"]).failure();
+    assert!(String::from_utf8_lossy(&err.get_output().stderr).contains("removals"));
+    assert!(!out.exists());
+}
