@@ -139,3 +139,59 @@ fn bad_eval_input_is_refused_before_anything_is_written() {
     assert!(String::from_utf8_lossy(&err.get_output().stderr).contains("removals"));
     assert!(!out.exists());
 }
+
+/// dattri 0.3.0's own numbers on the fixture setting (`cargo xtask fixtures`:
+/// fixtures/dattri/compare.py scored infl's checkpoints against infl's ground truth).
+fn dattri(kind: &str, method: &str) -> f64 {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/dattri/small.json");
+    let json: Value = serde_json::from_slice(&std::fs::read(root).unwrap()).unwrap();
+    json["methods"][method][kind]["mean"].as_f64().unwrap()
+}
+
+#[test]
+fn exact_influence_matches_dattri_on_the_fixture_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e");
+    let setting = ["--train", "1000", "--pool", "2", "--no-plots", "--out"];
+    let methods = "influence-exact,grad-dot-last,random";
+    for kind in [
+        &["lds", "--test", "100", "--subsets", "20"][..],
+        &["loo", "--tests", "10"],
+    ] {
+        Command::cargo_bin("infl")
+            .unwrap()
+            .args(["-q", "eval"])
+            .args(kind)
+            .args(["--methods", methods])
+            .args(setting)
+            .arg(&out)
+            .assert()
+            .success();
+    }
+    let read = |f: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(out.join(f)).unwrap()).unwrap()
+    };
+    let (lds, loo) = (read("lds.json"), read("loo.json"));
+    // Same checkpoints, same ground truth: dattri's explicit inverse and infl's exact
+    // solver agree; TracIn on one checkpoint is the plain gradient dot product.
+    let pairs = [
+        (
+            mean(&lds, "influence-exact"),
+            dattri("lds", "influence-exact"),
+            0.005,
+        ),
+        (mean(&lds, "grad-dot-last"), dattri("lds", "tracin"), 0.01),
+        (
+            mean(&loo, "influence-exact"),
+            dattri("loo", "influence-exact"),
+            0.005,
+        ),
+    ];
+    for (infl, dattri, tolerance) in pairs {
+        assert!(
+            (infl - dattri).abs() < tolerance,
+            "infl {infl} vs dattri {dattri}"
+        );
+    }
+    assert!(mean(&lds, "random").abs() < 0.1);
+}

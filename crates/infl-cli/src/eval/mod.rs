@@ -5,7 +5,8 @@
 //! 1. load MNIST (standardised as the demo does), the first `--train` / `--test` images;
 //! 2. train the reference model — logistic regression (`--model lr`, the default: f64,
 //!    L2 `--l2`, Newton-CG to `--tolerance`) or infl-nn's MLP (`--model mlp`, seeded SGD,
-//!    a checkpoint per epoch) — and write its run to `OUT/run`;
+//!    a checkpoint per epoch) — and write its run to `OUT/run-lds` or `OUT/run-loo` (the
+//!    test examples differ);
 //! 3. score the test examples with every `--methods` entry (influence functions per solver,
 //!    TracInCPFast, RandProj, and the baselines) through the estimators' public API;
 //! 4. retrain on the counterfactual training sets (rayon, one model per worker), cached in
@@ -374,9 +375,10 @@ struct Reference<'d> {
     run: Run,
 }
 
-/// Trains the reference model, writes `OUT/run` (replacing an earlier one) and loads it.
-fn reference<'d>(args: &CommonArgs, data: &'d Data) -> Result<Reference<'d>> {
-    let dir = args.out.join("run");
+/// Trains the reference model, writes `OUT/run-KIND` (replacing an earlier one) and
+/// loads it.
+fn reference<'d>(args: &CommonArgs, data: &'d Data, kind: &str) -> Result<Reference<'d>> {
+    let dir = args.out.join(format!("run-{kind}"));
     clear_run_dir(&dir)?;
     let t = Instant::now();
     let (retrainer, layer): (Box<dyn counterfactual::Retrainer + 'd>, String) = match args.model {
@@ -492,7 +494,7 @@ fn lds(args: &LdsArgs, bar: &Bar) -> Result<()> {
     config["lds"] = json!({"subsets": args.subsets, "fraction": args.fraction, "seeds": seeds});
     let cache = open_cache(common, "lds", &config, data.test_y.len())?;
     let start = Instant::now();
-    let reference = reference(common, &data)?;
+    let reference = reference(common, &data, "lds")?;
     let scored = score_all(&chosen, &settings(common), &reference.run, bar);
     let jobs: Vec<Job> = subsets
         .iter()
@@ -552,7 +554,7 @@ fn loo(args: &LooArgs, bar: &Bar) -> Result<()> {
     let config = model_config(common, &data);
     let cache = open_cache(common, "loo", &config, data.test_y.len())?;
     let start = Instant::now();
-    let reference = reference(common, &data)?;
+    let reference = reference(common, &data, "loo")?;
     let settings = settings(common);
     let scored = score_all(&chosen, &settings, &reference.run, bar);
     // Koh & Liang's choice: the largest |exact influence| on test example 0.
