@@ -195,3 +195,23 @@ fn exact_influence_matches_dattri_on_the_fixture_setting() {
     }
     assert!(mean(&lds, "random").abs() < 0.1);
 }
+
+#[test]
+fn the_mlp_path_trains_checkpoints_and_averages_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e");
+    let args = [
+        "--model", "mlp", "--hidden", "16", "--epochs", "3", "--batch-size", "32", "--lr", "0.05",
+        "--test", "20", "--subsets", "4", "--seeds", "2", "--methods", "tracincp-fast,influence-exact,random",
+    ];
+    eval("lds", &out, &args).success();
+    let json: Value = serde_json::from_slice(&std::fs::read(out.join("lds.json")).unwrap()).unwrap();
+    for m in ["tracincp-fast", "influence-exact", "random"] {
+        let s = &method(&json, m)["result"]["summary"];
+        assert!(s["mean"].as_f64().unwrap().abs() <= 1.0, "{m}: {s}");
+    }
+    // One checkpoint per epoch; 4 subsets x 2 seeds cached.
+    let run = std::fs::read_dir(out.join("run-lds")).unwrap().count();
+    assert_eq!(run, 9);
+    assert_eq!(std::fs::read_dir(out.join("cache-lds")).unwrap().count(), 1 + 8);
+}

@@ -58,6 +58,15 @@ pub enum ModelArg {
     Mlp,
 }
 
+/// How an LDS subset's loss is scaled (logistic regression).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubsetScaleArg {
+    /// The subset's mean.
+    Mean,
+    /// 1/N of the full training set.
+    N,
+}
+
 /// What LDS correlates with.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetArg {
@@ -87,6 +96,11 @@ pub struct CommonArgs {
     /// damping on it.
     #[arg(long, default_value_t = 1e-3)]
     pub l2: f64,
+    /// How logistic regression scales an LDS subset's loss: `mean` over the subset (as
+    /// dattri retrains) or `n` (Koh & Liang's 1/N of the full set, the penalty's weight
+    /// unchanged).
+    #[arg(long, value_enum, default_value_t = SubsetScaleArg::Mean)]
+    pub subset_scale: SubsetScaleArg,
     /// Logistic regression's gradient-norm tolerance.
     #[arg(long, default_value_t = 1e-12)]
     pub tolerance: f64,
@@ -388,7 +402,11 @@ fn reference<'d>(args: &CommonArgs, data: &'d Data, kind: &str) -> Result<Refere
                 tolerance: args.tolerance,
                 ..Default::default()
             };
-            let model = models::LogRegModel::fit(data, config)?;
+            let scale = match args.subset_scale {
+                SubsetScaleArg::Mean => models::SubsetScale::Mean,
+                SubsetScaleArg::N => models::SubsetScale::FullN,
+            };
+            let model = models::LogRegModel::fit(data, config, scale)?;
             model.write_run(&dir, data)?;
             (Box::new(model), "fc1".into())
         }

@@ -16,13 +16,22 @@ use ndarray::{Array2, ArrayView2, Axis};
 
 use super::Data;
 
+/// How an LDS subset's loss is scaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubsetScale {
+    /// The subset's mean loss `1/|S|` (as dattri's retraining does).
+    Mean,
+    /// Koh & Liang's `1/N` over the full set's `N` (the penalty keeps its weight).
+    FullN,
+}
+
 /// Example weights of a training set: Koh & Liang's `1/N` over the full set's `N` for
-/// leave-one-out (and the full set), the subset's mean `1/|S|` for LDS subsets.
-fn weights(set: &TrainSet, n: usize) -> Vec<f64> {
+/// leave-one-out (and the full set); for LDS subsets as `scale` says.
+fn weights(set: &TrainSet, n: usize, scale: SubsetScale) -> Vec<f64> {
     let mask = set.mask(n);
-    let scale = match set {
-        TrainSet::Subset(rows) => 1.0 / rows.len() as f64,
-        TrainSet::Full | TrainSet::Without(_) => 1.0 / n as f64,
+    let scale = match (set, scale) {
+        (TrainSet::Subset(rows), SubsetScale::Mean) => 1.0 / rows.len() as f64,
+        _ => 1.0 / n as f64,
     };
     mask.iter().map(|&m| if m { scale } else { 0.0 }).collect()
 }
@@ -44,16 +53,17 @@ pub struct LogRegModel {
     reference: LogReg,
     preconditioner: Option<Preconditioner>,
     config: FitConfig,
+    scale: SubsetScale,
 }
 
 impl LogRegModel {
     /// Fits the reference model on every training example (from zero; then polished with
     /// the Cholesky factor of its own Hessian as preconditioner, which every retraining
     /// reuses).
-    pub fn fit(data: &Data, config: FitConfig) -> Result<Self> {
+    pub fn fit(data: &Data, config: FitConfig, scale: SubsetScale) -> Result<Self> {
         let train = LogRegData::new(data.train_x.view(), &data.train_y, data.classes)?;
         let test = LogRegData::new(data.test_x.view(), &data.test_y, data.classes)?;
-        let w = weights(&TrainSet::Full, train.len());
+        let w = weights(&TrainSet::Full, train.len(), scale);
         let rough = FitConfig {
             tolerance: 1e-6,
             ..config
@@ -76,6 +86,7 @@ impl LogRegModel {
             reference,
             preconditioner,
             config,
+            scale,
         })
     }
 
@@ -88,7 +99,7 @@ impl LogRegModel {
 
 impl Retrainer for LogRegModel {
     fn retrain(&self, set: &TrainSet, _seed: u64) -> infl::Result<Outcome> {
-        let w = weights(set, self.train.len());
+        let w = weights(set, self.train.len(), self.scale);
         let (model, _) = LogReg::fit(
             &self.train,
             &w,
