@@ -382,22 +382,17 @@ pub fn bar_chart(path: &Path, title: &str, y_desc: &str, bars: &[IntervalBar]) -
         - 0.05;
     let n = bars.len().max(1);
     atomic_png(path, (160 + 90 * n as u32, 540), |root| {
-        let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
             .margin(16)
-            .x_label_area_size(40)
+            .x_label_area_size(10)
             .y_label_area_size(56)
-            .build_cartesian_2d(0.0..n as f64, y_min..1.0f64)
+            .build_cartesian_2d(0.0..n as f64, y_min..1.05f64)
             .map_err(|e| anyhow!("{e}"))?;
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(n)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                labels.get(i).cloned().unwrap_or_default()
-            })
+            .x_labels(0)
             .y_desc(y_desc)
             .label_style(("sans-serif", 12))
             .axis_desc_style(("sans-serif", 16))
@@ -416,6 +411,15 @@ pub fn bar_chart(path: &Path, title: &str, y_desc: &str, bars: &[IntervalBar]) -
                 .draw_series([PathElement::new(
                     [(x + 0.5, b.low), (x + 0.5, b.high)],
                     BLACK.stroke_width(2),
+                )])
+                .map_err(|e| anyhow!("{e}"))?;
+            // The label above the bar and its whisker, with the value.
+            let top = b.high.max(b.value).max(0.0) + 0.02;
+            chart
+                .draw_series([Text::new(
+                    format!("{} {:.3}", b.label, b.value),
+                    (x + 0.08, top + 0.03),
+                    ("sans-serif", 12),
                 )])
                 .map_err(|e| anyhow!("{e}"))?;
         }
