@@ -89,6 +89,16 @@ fn reduced_lds_beats_random_and_resumes_identically() {
         config
     );
     assert_eq!(std::fs::read(out.join("lds.safetensors")).unwrap(), bytes);
+    // A damaged cached result is an error naming the file, not a silent retraining.
+    let cached = out.join("cache-lds/lds-0003-s0.json");
+    std::fs::write(&cached, b"{\"loss\": [1.0").unwrap();
+    let err = eval("lds", &out, LDS).failure();
+    let stderr = String::from_utf8_lossy(&err.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("lds-0003-s0.json") && stderr.contains("not a cached outcome"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(out.join("lds.safetensors")).unwrap(), bytes);
 }
 
 #[test]
@@ -201,11 +211,28 @@ fn the_mlp_path_trains_checkpoints_and_averages_seeds() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("e");
     let args = [
-        "--model", "mlp", "--hidden", "16", "--epochs", "3", "--batch-size", "32", "--lr", "0.05",
-        "--test", "20", "--subsets", "4", "--seeds", "2", "--methods", "tracincp-fast,influence-exact,random",
+        "--model",
+        "mlp",
+        "--hidden",
+        "16",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--test",
+        "20",
+        "--subsets",
+        "4",
+        "--seeds",
+        "2",
+        "--methods",
+        "tracincp-fast,influence-exact,random",
     ];
     eval("lds", &out, &args).success();
-    let json: Value = serde_json::from_slice(&std::fs::read(out.join("lds.json")).unwrap()).unwrap();
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(out.join("lds.json")).unwrap()).unwrap();
     for m in ["tracincp-fast", "influence-exact", "random"] {
         let s = &method(&json, m)["result"]["summary"];
         assert!(s["mean"].as_f64().unwrap().abs() <= 1.0, "{m}: {s}");
@@ -213,5 +240,8 @@ fn the_mlp_path_trains_checkpoints_and_averages_seeds() {
     // One checkpoint per epoch; 4 subsets x 2 seeds cached.
     let run = std::fs::read_dir(out.join("run-lds")).unwrap().count();
     assert_eq!(run, 9);
-    assert_eq!(std::fs::read_dir(out.join("cache-lds")).unwrap().count(), 1 + 8);
+    assert_eq!(
+        std::fs::read_dir(out.join("cache-lds")).unwrap().count(),
+        1 + 8
+    );
 }

@@ -347,7 +347,8 @@ fn pool(x: Array2<f32>, p: usize) -> Array2<f32> {
 fn model_config(args: &CommonArgs, data: &Data) -> serde_json::Value {
     let model = match args.model {
         ModelArg::Lr => {
-            json!({"kind": "logistic regression", "l2": args.l2, "tolerance": args.tolerance})
+            json!({"kind": "logistic regression", "l2": args.l2, "tolerance": args.tolerance,
+                   "subset_scale": format!("{:?}", args.subset_scale)})
         }
         ModelArg::Mlp => json!({
             "kind": "mlp", "hidden": args.hidden, "epochs": args.epochs, "lr": args.lr,
