@@ -239,6 +239,39 @@ fn fixtures(root: &Path, args: &[String]) -> Result<()> {
         &[],
     )?;
     run(root, py, &["fixtures/nn_roundtrip/check.py"], &[])?;
+    // dattri 0.3.0 side by side with `infl eval` (logistic regression, 1,000 train, 2x2
+    // pooled MNIST): infl's ground truth and checkpoints, dattri's attributors and metrics.
+    let small = "target/dattri-small";
+    for kind in [
+        &["lds", "--test", "100", "--subsets", "20"][..],
+        &["loo", "--tests", "10"],
+    ] {
+        let mut a = vec!["run", "--release", "-p", "infl-cli", "--", "-q", "eval"];
+        a.extend_from_slice(kind);
+        a.extend_from_slice(&[
+            "--train",
+            "1000",
+            "--pool",
+            "2",
+            "--no-plots",
+            "--out",
+            small,
+        ]);
+        run(root, &cargo, &a, &[])?;
+    }
+    run(
+        root,
+        py,
+        &[
+            "fixtures/dattri/compare.py",
+            small,
+            "--lissa-depth",
+            "100",
+            "--json",
+            "fixtures/dattri/small.json",
+        ],
+        &[],
+    )?;
     eprintln!("xtask fixtures: regenerated; review `git diff --stat fixtures/` and commit");
     Ok(())
 }

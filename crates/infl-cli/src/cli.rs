@@ -47,6 +47,12 @@ pub enum Command {
     /// forgetting events, compute TracInCPFast self-influence, and report how well each
     /// finds the mislabelled examples (metrics, results.json, PNG plots).
     Demo(crate::demo::DemoArgs),
+    /// Counterfactual evaluation: retrain on leave-one-out or random-subset training sets
+    /// and correlate every estimator's predictions with the actual effects (LOO, LDS).
+    Eval {
+        #[command(subcommand)]
+        command: crate::eval::EvalCommand,
+    },
     /// Full influence score matrix [test, train], written as safetensors.
     Scores {
         #[command(flatten)]
@@ -877,6 +883,7 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Demo(args) => crate::demo::run(&args, cli.threads)?,
+        Command::Eval { command } => crate::eval::run(command, cli.threads, &bar)?,
         Command::Index { command } => crate::index::run(command, compute, &bar)?,
         Command::Scores {
             input,

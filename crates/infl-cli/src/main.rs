@@ -5,12 +5,15 @@
 //! detectors), `scores` (the full `[test, train]` matrix), `topk` (proponents and
 //! opponents of each test example, streamed), `self-influence` (per training example,
 //! plus a ranked list of likely mislabelled examples), each of them on a shard of the
-//! training rows with `--shard i/N`, and `merge` (parts into the whole result). Results go to files, written to a
+//! training rows with `--shard i/N`, `merge` (parts into the whole result) and `eval
+//! loo|lds` (counterfactual evaluation of every estimator against retraining). Results go
+//! to files, written to a
 //! temporary file and renamed; a short human summary goes to stdout; progress bars to
 //! stderr.
 
 mod cli;
 mod demo;
+mod eval;
 mod index;
 mod merge;
 mod output;

@@ -358,3 +358,132 @@ pub fn explanations(path: &Path, title: &str, legend: &str, rows: &[ExplainRow])
         Ok(())
     })
 }
+
+/// One bar of a [`bar_chart`]: a value with an interval.
+#[derive(Clone, Debug)]
+pub struct IntervalBar {
+    /// Label under the bar.
+    pub label: String,
+    /// Height.
+    pub value: f64,
+    /// Interval drawn as a whisker.
+    pub low: f64,
+    /// Upper end of the whisker.
+    pub high: f64,
+}
+
+/// Vertical bars with interval whiskers on `[y_min, 1]` (correlations).
+pub fn bar_chart(path: &Path, title: &str, y_desc: &str, bars: &[IntervalBar]) -> Result<()> {
+    let y_min = bars
+        .iter()
+        .map(|b| b.low.min(b.value))
+        .fold(0.0f64, f64::min)
+        .max(-1.0)
+        - 0.05;
+    let n = bars.len().max(1);
+    atomic_png(path, (160 + 90 * n as u32, 540), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(10)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..n as f64, y_min..1.05f64)
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc(y_desc)
+            .label_style(("sans-serif", 12))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        for (i, b) in bars.iter().enumerate() {
+            let x = i as f64;
+            let color = series_color(i);
+            chart
+                .draw_series([Rectangle::new(
+                    [(x + 0.15, 0.0), (x + 0.85, b.value)],
+                    color.filled(),
+                )])
+                .map_err(|e| anyhow!("{e}"))?;
+            chart
+                .draw_series([PathElement::new(
+                    [(x + 0.5, b.low), (x + 0.5, b.high)],
+                    BLACK.stroke_width(2),
+                )])
+                .map_err(|e| anyhow!("{e}"))?;
+            // The label above the bar and its whisker, with the value.
+            let top = b.high.max(b.value).max(0.0) + 0.02;
+            chart
+                .draw_series([Text::new(
+                    format!("{} {:.3}", b.label, b.value),
+                    (x + 0.08, top + 0.03),
+                    ("sans-serif", 12),
+                )])
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// A scatter plot of `series` (points only) with a legend, axes fitted to the points.
+pub fn scatter(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+) -> Result<()> {
+    let points = || series.iter().flat_map(|s| s.points.iter().copied());
+    let range = |f: fn((f64, f64)) -> f64| {
+        let (lo, hi) = points()
+            .map(f)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+                (l.min(v), h.max(v))
+            });
+        let pad = ((hi - lo).abs() * 0.05).max(1e-12);
+        if lo.is_finite() {
+            (lo - pad)..(hi + pad)
+        } else {
+            -1.0..1.0
+        }
+    };
+    let (xr, yr) = (range(|p| p.0), range(|p| p.1));
+    atomic_png(path, (720, 540), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(72)
+            .build_cartesian_2d(xr, yr)
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_label_formatter(&|v| format!("{v:.1e}"))
+            .y_label_formatter(&|v| format!("{v:.1e}"))
+            .label_style(("sans-serif", 12))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        for s in series {
+            let color = s.color;
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| anyhow!("{e}"))?
+                .label(&s.label)
+                .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    })
+}

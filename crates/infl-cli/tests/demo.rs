@@ -51,7 +51,8 @@ fn reduced_demo_finds_mislabelled_examples() {
     assert_eq!(results["n_mislabelled"], 200);
     assert_eq!(results["training"].as_array().unwrap().len(), 3);
     let methods = results["methods"].as_array().unwrap();
-    assert_eq!(methods.len(), 1 + REGISTRY.len());
+    // Forgetting events, every estimator, and the loss / margin / AUM baselines.
+    assert_eq!(methods.len(), 1 + REGISTRY.len() + 4);
     let row = |name: &str| -> &Value {
         methods
             .iter()
@@ -83,6 +84,10 @@ fn reduced_demo_finds_mislabelled_examples() {
         "forgetting events (TIDY)",
         "TracInCPFast self-influence",
         "TracInCP self-influence",
+        "loss (last checkpoint)",
+        "loss (mean over checkpoints)",
+        "margin (last checkpoint)",
+        "AUM (margin, mean over checkpoints)",
     ] {
         let auc = row(name)["roc_auc"].as_f64().unwrap();
         assert!(auc > 0.8, "{name}: ROC AUC {auc} is not well above chance");

@@ -46,6 +46,19 @@ pub enum Error {
         /// The offending loss value.
         loss: f32,
     },
+    /// A second-order fit stopped before its gradient norm reached the tolerance.
+    #[error(
+        "logistic regression did not converge: gradient norm {gradient_norm:.3e} after \
+         {steps} Newton steps (tolerance {tolerance:.1e}); raise the tolerance or the step limit"
+    )]
+    NotConverged {
+        /// Newton steps taken.
+        steps: usize,
+        /// `‖∇f‖₂` reached.
+        gradient_norm: f64,
+        /// The tolerance asked for.
+        tolerance: f64,
+    },
 }
 
 impl Error {

@@ -6,6 +6,9 @@
 //! - [`train()`]: minibatch SGD with momentum and weight decay, seeded shuffling; reports
 //!   every presentation to an [`infl_core::TrainingObserver`] (forgetting events) before
 //!   the optimizer step, and calls [`TrainHooks`] for progress and checkpoints.
+//! - [`LogReg`]: multinomial logistic regression fitted to convergence in f64 by
+//!   preconditioned Newton-CG (counterfactual retraining, where optimiser noise must not
+//!   mask a leave-one-out effect).
 //! - [`export`]: PyTorch-style safetensors checkpoints (`fc1.weight` `[out, in]`, ...,
 //!   metadata `learning_rate`, `epoch`), penultimate features in the format
 //!   `infl_io::load_examples` reads, laid out in infl's run-directory convention
@@ -31,6 +34,7 @@
 mod error;
 pub mod export;
 pub mod hvp;
+pub mod logreg;
 pub mod mlp;
 pub mod train;
 
@@ -40,5 +44,6 @@ pub use export::{
     penultimate_features, per_example_factors, sampled_labels, save_checkpoint,
 };
 pub use hvp::{HvpPlan, LayerBlock, Product};
+pub use logreg::{Evaluation, FitConfig, FitReport, LogReg, LogRegData, Preconditioner};
 pub use mlp::{Backward, Forward, Linear, LinearGrad, Mlp};
 pub use train::{Dataset, EpochStats, TrainConfig, TrainHooks, train};

@@ -24,6 +24,8 @@
 //!   that parts of one result fit together before they are merged.
 //! - [`eval`] and [`metrics`]: how well a score finds mislabelled examples; [`forgetting`]:
 //!   forgetting events (Toneva et al. 2019) with InterpretDL's noisy-label rule.
+//! - [`counterfactual`]: leave-one-out and LDS ground truth (retraining through a
+//!   [`counterfactual::Retrainer`], cached on disk) against every estimator's scores.
 //! - [`select_backend`]: the CPU backend, or a GPU one through wgpu (cargo feature `gpu`,
 //!   on by default).
 //!
@@ -58,6 +60,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+pub mod counterfactual;
 pub mod curvature;
 pub mod engine;
 mod error;

@@ -1,6 +1,9 @@
 //! How well a score finds mislabelled examples: ROC AUC, precision/recall/F1 of a flagged
 //! set, and the fraction found after inspecting the top of a ranking.
 //!
+//! Also the correlations of counterfactual evaluation ([`pearson`], [`spearman`]) and a
+//! seeded percentile bootstrap of a mean ([`bootstrap_mean`]).
+//!
 //! Conventions: a higher score means more suspicious. `positives[i]` says whether example
 //! `i` is really mislabelled. Rankings sort by score descending, ties by lower index
 //! (deterministic); the AUC instead gives tied scores their average rank (the
@@ -17,22 +20,107 @@ pub fn roc_auc(scores: &[f64], positives: &[bool]) -> Option<f64> {
     if p == 0 || n == 0 {
         return None;
     }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    let mut rank_sum = 0.0f64;
+    let ranks = average_ranks(scores);
+    let rank_sum: f64 = ranks
+        .iter()
+        .zip(positives)
+        .filter(|(_, p)| **p)
+        .map(|(r, _)| r)
+        .sum();
+    let (p, n) = (p as f64, n as f64);
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// 1-based ranks of `values` ascending, tied values sharing their average rank (the
+/// ranks of the Mann–Whitney statistic and of Spearman's correlation, as SciPy's
+/// `rankdata(method="average")`).
+pub fn average_ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
     let mut i = 0;
     while i < order.len() {
         let mut j = i;
-        while j + 1 < order.len() && scores[order[j + 1]].total_cmp(&scores[order[i]]).is_eq() {
+        while j + 1 < order.len() && values[order[j + 1]].total_cmp(&values[order[i]]).is_eq() {
             j += 1;
         }
         // Ranks i+1 ..= j+1 share their average.
         let avg = (i + j + 2) as f64 / 2.0;
-        rank_sum += avg * order[i..=j].iter().filter(|&&k| positives[k]).count() as f64;
+        for &k in &order[i..=j] {
+            ranks[k] = avg;
+        }
         i = j + 1;
     }
-    let (p, n) = (p as f64, n as f64);
-    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+    ranks
+}
+
+/// Pearson's correlation of `x` and `y` (centred in f64); `None` when the lengths differ,
+/// there are fewer than 2 points, a value is not finite or either side is constant.
+pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
+    let n = x.len();
+    if n != y.len() || n < 2 || x.iter().chain(y).any(|v| !v.is_finite()) {
+        return None;
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / n as f64;
+    let (mx, my) = (mean(x), mean(y));
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        let (dx, dy) = (a - mx, b - my);
+        sxy += dx * dy;
+        sxx += dx * dx;
+        syy += dy * dy;
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        return None;
+    }
+    Some((sxy / (sxx.sqrt() * syy.sqrt())).clamp(-1.0, 1.0))
+}
+
+/// Spearman's rank correlation: [`pearson`] of the [`average_ranks`] (SciPy's
+/// `spearmanr`); `None` as for [`pearson`].
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.len() != y.len() || x.iter().chain(y).any(|v| !v.is_finite()) {
+        return None;
+    }
+    pearson(&average_ranks(x), &average_ranks(y))
+}
+
+/// A mean with a bootstrap confidence interval.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Interval {
+    /// The mean of the values.
+    pub mean: f64,
+    /// Lower end of the interval.
+    pub low: f64,
+    /// Upper end of the interval.
+    pub high: f64,
+    /// How many values it summarises.
+    pub count: usize,
+}
+
+/// The mean of `values` with a percentile bootstrap interval at `level` (e.g. 0.95) from
+/// `resamples` resamples drawn by a ChaCha8 generator seeded by `seed`; `None` when there
+/// are no values.
+pub fn bootstrap_mean(values: &[f64], resamples: usize, level: f64, seed: u64) -> Option<Interval> {
+    use rand::{RngExt, SeedableRng};
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut means: Vec<f64> = (0..resamples.max(1))
+        .map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let tail = (1.0 - level.clamp(0.0, 1.0)) / 2.0;
+    let at = |q: f64| means[((q * (means.len() - 1) as f64).round() as usize).min(means.len() - 1)];
+    Some(Interval {
+        mean,
+        low: at(tail),
+        high: at(1.0 - tail),
+        count: n,
+    })
 }
 
 /// Points `(false positive rate, true positive rate)` of the ROC curve, from (0, 0) to
@@ -182,6 +270,43 @@ mod tests {
         );
         assert_eq!(roc_auc(&[1.0, 2.0], &[true, true]), None);
         assert_eq!(roc_auc(&[1.0], &[true, false]), None);
+    }
+
+    #[test]
+    fn correlations_by_hand() {
+        // SciPy: pearsonr([1,2,3,4,5],[2,4,5,4,5]) = 0.7745966692414834,
+        // spearmanr(...) = 0.7378647873726218 (SciPy 1.17; ties in y share ranks).
+        let (x, y) = ([1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 4.0, 5.0, 4.0, 5.0]);
+        assert!((pearson(&x, &y).unwrap() - 0.774_596_669_241_483_4).abs() < 1e-12);
+        assert!((spearman(&x, &y).unwrap() - 0.737_864_787_372_621_8).abs() < 1e-12);
+        assert_eq!(average_ranks(&y), vec![1.0, 2.5, 4.5, 2.5, 4.5]);
+        // Monotone but not linear: Spearman 1, Pearson below.
+        let cube: Vec<f64> = x.iter().map(|v| v * v * v).collect();
+        assert!((spearman(&x, &cube).unwrap() - 1.0).abs() < 1e-12);
+        assert!(pearson(&x, &cube).unwrap() < 0.99);
+        let neg: Vec<f64> = x.iter().map(|v| -v).collect();
+        assert!((pearson(&x, &neg).unwrap() + 1.0).abs() < 1e-12);
+        assert_eq!(pearson(&x, &[1.0; 5]), None);
+        assert_eq!(pearson(&[1.0], &[2.0]), None);
+        assert_eq!(spearman(&x, &[1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn bootstrap_interval_covers_the_mean_and_narrows_with_data() {
+        let few: Vec<f64> = (0..20).map(|i| (i % 5) as f64).collect();
+        let many: Vec<f64> = (0..2000).map(|i| (i % 5) as f64).collect();
+        let a = bootstrap_mean(&few, 1000, 0.95, 1).unwrap();
+        let b = bootstrap_mean(&many, 1000, 0.95, 1).unwrap();
+        assert_eq!((a.mean, b.mean), (2.0, 2.0));
+        assert!(
+            a.low < 2.0 && a.high > 2.0 && a.low > 0.5 && a.high < 3.5,
+            "{a:?}"
+        );
+        assert!(b.high - b.low < (a.high - a.low) / 5.0, "{a:?} {b:?}");
+        assert_eq!(bootstrap_mean(&few, 1000, 0.95, 1), Some(a));
+        assert_eq!(bootstrap_mean(&[], 10, 0.95, 1), None);
+        let one = bootstrap_mean(&[3.0], 10, 0.95, 1).unwrap();
+        assert_eq!((one.low, one.high), (3.0, 3.0));
     }
 
     #[test]

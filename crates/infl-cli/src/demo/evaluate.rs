@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::attribute::{Attribution, Explained, SelfInfluence};
 use super::load::Loaded;
-use super::train::Trained;
+use super::train::{History, Trained};
 
 /// Suspects listed per method in `results.json`.
 const SUSPECTS_LISTED: usize = 50;
@@ -104,6 +104,8 @@ pub struct Evaluation {
     pub default: Judged,
     /// The other estimators' self-influence, in registry order.
     pub others: Vec<Judged>,
+    /// The simple baselines: loss, margin, AUM.
+    pub baselines: Vec<Judged>,
     /// Forgetting statistics.
     pub forgetting: ForgettingSummary,
     /// Top suspects of forgetting events (`forgetting`) and of the default estimator
@@ -119,6 +121,7 @@ impl Evaluation {
         [&self.forgetting_events, &self.default]
             .into_iter()
             .chain(&self.others)
+            .chain(&self.baselines)
     }
 }
 
@@ -135,6 +138,10 @@ pub fn evaluate(loaded: &Loaded, trained: &Trained, attribution: &Attribution) -
     let default = judge(self_influence_detector(&attribution.default, flag));
     let others = (attribution.others.iter())
         .map(|s| judge(self_influence_detector(s, flag)))
+        .collect();
+    let baselines = baseline_detectors(&trained.history, flag)
+        .into_iter()
+        .map(judge)
         .collect();
     let suspects = |d: &Detector| top_suspects(d, loaded, &attribution.default.predicted);
     let evaluation = Evaluation {
@@ -153,6 +160,7 @@ pub fn evaluate(loaded: &Loaded, trained: &Trained, attribution: &Attribution) -
         forgetting_events,
         default,
         others,
+        baselines,
     };
     print_table(&evaluation, loaded.noisy.count());
     evaluation
@@ -173,6 +181,43 @@ fn forgetting_detector(tidy: &NoisyLabels, n: usize) -> Detector {
         flagged: tidy.flagged.clone(),
         rule: "InterpretDL noisy-label rule: mean correct presentation > mean + 5 std".to_string(),
     }
+}
+
+/// The simple detectors that a method must beat: per-example loss and margin at the last
+/// checkpoint and averaged over checkpoints; the margin averaged over checkpoints is the
+/// area under the margin (AUM, Pleiss et al. 2020) sampled once per epoch (at the
+/// checkpoint, not at each minibatch presentation). Low margin = suspicious. Each flags
+/// its top `flag`.
+fn baseline_detectors(history: &History, flag: usize) -> Vec<Detector> {
+    let mean = |rows: &[Vec<f64>]| -> Vec<f64> {
+        let n = rows.first().map_or(0, Vec::len);
+        (0..n)
+            .map(|i| rows.iter().map(|r| r[i]).sum::<f64>() / rows.len() as f64)
+            .collect()
+    };
+    let last = |rows: &[Vec<f64>]| rows.last().cloned().unwrap_or_default();
+    let negate = |v: Vec<f64>| v.into_iter().map(|x| -x).collect::<Vec<f64>>();
+    [
+        ("loss (last checkpoint)", last(&history.loss)),
+        ("loss (mean over checkpoints)", mean(&history.loss)),
+        ("margin (last checkpoint)", negate(last(&history.margin))),
+        (
+            "AUM (margin, mean over checkpoints)",
+            negate(mean(&history.margin)),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, scores)| {
+        let ranking = metrics::ranking(&scores);
+        Detector {
+            name: name.to_string(),
+            flagged: ranking[..flag.min(ranking.len())].to_vec(),
+            rule: "top round(noise rate x N) by the score".to_string(),
+            scores,
+            ranking,
+        }
+    })
+    .collect()
 }
 
 /// Self-influence flagging its top `flag` examples.

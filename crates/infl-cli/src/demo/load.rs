@@ -89,7 +89,7 @@ impl Loaded {
 
 /// Loads the data, replaces `round(noise · N)` training labels and prints what was loaded.
 pub fn load(args: &DemoArgs) -> Result<Loaded> {
-    let data = load_data(args)?;
+    let data = load_data(args.mnist_dir.as_deref(), args.train, args.test)?;
     let clean = labels_of(&data.mnist.train);
     let noisy = inject_noise(&clean, CLASSES, args.noise, args.seed);
     let loaded = Loaded {
@@ -114,17 +114,22 @@ pub fn load(args: &DemoArgs) -> Result<Loaded> {
     Ok(loaded)
 }
 
-/// MNIST from `--mnist-dir` or the bundled subset, truncated to `--train` / `--test`.
-fn load_data(args: &DemoArgs) -> Result<Data> {
-    let (full, source) = match &args.mnist_dir {
+/// MNIST from `--mnist-dir` or the bundled subset, truncated to `--train` / `--test`
+/// (also `infl eval`'s data).
+pub fn load_data(
+    mnist_dir: Option<&Path>,
+    train: Option<usize>,
+    test: Option<usize>,
+) -> Result<Data> {
+    let (full, source) = match mnist_dir {
         Some(dir) => (
             mnist::load_mnist(dir)?,
             format!("MNIST from {}", dir.display()),
         ),
         None => (bundled()?, "the bundled MNIST subset".to_string()),
     };
-    let train = full.train.truncated(args.train.unwrap_or(usize::MAX));
-    let test = full.test.truncated(args.test.unwrap_or(usize::MAX));
+    let train = full.train.truncated(train.unwrap_or(usize::MAX));
+    let test = full.test.truncated(test.unwrap_or(usize::MAX));
     ensure!(
         !train.is_empty(),
         "--train: expected at least 1 training image"
@@ -153,12 +158,12 @@ fn bundled() -> Result<Mnist> {
     })
 }
 
-fn labels_of(split: &MnistSplit) -> Vec<i64> {
+pub fn labels_of(split: &MnistSplit) -> Vec<i64> {
     split.labels.iter().map(|&l| i64::from(l)).collect()
 }
 
 /// Pixels scaled to [0, 1] and standardised with MNIST's mean and std.
-fn to_inputs(s: &MnistSplit) -> Array2<f32> {
+pub fn to_inputs(s: &MnistSplit) -> Array2<f32> {
     let p = s.pixels();
     Array2::from_shape_fn((s.len(), p), |(i, j)| {
         (f32::from(s.images[i * p + j]) / 255.0 - 0.1307) / 0.3081

@@ -39,7 +39,7 @@
 
 mod attribute;
 mod evaluate;
-mod load;
+pub(crate) mod load;
 mod plot;
 mod train;
 mod write;

@@ -49,6 +49,48 @@ pub struct Trained {
     pub explained: usize,
     /// Seconds spent training (without setting up).
     pub seconds: f64,
+    /// Per-example loss and margin of the training set at every checkpoint.
+    pub history: History,
+}
+
+/// Per-example cross-entropy loss and margin (`z_y − max_{k≠y} z_k`, for the label trained
+/// on) of every training example at each checkpoint (end of epoch), for the loss, margin
+/// and AUM detectors.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// `loss[e][i]` at epoch `e + 1`.
+    pub loss: Vec<Vec<f64>>,
+    /// `margin[e][i]` at epoch `e + 1`.
+    pub margin: Vec<Vec<f64>>,
+}
+
+impl History {
+    /// Records `model`'s loss and margin on `x` for `labels`.
+    fn record(
+        &mut self,
+        model: &Mlp,
+        x: ndarray::ArrayView2<'_, f32>,
+        labels: &[i64],
+    ) -> infl_nn::Result<()> {
+        let (mut loss, mut margin) = (
+            Vec::with_capacity(labels.len()),
+            Vec::with_capacity(labels.len()),
+        );
+        for (chunk, ys) in x
+            .axis_chunks_iter(ndarray::Axis(0), 1024)
+            .zip(labels.chunks(1024))
+        {
+            let logits = model.logits(chunk)?;
+            for (z, &y) in logits.rows().into_iter().zip(ys) {
+                let (l, m) = infl_nn::logreg::loss_and_margin(z.mapv(f64::from).view(), y as usize);
+                loss.push(l);
+                margin.push(m);
+            }
+        }
+        self.loss.push(loss);
+        self.margin.push(margin);
+        Ok(())
+    }
 }
 
 /// Trains on the noisy labels, writing the run and the presentation history under
@@ -69,7 +111,7 @@ pub fn train(args: &DemoArgs, loaded: &Loaded) -> Result<Trained> {
     let explained = args.explain.min(loaded.n_test());
     let mut recorder = ForgettingRecorder::new();
     let t = Instant::now();
-    let epochs = fit(
+    let (epochs, history) = fit(
         args,
         loaded,
         &mut model,
@@ -87,6 +129,7 @@ pub fn train(args: &DemoArgs, loaded: &Loaded) -> Result<Trained> {
         run_dir,
         explained,
         seconds,
+        history,
     })
 }
 
@@ -158,7 +201,7 @@ fn fit(
     recorder: &mut ForgettingRecorder,
     writer: RunWriter,
     explained: usize,
-) -> Result<Vec<EpochRecord>> {
+) -> Result<(Vec<EpochRecord>, History)> {
     let ids: Vec<i64> = (0..loaded.n_train() as i64).collect();
     let explain_ids: Vec<i64> = (0..explained as i64).collect();
     let mut hooks = Hooks {
@@ -178,6 +221,7 @@ fn fit(
         test_x: &loaded.test_x,
         test_y: &loaded.test_labels,
         test_accuracy: Vec::new(),
+        history: History::default(),
     };
     let batches = loaded.n_train().div_ceil(args.batch_size.max(1)) as u64;
     hooks.bar.start("", batches * args.epochs as u64);
@@ -188,7 +232,7 @@ fn fit(
     };
     let stats = infl_nn::train(model, data, &config(args), recorder, &mut hooks)?;
     hooks.bar.finish();
-    Ok(stats
+    let records = stats
         .iter()
         .zip(&hooks.test_accuracy)
         .map(|(s, &a)| EpochRecord {
@@ -198,7 +242,8 @@ fn fit(
             train_accuracy_pre_step: s.accuracy,
             test_accuracy: a,
         })
-        .collect())
+        .collect();
+    Ok((records, hooks.history))
 }
 
 fn print_model(args: &DemoArgs, model: &Mlp) {
@@ -273,6 +318,7 @@ struct Hooks<'a> {
     test_x: &'a Array2<f32>,
     test_y: &'a [i64],
     test_accuracy: Vec<f32>,
+    history: History,
 }
 
 impl TrainHooks for Hooks<'_> {
@@ -297,6 +343,8 @@ impl TrainHooks for Hooks<'_> {
             self.train,
             self.explain,
         )?;
+        self.history
+            .record(model, self.train.x, self.train.labels)?;
         let pred = model.predict(self.test_x.view(), 1024)?;
         let ok = pred.iter().zip(self.test_y).filter(|(p, y)| p == y).count();
         let acc = ok as f32 / self.test_y.len() as f32;
