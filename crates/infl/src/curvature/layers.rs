@@ -20,7 +20,7 @@ use infl_core::{Bias, Matrix, ranges};
 use infl_io::LayerFactors;
 use ndarray::{Array2, ArrayView2};
 
-use super::{HessianOperator, par, terms::f64_rows};
+use super::{HessianOperator, check_block, par, stacked, terms::f64_rows, unstack};
 use crate::run::{NamedFactors, SplitFactors};
 use crate::{Error, Result};
 
@@ -137,15 +137,6 @@ pub fn layout(split: &SplitFactors) -> Result<Vec<Block>> {
         .collect()
 }
 
-/// The chosen layers' gradients of every row of a flat block: `[m·K, D']` per layer, row
-/// `j·K + k` being output `k` of vector `j`.
-fn stacked(v: MatRef<'_, f64>, b: &Block) -> Mat<f64> {
-    let (k, w) = (b.outputs, b.width());
-    Mat::from_fn(v.nrows() * k, w, |r, c| {
-        v[(r / k, b.offset + (r % k) * w + c)]
-    })
-}
-
 /// The Fisher of the per-example gradients of factor files (see the module docs).
 #[derive(Debug)]
 pub struct FactorFisher<'s> {
@@ -208,7 +199,9 @@ impl HessianOperator for FactorFisher<'_> {
     fn apply(&self, v: MatRef<'_, f64>, mut out: MatMut<'_, f64>) -> Result<()> {
         check_block(self.dim(), v, out.as_ref(), "fisher")?;
         let m = v.nrows();
-        let vs: Vec<Mat<f64>> = self.blocks.iter().map(|b| stacked(v, b)).collect();
+        let vs: Vec<Mat<f64>> = (self.blocks.iter())
+            .map(|b| stacked(v, b.offset, b.outputs, b.width()))
+            .collect();
         let mut sums: Vec<Mat<f64>> = (self.blocks.iter())
             .map(|b| Mat::zeros(m * b.outputs, b.width()))
             .collect();
@@ -251,7 +244,7 @@ impl HessianOperator for FactorFisher<'_> {
             }
         }
         for (b, sum) in self.blocks.iter().zip(&sums) {
-            unstack(sum, b, out.as_mut());
+            unstack(sum, b.offset, b.outputs, out.as_mut());
         }
         Ok(())
     }
@@ -337,31 +330,6 @@ fn select_examples(m: &Matrix, rows: &[usize], positions: usize) -> Matrix {
         .flat_map(|&i| i * positions..(i + 1) * positions)
         .collect();
     m.select_rows(&all)
-}
-
-/// Writes a stacked `[m·K, D']` block back into rows of `out` at the block's offset.
-fn unstack(sum: &Mat<f64>, b: &Block, mut out: MatMut<'_, f64>) {
-    let (k, w) = (b.outputs, b.width());
-    for r in 0..sum.nrows() {
-        for c in 0..w {
-            out[(r / k, b.offset + (r % k) * w + c)] = sum[(r, c)];
-        }
-    }
-}
-
-/// `v` and `out` are `[m, dim]`.
-fn check_block(dim: usize, v: MatRef<'_, f64>, out: MatRef<'_, f64>, what: &str) -> Result<()> {
-    if v.ncols() != dim || out.nrows() != v.nrows() || out.ncols() != dim {
-        let details = format!(
-            "a block of {} x {} into {} x {}; expected vectors of {dim}",
-            v.nrows(),
-            v.ncols(),
-            out.nrows(),
-            out.ncols()
-        );
-        return Err(Error::config(what, details));
-    }
-    Ok(())
 }
 
 /// The exact Hessian of an infl-nn MLP's summed cross-entropy over the training examples,
@@ -495,28 +463,27 @@ impl NetworkHessian {
         let places: Vec<infl_nn::LayerBlock> = (self.layers.iter())
             .map(|&l| plan.blocks()[l].expect("a plan of the chosen layers"))
             .collect();
+        // Entry (k, c) of block b: `ours` in the chosen layout, `theirs` in the plan's.
+        let entries = || {
+            (self.blocks.iter().zip(&places)).flat_map(|(b, p)| {
+                (0..b.outputs).flat_map(move |k| {
+                    (0..b.width()).map(move |c| {
+                        (
+                            b.offset + k * b.width() + c,
+                            p.offset + k * (p.inputs + 1) + c,
+                        )
+                    })
+                })
+            })
+        };
         let mut compact = Array2::<f64>::zeros((m, plan.parameters()));
-        for (b, p) in self.blocks.iter().zip(&places) {
-            for j in 0..m {
-                for k in 0..b.outputs {
-                    for c in 0..b.width() {
-                        compact[(j, p.offset + k * (p.inputs + 1) + c)] =
-                            v[(j, b.offset + k * b.width() + c)];
-                    }
-                }
-            }
+        for j in 0..m {
+            entries().for_each(|(ours, theirs)| compact[(j, theirs)] = v[(j, ours)]);
         }
         let mut product = Array2::<f64>::zeros((m, plan.parameters()));
         plan.apply(self.product, compact.view(), product.view_mut())?;
-        for (b, p) in self.blocks.iter().zip(&places) {
-            for j in 0..m {
-                for k in 0..b.outputs {
-                    for c in 0..b.width() {
-                        out[(j, b.offset + k * b.width() + c)] =
-                            product[(j, p.offset + k * (p.inputs + 1) + c)];
-                    }
-                }
-            }
+        for j in 0..m {
+            entries().for_each(|(ours, theirs)| out[(j, ours)] = product[(j, theirs)]);
         }
         Ok(())
     }

@@ -165,6 +165,44 @@ impl<O: HessianOperator> HessianOperator for Scaled<O> {
     }
 }
 
+/// A block of vectors' `[K, D']` gradients at `offset` stacked as `[m·K, D']` (row `j·K +
+/// k` is output `k` of vector `j`): the shape GEMMs over every vector at once want.
+pub(crate) fn stacked(v: MatRef<'_, f64>, offset: usize, k: usize, w: usize) -> Mat<f64> {
+    Mat::from_fn(v.nrows() * k, w, |r, c| {
+        v[(r / k, offset + (r % k) * w + c)]
+    })
+}
+
+/// [`stacked`]'s inverse: a `[m·K, D']` block written back into rows of `out` at `offset`.
+pub(crate) fn unstack(sum: &Mat<f64>, offset: usize, k: usize, mut out: MatMut<'_, f64>) {
+    let w = sum.ncols();
+    for r in 0..sum.nrows() {
+        for c in 0..w {
+            out[(r / k, offset + (r % k) * w + c)] = sum[(r, c)];
+        }
+    }
+}
+
+/// `v` and `out` are blocks of vectors of `dim` (`[m, dim]`, the same `m`).
+pub(crate) fn check_block(
+    dim: usize,
+    v: MatRef<'_, f64>,
+    out: MatRef<'_, f64>,
+    what: &str,
+) -> Result<()> {
+    if v.ncols() != dim || out.nrows() != v.nrows() || out.ncols() != dim {
+        let details = format!(
+            "a block of {} x {} into {} x {}; expected vectors of {dim}",
+            v.nrows(),
+            v.ncols(),
+            out.nrows(),
+            out.ncols()
+        );
+        return Err(Error::config(what, details));
+    }
+    Ok(())
+}
+
 /// `m *= factor`, in place.
 fn scale(mut m: MatMut<'_, f64>, factor: f64) {
     for j in 0..m.ncols() {
@@ -367,17 +405,8 @@ impl HessianOperator for FinalLayer {
     /// over all vectors of the block at once.
     fn apply(&self, v: MatRef<'_, f64>, out: MatMut<'_, f64>) -> Result<()> {
         let (m, k, w) = (v.nrows(), self.outputs, self.width());
-        if v.ncols() != k * w || out.nrows() != m || out.ncols() != k * w {
-            let details = format!(
-                "a block of {} x {}; expected vectors of {}",
-                v.nrows(),
-                v.ncols(),
-                k * w
-            );
-            return Err(Error::config("hessian", details));
-        }
-        // Stack the m vectors as m·K rows of D'.
-        let stacked = Mat::from_fn(m * k, w, |r, c| v[(r / k, (r % k) * w + c)]);
+        check_block(self.dim(), v, out.as_ref(), "hessian")?;
+        let stacked = stacked(v, 0, k, w);
         let mut u = Mat::zeros(self.inputs.nrows(), m * k);
         matmul(
             u.as_mut(),
@@ -397,12 +426,7 @@ impl HessianOperator for FinalLayer {
             1.0,
             par(),
         );
-        let mut out = out;
-        for r in 0..m * k {
-            for c in 0..w {
-                out[(r / k, (r % k) * w + c)] = hv[(r, c)];
-            }
-        }
+        unstack(&hv, 0, k, out);
         Ok(())
     }
 

@@ -219,15 +219,7 @@ impl HessianOperator for SavedHessian {
     }
 
     fn apply(&self, v: MatRef<'_, f64>, out: MatMut<'_, f64>) -> Result<()> {
-        let n = self.dim();
-        if v.ncols() != n || out.ncols() != n || out.nrows() != v.nrows() {
-            let details = format!(
-                "a block of {} x {}; expected vectors of {n}",
-                v.nrows(),
-                v.ncols()
-            );
-            return Err(Error::config("hessian", details));
-        }
+        super::check_block(self.dim(), v, out.as_ref(), "hessian")?;
         matmul(out, Accum::Replace, v, self.hessian.transpose(), 1.0, par());
         Ok(())
     }

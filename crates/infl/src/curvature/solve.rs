@@ -433,12 +433,7 @@ impl Lissa {
         };
         let rows: Vec<usize> = (0..batch).map(|_| rng.random_range(0..n)).collect();
         op.apply_examples(&rows, h, out.as_mut())?;
-        let factor = n as f64 / batch as f64;
-        for j in 0..out.ncols() {
-            for i in 0..out.nrows() {
-                out[(i, j)] *= factor;
-            }
-        }
+        super::scale(out, n as f64 / batch as f64);
         Ok(())
     }
 }
