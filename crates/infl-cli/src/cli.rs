@@ -327,11 +327,9 @@ impl SolverArgs {
     /// The solver, refusing another solver's flags; the default is `exact` on features and
     /// `ekfac` (Kronfluence's default strategy) on factor files.
     fn solver(&self, seed: Option<u64>, factors: bool) -> Result<Solver> {
-        let default = match (factors, self.curvature) {
-            (true, None) => SolverArg::Ekfac,
-            (true, Some(_)) => SolverArg::Cg,
-            (false, _) => SolverArg::Exact,
-        };
+        let curvature = self.curvature.map(Curvature::from);
+        let default = SolverArg::from_str(Solver::default_name(factors, curvature), false)
+            .map_err(|e| anyhow::anyhow!(e))?;
         let chosen = self.solver.unwrap_or(default);
         let prefix = match chosen {
             SolverArg::Exact => "--exact-",
@@ -416,6 +414,17 @@ pub enum CurvatureArg {
     Hessian,
 }
 
+impl From<CurvatureArg> for Curvature {
+    fn from(c: CurvatureArg) -> Self {
+        match c {
+            CurvatureArg::Fisher => Curvature::Fisher,
+            CurvatureArg::TrueFisher => Curvature::TrueFisher,
+            CurvatureArg::GaussNewton => Curvature::GaussNewton,
+            CurvatureArg::Hessian => Curvature::Hessian,
+        }
+    }
+}
+
 /// `--solver`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SolverArg {
@@ -472,7 +481,7 @@ impl Input {
                 Ok(Source::Factors(FactorRun::discover(dir)?))
             }
             (Reads::Factors, None) => bail!(
-                "--method {} reads factor files: give --factors DIR (see python/export_factors.py)",
+                "--method {} reads factor files: give --factors DIR (see infl.torch, python/export_factors.py)",
                 self.method
             ),
             (Reads::Features, Some(_)) => bail!(
@@ -663,12 +672,7 @@ impl Input {
                 Some(ConventionArg::Captum) => Convention::Captum,
             },
             damping: self.solving.damping,
-            curvature: self.solving.curvature.map(|c| match c {
-                CurvatureArg::Fisher => Curvature::Fisher,
-                CurvatureArg::TrueFisher => Curvature::TrueFisher,
-                CurvatureArg::GaussNewton => Curvature::GaussNewton,
-                CurvatureArg::Hessian => Curvature::Hessian,
-            }),
+            curvature: self.solving.curvature.map(Curvature::from),
         })
     }
 }

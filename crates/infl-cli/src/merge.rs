@@ -7,14 +7,13 @@
 //! output is planned against the parts before anything is written; the result is
 //! published all-or-nothing like every other subcommand's.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
+use infl::SplitInfo;
 use infl::io::{Inputs, Publication, Rank, TensorFile};
-use infl::shard::{Part, order_parts};
-use infl::{Ranked, SplitInfo, TopKRows};
+use infl::shard::{ListData, MergedTopK, Part, TopKPart, merge_topk_parts, order_parts};
 
 use crate::output::{self, Located, SCORES, SELF_INFLUENCE, TOPK, TopkLists};
 
@@ -124,6 +123,23 @@ fn test_ids(parts: &[Opened]) -> Result<Vec<i64>> {
     Ok(first)
 }
 
+/// A part's `{name}s`, `{name}_ids` and `{name}_scores`, each checked to be `[t, w]`.
+fn read_list(p: &Opened, name: &str, t: usize, w: usize) -> Result<ListData> {
+    let names = [
+        format!("{name}s"),
+        format!("{name}_ids"),
+        format!("{name}_scores"),
+    ];
+    for tensor in &names {
+        check_shape(&p.file, tensor, &[t, w])?;
+    }
+    Ok(ListData {
+        rows: p.file.integers_flat(&names[0])?,
+        ids: p.file.integers_flat(&names[1])?,
+        scores: p.file.matrix(&names[2], Rank::Matrix)?.to_vec(),
+    })
+}
+
 fn merge_topk(
     parts: &[Opened],
     mut publication: Publication,
@@ -140,60 +156,31 @@ fn merge_topk(
     let tests = test_ids(parts)?;
     let t = tests.len();
     let n = parts[0].part.examples;
-    let mut acc = infl::TopK::new(t, k.min(n))?;
-    let mut ids: HashMap<usize, i64> = HashMap::new();
-    for p in parts {
-        let w = k.min(p.part.rows.len());
-        let mut lists = Vec::new();
-        for name in ["proponent", "opponent"] {
-            let [index, id, score] = [
-                format!("{name}s"),
-                format!("{name}_ids"),
-                format!("{name}_scores"),
-            ];
-            for tensor in [&index, &id, &score] {
-                check_shape(&p.file, tensor, &[t, w])?;
-            }
-            let (index, id) = (p.file.integers_flat(&index)?, p.file.integers_flat(&id)?);
-            let score = p.file.matrix(&score, Rank::Matrix)?.to_vec();
-            let mut rows = Vec::with_capacity(t);
-            for q in 0..t {
-                let mut row = Vec::with_capacity(w);
-                for j in q * w..(q + 1) * w {
-                    let row_index = usize::try_from(index[j])
-                        .ok()
-                        .filter(|r| p.part.rows.contains(r));
-                    let Some(r) = row_index else {
-                        bail!(
-                            "{}: tensor `{name}s`: expected training rows in {:?} (its shard), found {}",
-                            p.part.path.display(),
-                            p.part.rows,
-                            index[j]
-                        );
-                    };
-                    ids.insert(r, id[j]);
-                    row.push(Ranked {
-                        index: r,
-                        score: score[j],
-                    });
-                }
-                rows.push(row);
-            }
-            lists.push(rows);
-        }
-        let opponents = lists.pop().unwrap_or_default();
-        let proponents = lists.pop().unwrap_or_default();
-        acc.merge_rows(
-            0,
-            &TopKRows {
-                k,
-                proponents,
-                opponents,
-            },
-        )?;
-    }
-    let mut top = acc.finish();
-    top.k = k;
+    let flat = parts
+        .iter()
+        .map(|p| {
+            let w = k.min(p.part.rows.len());
+            Ok((
+                p,
+                w,
+                [
+                    read_list(p, "proponent", t, w)?,
+                    read_list(p, "opponent", t, w)?,
+                ],
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let topk_parts: Vec<TopKPart<'_>> = flat
+        .iter()
+        .map(|(p, w, lists)| TopKPart {
+            source: p.part.path.clone(),
+            rows: Some(p.part.rows.clone()),
+            width: *w,
+            proponents: lists[0].as_flat(),
+            opponents: lists[1].as_flat(),
+        })
+        .collect();
+    let MergedTopK { top, ids } = merge_topk_parts(t, k, &topk_parts)?;
     let locate = |i: usize| Located {
         index: i,
         id: ids[&i],

@@ -111,3 +111,62 @@ fn gpu_equals_cpu_on_the_bundled_example() {
     };
     assert_eq!(ids(csv("gpu")), ids(csv("cpu")), "suspect ranking");
 }
+
+/// `INFL_GPU_INDEX` opens the N-th physical GPU (0 exists wherever an adapter does) and an
+/// index beyond them is refused, naming the variable and what exists, with nothing written.
+#[test]
+fn gpu_index_picks_an_adapter_or_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_index = |index: &str, out: &Path| {
+        Command::cargo_bin("infl")
+            .unwrap()
+            .env("INFL_GPU_INDEX", index)
+            .args([
+                "topk",
+                "-q",
+                "--backend",
+                "gpu",
+                "--layer",
+                "fc3",
+                "-k",
+                "3",
+                "--run",
+            ])
+            .arg(run_dir())
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let first = dir.path().join("index-0.safetensors");
+    let probe = with_index("0", &first);
+    if !probe.status.success() {
+        let err = String::from_utf8_lossy(&probe.stderr);
+        let required = std::env::var("INFL_REQUIRE_GPU").is_ok_and(|v| v == "1");
+        assert!(
+            !required && err.contains("no usable GPU adapter"),
+            "INFL_GPU_INDEX=0 failed (INFL_REQUIRE_GPU={}): {err}",
+            required as u8
+        );
+        eprintln!("SKIPPED gpu_index_picks_an_adapter_or_is_refused: {err}");
+        return;
+    }
+    assert!(first.exists());
+    for bad in ["64", "first"] {
+        let out = dir.path().join(format!("{bad}.safetensors"));
+        let o = with_index(bad, &out);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "INFL_GPU_INDEX={bad} was accepted");
+        assert!(
+            err.contains(&format!(
+                "INFL_GPU_INDEX=\"{bad}\": expected an index below"
+            )),
+            "{err}"
+        );
+        assert!(
+            !out.exists(),
+            "INFL_GPU_INDEX={bad} wrote {}",
+            out.display()
+        );
+    }
+}

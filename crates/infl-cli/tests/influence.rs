@@ -443,7 +443,6 @@ fn kfac_and_ekfac_on_factor_files_give_kronfluences_scores() {
             &["--curvature", "gauss-newton"][..],
             "expected an infl-nn MLP",
         ),
-        (&["--curvature", "true-fisher"][..], "fc1.g_sampled"),
         (&["--convention", "captum"][..], "drop --convention captum"),
         (&["--include-bias"][..], "--include-bias"),
     ] {
@@ -465,4 +464,45 @@ fn kfac_and_ekfac_on_factor_files_give_kronfluences_scores() {
         );
         assert!(!out.exists());
     }
+}
+
+/// Factor files without `L.g_sampled` (exported with `--no-sampled`): the true Fisher is
+/// refused, naming the tensor and the empirical alternative, with nothing written.
+#[test]
+fn true_fisher_without_sampled_gradients_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let factors = dir.path().join("factors");
+    std::fs::create_dir(&factors).unwrap();
+    for entry in std::fs::read_dir(fixtures("mlp/factors")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = (file.tensors().into_iter())
+            .filter(|(name, _)| !name.ends_with(".g_sampled"))
+            .collect();
+        let meta = header.metadata().clone();
+        let out = safetensors::serialize(kept, meta).unwrap();
+        std::fs::write(factors.join(path.file_name().unwrap()), out).unwrap();
+    }
+    let out = dir.path().join("never.safetensors");
+    let args = [
+        "topk",
+        "--method",
+        "influence",
+        "--factors",
+        s(&factors),
+        "--curvature",
+        "true-fisher",
+        "-o",
+        s(&out),
+    ];
+    let o = infl(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "accepted");
+    assert!(
+        err.contains("tensor `fc1.g_sampled`") && err.contains("--curvature fisher"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }

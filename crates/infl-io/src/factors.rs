@@ -27,8 +27,8 @@ use crate::{Error, LEARNING_RATE_KEY, Rank, Result, TensorFile, parse_learning_r
 
 /// What a file without factor layers is told.
 const NO_LAYERS: &str = "the file has no factor layers: expected tensors `L.a` and `L.g` (or \
-                         `P.grad`) for each traced layer, as python/export_factors.py or `infl \
-                         demo --export-factors` write them";
+                         `P.grad`) for each traced layer, as infl.torch (python/export_factors.py) \
+                         or `infl demo --export-factors` write them";
 
 /// The factors of one traced layer or parameter.
 #[derive(Clone, Debug)]

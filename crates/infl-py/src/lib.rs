@@ -16,15 +16,15 @@
 //! - Scoring goes through the estimators' provided methods and the one engine, as
 //!   everywhere in infl; top-k parts merge with [`TopK::merge_rows`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use infl::estimators::{self, Estimator, Options};
+use infl::curvature::{Curvature, Damping, Solver};
+use infl::estimators::{self, Convention, Estimator, Options};
 use infl::io::{FactorRun, RunLayout};
-use infl::shard::{Shard, ShardRows};
+use infl::shard::{ListData, MergedTopK, Shard, ShardRows, TopKPart, merge_topk_parts};
 use infl::{
     Backend, BackendChoice, Bias, Checkpoint, CheckpointData, Examples, F32Storage, Loss, Matrix,
-    Ranked, Reduction, Run, Splits, TopK, TopKRows,
+    Reduction, Run, Splits, TopKRows,
 };
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray,
@@ -169,6 +169,8 @@ impl Settings {
         seed: u64,
         backend: &str,
         threads: Option<usize>,
+        influence: Option<&Bound<'_, PyDict>>,
+        factors: bool,
     ) -> PyResult<Self> {
         estimators::find(method).map_err(err)?;
         let loss = match loss {
@@ -218,6 +220,10 @@ impl Settings {
             seed,
             ..Options::default()
         };
+        let options = match influence {
+            Some(d) if !d.is_empty() => influence_options(options, method, d, factors)?,
+            _ => options,
+        };
         Ok(Self {
             method: method.to_string(),
             options,
@@ -233,6 +239,91 @@ impl Settings {
     fn backend(&self) -> PyResult<Box<dyn Backend>> {
         infl::select_backend(self.backend, self.threads).map_err(err)
     }
+}
+
+/// Influence functions' settings (`solver`, `damping`, `convention`, `curvature`; each
+/// solver's knobs at their defaults, the CLI's) into `options`, for `method="influence"`.
+fn influence_options(
+    mut options: Options,
+    method: &str,
+    d: &Bound<'_, PyDict>,
+    factors: bool,
+) -> PyResult<Options> {
+    let influence = infl::InfluenceFunction::default();
+    if method != influence.name() {
+        return Err(err(format!(
+            "solver, damping, convention and curvature are settings of method=\"{}\", not \
+             of {method:?}",
+            influence.name()
+        )));
+    }
+    let text = |key: &str| -> PyResult<Option<String>> {
+        d.get_item(key)?
+            .filter(|v| !v.is_none())
+            .map(|v| {
+                v.extract::<String>()
+                    .map_err(|_| err(format!("{key}: expected a string")))
+            })
+            .transpose()
+    };
+    for key in d.keys() {
+        let key: String = key.extract()?;
+        if !["solver", "damping", "convention", "curvature"].contains(&key.as_str()) {
+            return Err(err(format!(
+                "unknown influence setting {key:?}; expected solver, damping, convention or \
+                 curvature"
+            )));
+        }
+    }
+    options.curvature = text("curvature")?
+        .map(|c| Curvature::named(&c))
+        .transpose()
+        .map_err(err)?;
+    let name = text("solver")?;
+    let name = name
+        .as_deref()
+        .unwrap_or(Solver::default_name(factors, options.curvature));
+    options.solver = match Solver::named(name).map_err(err)? {
+        Solver::Lissa {
+            depth,
+            scale,
+            batch,
+            repeats,
+            ..
+        } => Solver::Lissa {
+            depth,
+            scale,
+            batch,
+            repeats,
+            seed: options.seed,
+        },
+        Solver::Arnoldi {
+            dimension,
+            eigenpairs,
+            ..
+        } => Solver::Arnoldi {
+            dimension,
+            eigenpairs,
+            seed: options.seed,
+        },
+        other => other,
+    };
+    if let Some(c) = text("convention")? {
+        options.convention = Convention::named(&c).map_err(err)?;
+    }
+    options.damping = match d.get_item("damping")?.filter(|v| !v.is_none()) {
+        None => None,
+        Some(v) => Some(match v.extract::<f64>() {
+            Ok(x) if x.is_finite() && x >= 0.0 => Damping::Value(x),
+            _ if v.extract::<String>().is_ok_and(|t| t == "heuristic") => Damping::Heuristic,
+            _ => {
+                return Err(err(format!(
+                    "damping: expected a finite number >= 0 or \"heuristic\", found {v}"
+                )));
+            }
+        }),
+    };
+    Ok(options)
 }
 
 /// Where a run on disk is: a run folder or manifest with its final `layer`, or (without a
@@ -337,7 +428,7 @@ fn topk_dict<'py>(
 #[pyfunction]
 #[pyo3(signature = (run, k, *, layer=None, layers=None, method="tracincp-fast", shard=None,
     loss="ce", reduction="sum", include_bias=false, learning_rate=1.0, projection_dim=None,
-    seed=0, backend="cpu", threads=None))]
+    seed=0, backend="cpu", threads=None, influence=None))]
 #[allow(clippy::too_many_arguments)]
 fn topk<'py>(
     py: Python<'py>,
@@ -355,6 +446,7 @@ fn topk<'py>(
     seed: u64,
     backend: &str,
     threads: Option<usize>,
+    influence: Option<Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let settings = Settings::new(
         method,
@@ -366,6 +458,8 @@ fn topk<'py>(
         seed,
         backend,
         threads,
+        influence.as_ref(),
+        layer.is_none(),
     )?;
     let run = OnDisk {
         path: run,
@@ -408,7 +502,7 @@ fn topk<'py>(
 #[pyfunction]
 #[pyo3(signature = (run, *, layer=None, layers=None, method="tracincp-fast", shard=None,
     loss="ce", reduction="sum", include_bias=false, learning_rate=1.0, projection_dim=None,
-    seed=0, backend="cpu", threads=None))]
+    seed=0, backend="cpu", threads=None, influence=None))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn scores<'py>(
     py: Python<'py>,
@@ -425,6 +519,7 @@ fn scores<'py>(
     seed: u64,
     backend: &str,
     threads: Option<usize>,
+    influence: Option<Bound<'py, PyDict>>,
 ) -> PyResult<(
     Bound<'py, PyArray2<f32>>,
     Bound<'py, PyArray1<i64>>,
@@ -440,6 +535,8 @@ fn scores<'py>(
         seed,
         backend,
         threads,
+        influence.as_ref(),
+        layer.is_none(),
     )?;
     let run = OnDisk {
         path: run,
@@ -470,7 +567,7 @@ fn scores<'py>(
 #[pyfunction]
 #[pyo3(signature = (run, *, layer=None, layers=None, method="tracincp-fast", shard=None,
     loss="ce", reduction="sum", include_bias=false, learning_rate=1.0, projection_dim=None,
-    seed=0, backend="cpu", threads=None))]
+    seed=0, backend="cpu", threads=None, influence=None))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn self_influence<'py>(
     py: Python<'py>,
@@ -487,6 +584,7 @@ fn self_influence<'py>(
     seed: u64,
     backend: &str,
     threads: Option<usize>,
+    influence: Option<Bound<'py, PyDict>>,
 ) -> PyResult<(Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<i64>>)> {
     let settings = Settings::new(
         method,
@@ -498,6 +596,8 @@ fn self_influence<'py>(
         seed,
         backend,
         threads,
+        influence.as_ref(),
+        layer.is_none(),
     )?;
     let run = OnDisk {
         path: run,
@@ -545,6 +645,8 @@ fn tracin_fast<'py>(
         0,
         backend,
         threads,
+        None,
+        false,
     )?;
     let mut guards = Vec::new();
     // One features array for every checkpoint, or a list with one per checkpoint.
@@ -663,75 +765,54 @@ fn merge_topk<'py>(
     };
     let test_ids = integers("test_ids", &get(first, "test_ids")?)?;
     let t = test_ids.len();
-    let mut acc = TopK::new(t, k.max(1)).map_err(err)?;
-    let mut ids: HashMap<usize, i64> = HashMap::new();
-    let mut seen_rows = Vec::new();
-    for part in &parts {
+    let mut data = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
         if integers("test_ids", &get(part, "test_ids")?)? != test_ids {
             return Err(err("merge_topk: parts of different test sets"));
         }
-        if let Ok(rows) = get(part, "rows").and_then(|r| r.extract::<(usize, usize)>()) {
-            seen_rows.push(rows);
-        }
+        let rows = get(part, "rows")
+            .and_then(|r| r.extract::<(usize, usize)>())
+            .ok()
+            .map(|(a, b)| a..b);
         let mut lists = Vec::new();
+        let mut width = 0;
         for name in ["proponent", "opponent"] {
             let key = format!("{name}s");
             let x = get(part, &key)?;
             let shape = untyped(&key, &x)?.shape().to_vec();
-            let index = integers(&key, &x.call_method0("ravel")?)?;
-            let id = integers(
-                &key,
-                &get(part, &format!("{name}_ids"))?.call_method0("ravel")?,
-            )?;
-            let score = floats(&get(part, &format!("{name}_scores"))?)?;
-            let w = shape.get(1).copied().unwrap_or(0);
-            if shape.len() != 2 || shape[0] != t || id.len() != t * w || score.len() != t * w {
+            if shape.len() != 2 || shape[0] != t {
                 return Err(err(format!(
-                    "merge_topk: `{key}` of shape {shape:?}; expected [{t}, w] with ids and \
-                     scores of that shape"
+                    "merge_topk: part {}: `{key}` of shape {shape:?}; expected [{t}, w]",
+                    i + 1
                 )));
             }
-            let mut rows = Vec::with_capacity(t);
-            for q in 0..t {
-                let mut row = Vec::with_capacity(w);
-                for j in q * w..(q + 1) * w {
-                    let index = usize::try_from(index[j])
-                        .map_err(|_| err(format!("merge_topk: `{key}`: row {}", index[j])))?;
-                    ids.insert(index, id[j]);
-                    row.push(Ranked {
-                        index,
-                        score: score[j],
-                    });
-                }
-                rows.push(row);
-            }
-            lists.push(rows);
+            width = shape[1];
+            lists.push(ListData {
+                rows: integers(&key, &x.call_method0("ravel")?)?,
+                ids: integers(
+                    &key,
+                    &get(part, &format!("{name}_ids"))?.call_method0("ravel")?,
+                )?,
+                scores: floats(&get(part, &format!("{name}_scores"))?)?,
+            });
         }
-        let opponents = lists.pop().unwrap_or_default();
-        let proponents = lists.pop().unwrap_or_default();
-        acc.merge_rows(
-            0,
-            &TopKRows {
-                k,
-                proponents,
-                opponents,
-            },
-        )
-        .map_err(err)?;
+        data.push((rows, width, lists));
     }
-    seen_rows.sort();
-    if let Some(w) = seen_rows.windows(2).find(|w| w[0].1 > w[1].0) {
-        return Err(err(format!(
-            "merge_topk: overlapping parts (rows {:?} and {:?})",
-            w[0], w[1]
-        )));
-    }
-    let mut top = acc.finish();
-    top.k = k;
+    let topk_parts: Vec<TopKPart<'_>> = (data.iter().enumerate())
+        .map(|(i, (rows, width, lists))| TopKPart {
+            source: format!("merge_topk part {}", i + 1).into(),
+            rows: rows.clone(),
+            width: *width,
+            proponents: lists[0].as_flat(),
+            opponents: lists[1].as_flat(),
+        })
+        .collect();
+    let MergedTopK { top, ids } = merge_topk_parts(t, k, &topk_parts).map_err(err)?;
+    let seen = || data.iter().filter_map(|(rows, _, _)| rows.as_ref());
     // Candidates are global rows already.
     let d = topk_dict(py, &top, 0, &|r| ids[&r], &test_ids)?;
-    if let (Some(lo), Some(hi)) = (seen_rows.first(), seen_rows.last()) {
-        d.set_item("rows", (lo.0, hi.1))?;
+    if let (Some(lo), Some(hi)) = (seen().map(|r| r.start).min(), seen().map(|r| r.end).max()) {
+        d.set_item("rows", (lo, hi))?;
     }
     Ok(d)
 }

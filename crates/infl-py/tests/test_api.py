@@ -61,6 +61,40 @@ def test_factor_runs_equal_the_cli(tmp_path):
     np.testing.assert_array_equal(got.opponent_scores, want["opponent_scores"])
 
 
+@pytest.mark.parametrize("source,py,flags", [
+    # the final layer's exact Hessian; CG with the heuristic damping; Captum's convention
+    ("run", {}, []),
+    ("run", {"solver": "cg", "damping": "heuristic"}, ["--solver", "cg", "--damping", "heuristic"]),
+    ("run", {"convention": "captum", "damping": 1e-3},
+     ["--convention", "captum", "--damping", "0.001"]),
+    # factor files: EK-FAC by default, CG on the empirical Fisher
+    ("factors", {"damping": "heuristic"}, ["--damping", "heuristic"]),
+    ("factors", {"curvature": "fisher", "damping": 0.01}, ["--curvature", "fisher", "--damping", "0.01"]),
+])
+def test_influence_functions_equal_the_cli(tmp_path, source, py, flags):
+    where = {"run": ["--run", RUN, "--layer", "fc3"], "factors": ["--factors", FACTORS]}[source]
+    out = tmp_path / "topk.safetensors"
+    code, err = cli("topk", "--method", "influence", *where, *flags, "-k", "4", "-o", out)
+    assert code == 0, err
+    want, _ = read_safetensors(out)
+    on = {"run": {"layer": "fc3"}, "factors": {}}[source]
+    got = infl.topk(RUN if source == "run" else FACTORS, 4, method="influence", **on, **py)
+    for name in ["proponents", "proponent_scores", "opponents", "opponent_scores"]:
+        np.testing.assert_array_equal(getattr(got, name), want[name], err_msg=name)
+
+
+def test_influence_settings_are_checked():
+    for kw, needle in [({"solver": "newton"}, "expected one of exact, cg, lissa"),
+                       ({"damping": -1.0}, "damping: expected a finite number"),
+                       ({"damping": "lots"}, "damping: expected a finite number"),
+                       ({"convention": "trak"}, "expected \"kronfluence\" or \"captum\""),
+                       ({"curvature": "hessian2"}, "expected one of fisher, true-fisher")]:
+        with pytest.raises(infl.InflError, match=needle):
+            infl.topk(RUN, 3, layer="fc3", method="influence", **kw)
+    with pytest.raises(infl.InflError, match="settings of method=\"influence\""):
+        infl.topk(RUN, 3, layer="fc3", solver="cg")
+
+
 def test_arrays_in_memory_equal_the_run_on_disk_and_captum():
     ckpts, train_x, train_y, test_x, test_y = arrays()
     s = infl.tracin_fast(ckpts, train_x, train_y, test_x, test_y)

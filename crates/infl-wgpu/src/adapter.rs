@@ -7,6 +7,13 @@
 //! discrete, then integrated, virtual, other, and software (`DeviceType::Cpu`) last, and
 //! at equal kind Vulkan/Metal/DX12 before OpenGL; software adapters are excluded
 //! altogether under [`AdapterPolicy::HardwareOnly`].
+//!
+//! `INFL_GPU_INDEX=N` picks the N-th (0-based) physical GPU instead: the remaining
+//! adapters, one per device (its best API), in PCI bus order — the order CUDA numbers GPUs
+//! under `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so a process handed GPU `i` by a scheduler (Ray's
+//! `ray.get_gpu_ids()`, Slurm's `SLURM_LOCALID`) opens that same card even though Vulkan
+//! ignores `CUDA_VISIBLE_DEVICES`. Adapters that report no bus id keep their enumeration
+//! order, after those that do.
 
 use crate::error::{GpuError, Result};
 
@@ -99,13 +106,54 @@ pub(crate) fn pick_adapter(
         let info = a.get_info();
         (rank(info.device_type), api_rank(info.backend))
     });
-    candidates
-        .into_iter()
-        .next()
-        .ok_or_else(|| GpuError::NoAdapter {
+    if candidates.is_empty() {
+        return Err(GpuError::NoAdapter {
             backends: format!("{backends:?}"),
             seen: names(&all),
+        });
+    }
+    let Ok(wanted) = std::env::var(INDEX_VAR) else {
+        return Ok(candidates.swap_remove(0));
+    };
+    let infos: Vec<wgpu::AdapterInfo> = candidates.iter().map(|a| a.get_info()).collect();
+    let order = physical_order(&infos);
+    match wanted
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| order.get(i))
+    {
+        Some(&i) => Ok(candidates.swap_remove(i)),
+        None => Err(GpuError::NoAdapterAtIndex {
+            wanted,
+            count: order.len(),
+            available: (order.iter().map(|&i| describe(&infos[i])))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// The environment variable that picks a physical GPU by index (see the module docs).
+pub const INDEX_VAR: &str = "INFL_GPU_INDEX";
+
+/// Positions in `infos` (ranked best first) of one adapter per physical device — the first,
+/// i.e. best-ranked, of those sharing a PCI bus id — in PCI bus order, adapters without a
+/// bus id last in their given order.
+pub fn physical_order(infos: &[wgpu::AdapterInfo]) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut order: Vec<usize> = (0..infos.len())
+        .filter(|&i| {
+            let bus = &infos[i].device_pci_bus_id;
+            bus.is_empty() || seen.insert(bus.to_lowercase())
         })
+        .collect();
+    // Stable: equal keys (no bus id) keep their order.
+    order.sort_by_key(|&i| {
+        let bus = infos[i].device_pci_bus_id.to_lowercase();
+        (bus.is_empty(), bus)
+    });
+    order
 }
 
 #[cfg(test)]
@@ -120,6 +168,31 @@ mod tests {
         }
         assert!(!AdapterPolicy::HardwareOnly.admits(T::Cpu));
         assert!(AdapterPolicy::AnyIncludingSoftware.admits(T::Cpu));
+    }
+
+    fn info(name: &str, bus: &str, backend: wgpu::Backend) -> wgpu::AdapterInfo {
+        let mut info = wgpu::AdapterInfo::new(wgpu::DeviceType::DiscreteGpu, backend);
+        info.name = name.into();
+        info.device_pci_bus_id = bus.into();
+        info
+    }
+
+    #[test]
+    fn physical_order_is_pci_bus_order_with_one_adapter_per_device() {
+        use wgpu::Backend::{Gl, Vulkan};
+        // Ranked best first (Vulkan before GL); enumeration order is not bus order.
+        let infos = [
+            info("b-vk", "0000:41:00.0", Vulkan),
+            info("a-vk", "0000:01:00.0", Vulkan),
+            info("nobus", "", Vulkan),
+            info("b-gl", "0000:41:00.0", Gl),
+            info("A-gl", "0000:01:00.0", Gl),
+            info("c-vk", "0000:C1:00.0", Vulkan),
+        ];
+        let names: Vec<&str> = (physical_order(&infos).iter())
+            .map(|&i| infos[i].name.as_str())
+            .collect();
+        assert_eq!(names, ["a-vk", "b-vk", "c-vk", "nobus"]);
     }
 
     #[test]

@@ -26,6 +26,19 @@ pub enum GpuError {
         /// The adapters that exist.
         available: String,
     },
+    /// `INFL_GPU_INDEX` is not a number or is beyond the physical GPUs found.
+    #[error(
+        "INFL_GPU_INDEX={wanted:?}: expected an index below {count} (the GPUs in PCI bus order: \
+         {available})"
+    )]
+    NoAdapterAtIndex {
+        /// The variable's value.
+        wanted: String,
+        /// How many physical GPUs there are.
+        count: usize,
+        /// Them, in index order.
+        available: String,
+    },
     /// The adapter refused to open a device.
     #[error("cannot open a device on adapter {adapter}: {source}")]
     RequestDevice {

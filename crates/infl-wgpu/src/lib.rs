@@ -52,7 +52,7 @@ pub mod source;
 use std::fmt;
 use std::sync::Arc;
 
-pub use adapter::{AdapterPolicy, describe};
+pub use adapter::{AdapterPolicy, INDEX_VAR, describe, physical_order};
 pub use error::{GpuError, Result};
 pub use plan::{BlockCaps, ChunkLimits};
 

@@ -20,7 +20,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use infl_core::Matrix;
+use infl_core::{Matrix, Ranked, TopK, TopKRows};
 use infl_io::{LayerFactors, RunLayout};
 
 use crate::run::{Run, SplitFactors, Splits, load_checkpoint_rows};
@@ -398,6 +398,157 @@ pub fn order_parts(mut parts: Vec<Part>) -> Result<Vec<Part>> {
     Ok(parts)
 }
 
+/// One list kind (proponents or opponents) of a top-k part, flat and row-major
+/// `[tests, width]`, as a part file or a Python dict holds it.
+#[derive(Clone, Copy, Debug)]
+pub struct FlatList<'a> {
+    /// Training rows of the whole training set.
+    pub rows: &'a [i64],
+    /// Their ids.
+    pub ids: &'a [i64],
+    /// Their scores.
+    pub scores: &'a [f32],
+}
+
+/// The owned values behind a [`FlatList`] (as read from a file or converted from Python).
+#[derive(Clone, Debug, Default)]
+pub struct ListData {
+    /// Training rows.
+    pub rows: Vec<i64>,
+    /// Their ids.
+    pub ids: Vec<i64>,
+    /// Their scores.
+    pub scores: Vec<f32>,
+}
+
+impl ListData {
+    /// The borrowed view.
+    pub fn as_flat(&self) -> FlatList<'_> {
+        FlatList {
+            rows: &self.rows,
+            ids: &self.ids,
+            scores: &self.scores,
+        }
+    }
+}
+
+/// A top-k part to merge: its lists and, for error messages and checks, where it came from
+/// and which training rows it may hold.
+#[derive(Clone, Debug)]
+pub struct TopKPart<'a> {
+    /// The part's file (or a name such as `part 3` for lists in memory).
+    pub source: PathBuf,
+    /// The part's training rows, when known: candidates outside are refused.
+    pub rows: Option<Range<usize>>,
+    /// Entries per test example (at most `k`; fewer when the part has fewer rows).
+    pub width: usize,
+    /// Largest scores first.
+    pub proponents: FlatList<'a>,
+    /// Most negative scores first.
+    pub opponents: FlatList<'a>,
+}
+
+/// Merged lists: the best `k` of every part's candidates, with their ids.
+#[derive(Clone, Debug)]
+pub struct MergedTopK {
+    /// The lists (global training rows); `k` is the requested `k`.
+    pub top: TopKRows,
+    /// Every listed row's id.
+    pub ids: HashMap<usize, i64>,
+}
+
+/// Merges the top-k lists of parts over disjoint training rows (shards' results, in any
+/// order and grouping) into the best `k` for each of `tests` test examples: the lists one
+/// unsharded run gives (`infl merge` and `infl.merge_topk`; [`TopK`]'s order, ties to the
+/// lower row). Refuses lists of the wrong length, rows outside a part's range and parts
+/// whose ranges overlap.
+pub fn merge_topk_parts(tests: usize, k: usize, parts: &[TopKPart<'_>]) -> Result<MergedTopK> {
+    let mut ranges: Vec<(&Range<usize>, &PathBuf)> = parts
+        .iter()
+        .filter_map(|p| Some((p.rows.as_ref()?, &p.source)))
+        .collect();
+    ranges.sort_by_key(|(r, _)| (r.start, r.end));
+    if let Some(w) = ranges.windows(2).find(|w| w[0].0.end > w[1].0.start) {
+        return Err(Error::config(
+            "parts",
+            format!(
+                "overlapping parts: {} (rows {:?}) and {} (rows {:?})",
+                w[0].1.display(),
+                w[0].0,
+                w[1].1.display(),
+                w[1].0
+            ),
+        ));
+    }
+    // Capacity is bounded by the candidates, not by a k from the input.
+    let candidates: usize = parts.iter().map(|p| p.width).sum();
+    let mut acc = TopK::new(tests, k.min(candidates).max(1))?;
+    let mut ids = HashMap::new();
+    for part in parts {
+        let proponents = part_rows(part, "proponent", part.proponents, tests, &mut ids)?;
+        let opponents = part_rows(part, "opponent", part.opponents, tests, &mut ids)?;
+        acc.merge_rows(
+            0,
+            &TopKRows {
+                k,
+                proponents,
+                opponents,
+            },
+        )?;
+    }
+    let mut top = acc.finish();
+    top.k = k;
+    Ok(MergedTopK { top, ids })
+}
+
+/// One list kind of a part as ranked rows per test example, its ids recorded in `ids`.
+fn part_rows(
+    part: &TopKPart<'_>,
+    name: &str,
+    list: FlatList<'_>,
+    tests: usize,
+    ids: &mut HashMap<usize, i64>,
+) -> Result<Vec<Vec<Ranked>>> {
+    let len = tests * part.width;
+    let lens = [list.rows.len(), list.ids.len(), list.scores.len()];
+    if lens.iter().any(|&l| l != len) {
+        return Err(Error::data(
+            &part.source,
+            format!("{name}s"),
+            format!(
+                "expected {tests} x {} rows, ids and scores, found {lens:?} values",
+                part.width
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(tests);
+    for q in 0..tests {
+        let mut row = Vec::with_capacity(part.width);
+        for j in q * part.width..(q + 1) * part.width {
+            let index = usize::try_from(list.rows[j]).ok();
+            let Some(r) = index.filter(|r| part.rows.as_ref().is_none_or(|rows| rows.contains(r)))
+            else {
+                let range = part
+                    .rows
+                    .as_ref()
+                    .map_or(String::new(), |r| format!(" in {r:?} (its shard)"));
+                return Err(Error::data(
+                    &part.source,
+                    format!("{name}s"),
+                    format!("expected training rows{range}, found {}", list.rows[j]),
+                ));
+            };
+            ids.insert(r, list.ids[j]);
+            row.push(Ranked {
+                index: r,
+                score: list.scores[j],
+            });
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,5 +632,82 @@ mod tests {
         meta.remove(SHARD_KEY);
         let e = Part::from_metadata("p", &meta).unwrap_err().to_string();
         assert!(e.contains("expected a shard part"), "{e}");
+    }
+
+    #[test]
+    fn merged_parts_equal_the_whole_lists_and_refuse_bad_rows() {
+        // 2 tests x 7 rows, with ties; parts 0..3 and 3..7 given in reverse order.
+        let scores = [
+            0.5f32, -1.0, 0.5, 2.0, 0.0, -1.0, 3.0, //
+            1.0, 1.0, -2.0, 0.0, -2.0, 4.0, 0.25,
+        ];
+        let (tests, n, k) = (2, 7, 3);
+        let whole = TopKRows::from_full(&scores, n, k);
+        let flat = |rows: Range<usize>| {
+            let sub: Vec<f32> = (0..tests)
+                .flat_map(|q| scores[q * n + rows.start..q * n + rows.end].to_vec())
+                .collect();
+            let top = TopKRows::from_full(&sub, rows.len(), k);
+            let list = |l: &Vec<Vec<Ranked>>| {
+                let r: Vec<i64> = l
+                    .iter()
+                    .flatten()
+                    .map(|c| (c.index + rows.start) as i64)
+                    .collect();
+                let s: Vec<f32> = l.iter().flatten().map(|c| c.score).collect();
+                (r.clone(), r.iter().map(|r| r + 100).collect::<Vec<_>>(), s)
+            };
+            (
+                list(&top.proponents),
+                list(&top.opponents),
+                k.min(rows.len()),
+            )
+        };
+        let (a, b) = (flat(0..3), flat(3..7));
+        type Flat = (
+            (Vec<i64>, Vec<i64>, Vec<f32>),
+            (Vec<i64>, Vec<i64>, Vec<f32>),
+            usize,
+        );
+        fn part(f: &Flat, rows: Range<usize>) -> TopKPart<'_> {
+            TopKPart {
+                source: PathBuf::from(format!("part {rows:?}")),
+                rows: Some(rows),
+                width: f.2,
+                proponents: FlatList {
+                    rows: &f.0.0,
+                    ids: &f.0.1,
+                    scores: &f.0.2,
+                },
+                opponents: FlatList {
+                    rows: &f.1.0,
+                    ids: &f.1.1,
+                    scores: &f.1.2,
+                },
+            }
+        }
+        let merged = merge_topk_parts(tests, k, &[part(&b, 3..7), part(&a, 0..3)]).unwrap();
+        assert_eq!(merged.top, whole);
+        assert_eq!(merged.ids[&6], 106);
+        // A k beyond the candidates keeps them all (and allocates no more).
+        let all = merge_topk_parts(tests, 1 << 60, &[part(&a, 0..3)]).unwrap();
+        assert_eq!(all.top.proponents[0].len(), 3);
+
+        let e = merge_topk_parts(tests, k, &[part(&a, 0..3), part(&b, 2..7)]).unwrap_err();
+        assert!(e.to_string().contains("overlapping parts"), "{e}");
+        let e = merge_topk_parts(tests, k, &[part(&b, 4..7)]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("expected training rows in 4..7 (its shard), found 3"),
+            "{e}"
+        );
+        let mut short = a.clone();
+        short.1.2.pop();
+        let e = merge_topk_parts(tests, k, &[part(&short, 0..3)]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("part 0..3: tensor `opponents`: expected 2 x 3"),
+            "{e}"
+        );
     }
 }

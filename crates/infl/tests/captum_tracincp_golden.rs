@@ -163,3 +163,52 @@ fn layer_order_and_checkpoint_order_do_not_change_scores() {
         expected.matrix("scores", Rank::Matrix).unwrap().data(),
     );
 }
+
+/// The torch exporter's `L.g_sampled` (infl.torch): for the last layer, each row is
+/// `softmax(logits) − onehot(ŷ)` for a drawn label ŷ — the logits recomputed here from the
+/// checkpoint's `fc3` and the file's `fc3.a` — and the drawn labels are not the true ones
+/// for every example (they come from the model, not the data).
+#[test]
+fn torch_exporter_sampled_gradients_are_softmax_minus_a_drawn_one_hot() {
+    let dir = fixtures().join("mlp");
+    for ckpt in ["checkpoint-1", "checkpoint-2", "checkpoint-10"] {
+        let f = TensorFile::open(dir.join(format!("factors/{ckpt}.train.safetensors"))).unwrap();
+        let c = TensorFile::open(dir.join(format!("{ckpt}.safetensors"))).unwrap();
+        let (a, g) = (
+            f.matrix("fc3.a", Rank::Matrix).unwrap(),
+            f.matrix("fc3.g_sampled", Rank::Matrix).unwrap(),
+        );
+        let w = c.matrix("fc3.weight", Rank::Matrix).unwrap();
+        let b = c.vector("fc3.bias").unwrap();
+        let labels = f.integers("labels").unwrap();
+        let (n, k) = (a.rows(), w.rows());
+        assert_eq!((g.rows(), g.cols()), (n, k));
+        let mut differ = 0;
+        for (i, &label) in labels.iter().enumerate().take(n) {
+            let z: Vec<f64> = (0..k)
+                .map(|o| {
+                    let dot: f64 = (a.view().row(i).iter().zip(w.view().row(o)))
+                        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                        .sum();
+                    dot + f64::from(b[o])
+                })
+                .collect();
+            let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = z.iter().map(|x| (x - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            // p − g is the one-hot of the drawn label.
+            let onehot: Vec<f64> = (0..k)
+                .map(|o| e[o] / sum - f64::from(g.view().row(i)[o]))
+                .collect();
+            let drawn = (0..k)
+                .max_by(|&x, &y| onehot[x].total_cmp(&onehot[y]))
+                .unwrap();
+            for (o, v) in onehot.iter().enumerate() {
+                let want = if o == drawn { 1.0 } else { 0.0 };
+                assert!((v - want).abs() < 1e-5, "{ckpt} example {i} class {o}: {v}");
+            }
+            differ += usize::from(drawn as i64 != label);
+        }
+        assert!(differ > 0, "{ckpt}: every drawn label equals the true one");
+    }
+}

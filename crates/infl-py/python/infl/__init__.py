@@ -75,13 +75,20 @@ class TopK:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
 
+_INFLUENCE = ("solver", "damping", "convention", "curvature")
+
+
 def _settings(kw: dict) -> dict:
     allowed = {"loss", "reduction", "include_bias", "learning_rate", "projection_dim", "seed",
-               "backend", "threads"}
+               "backend", "threads", *_INFLUENCE}
     unknown = set(kw) - allowed
     if unknown:
         raise TypeError(f"unexpected settings {sorted(unknown)}; expected some of {sorted(allowed)}")
-    return kw
+    out = {k: v for k, v in kw.items() if k not in _INFLUENCE}
+    influence = {k: kw[k] for k in _INFLUENCE if k in kw}
+    if influence:
+        out["influence"] = influence
+    return out
 
 
 def topk(run: PathLike, k: int = 10, *, layer: Optional[str] = None,
@@ -97,6 +104,14 @@ def topk(run: PathLike, k: int = 10, *, layer: Optional[str] = None,
     checkpoints without one), ``projection_dim`` and ``seed``
     (``method="tracincp-fast-rand-proj"``), ``backend`` ("cpu", "gpu", "auto"),
     ``threads``.
+
+    ``method="influence"`` (influence functions, Koh & Liang; positive = helpful) takes
+    ``solver`` ("exact", "cg", "lissa", "arnoldi", "kfac", "ekfac"; default: exact on a
+    run's final layer, EK-FAC on factor files, CG there with a ``curvature``), ``damping``
+    (a number, or "heuristic": 0.1 × the mean eigenvalue; default the convention's),
+    ``convention`` ("kronfluence", the default: the mean Hessian; "captum": the summed one)
+    and ``curvature`` on factor files ("fisher", "true-fisher", "gauss-newton", "hessian"),
+    as ``infl topk --method influence``'s flags, each solver's knobs at the CLI's defaults.
     """
     d = _native.topk(os.fspath(run), k, layer=layer, layers=_layers(layers), method=method,
                      shard=shard, **_settings(settings))

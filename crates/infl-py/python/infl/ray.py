@@ -9,9 +9,11 @@ two shards' lists. The result equals ``infl.topk(run, k)`` exactly.
 The same call runs on a laptop (``ray.init()``) and on a cluster
 (``ray.init(address=...)``): the run's path must be readable on every node (a shared
 file system, or the same path on each). With ``num_gpus`` a task that Ray gave a GPU
-(``ray.get_gpu_ids()`` not empty) uses ``backend="gpu"``; which adapter is wgpu's choice
-(``WGPU_ADAPTER_NAME`` selects by name): Ray's ``CUDA_VISIBLE_DEVICES`` is not read by
-Vulkan, and infl cannot yet pick an adapter by Ray's index.
+(``ray.get_gpu_ids()`` not empty) uses ``backend="gpu"`` on that GPU: Vulkan does not read
+the ``CUDA_VISIBLE_DEVICES`` Ray sets, so the task sets ``INFL_GPU_INDEX`` to its first
+GPU id, and infl opens the physical GPU of that index in PCI bus order — CUDA's numbering
+under ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (set it on the nodes when CUDA's default
+fastest-first order would differ, i.e. on nodes with mixed cards).
 
 Ray is imported when a function here is called, never by ``import infl``.
 """
@@ -32,12 +34,18 @@ def _ray():
     return ray
 
 
+def _gpu_settings(kwargs: dict) -> dict:
+    """In a task Ray gave a GPU: ``backend="gpu"`` and ``INFL_GPU_INDEX`` set to its id."""
+    ids = _ray().get_gpu_ids()
+    if not ids:
+        return kwargs
+    os.environ["INFL_GPU_INDEX"] = str(ids[0])
+    return dict(kwargs, backend="gpu")
+
+
 def _shard_task(run, k, i, n, kwargs, use_gpu):
     if use_gpu:
-        ray = _ray()
-        ids = ray.get_gpu_ids()
-        if ids:
-            kwargs = dict(kwargs, backend="gpu")
+        kwargs = _gpu_settings(kwargs)
     return infl.topk(run, k, shard=(i, n), **kwargs)
 
 

@@ -1,18 +1,20 @@
-#!/usr/bin/env python3
-"""Export per-example gradient factors of a PyTorch model for ``infl --method tracincp``.
+"""``infl.torch``: per-example gradient factors of a PyTorch model, for
+``infl --method tracincp|influence --factors DIR`` (and ``infl.topk(..., method=...)``).
 
 For every checkpoint and split this writes one safetensors file from which infl computes
-TracInCP over the chosen layers without ever materialising a per-example gradient of a
-linear layer. Usable as a module::
+TracInCP and influence functions over the chosen layers without ever materialising a
+per-example gradient of a linear layer. It needs torch and safetensors, imported by this
+module only (``import infl`` never imports torch). Usable as a module::
 
-    from export_factors import export_factors
+    from infl.torch import export_factors
     export_factors(model, ["fc1", "fc2", "fc3"],
                    splits={"train": (x_train, y_train), "test": (x_test, y_test, test_ids)},
                    checkpoints=[("checkpoint-1", "run/checkpoint-1.safetensors", 0.1),
                                 ("checkpoint-2", state_dict, 0.05)],
                    out_dir="factors", loss="cross_entropy")
 
-and as a command (``python python/export_factors.py --help``)::
+and as a command (``python -m infl.torch --help``; from a checkout without installing
+infl, ``python python/export_factors.py --help`` runs this same file)::
 
     python python/export_factors.py --model mypkg.models:make_model --data data.safetensors \\
         --checkpoint checkpoint-1=run/ckpt1.safetensors:0.1 \\
@@ -49,6 +51,11 @@ A Linear/Conv2d called several times per forward pass (shared weights) gets its 
 further positions (concatenated along S, in call order), since its gradient is the sum
 over calls; the number of positions must be the same for every example.
 
+With cross-entropy the train split also carries ``L.g_sampled`` (shape of ``L.g``) for
+every Linear/Conv2d layer: the output gradients for labels drawn from the model's
+softmax (:func:`sampled_labels`; ``sample_seed``), the true Fisher's, as Kronfluence
+fits by default.
+
 plus ``ids`` int64 ``[N]`` (distinct; default 0..N-1), and for ``loss="cross_entropy"``
 ``labels`` int64 ``[N]``, for ``loss="mse"`` ``targets`` float ``[N, K]`` (the same
 names as infl's feature files). Metadata: ``format`` = ``"infl factors v1"``,
@@ -84,13 +91,18 @@ import sys
 import tempfile
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+except ImportError as e:  # exercised by the package's tests, which have no torch
+    raise ImportError(
+        f"infl.torch needs PyTorch and safetensors ({e}): pip install torch safetensors"
+    ) from e
 
-__all__ = ["export_factors", "FORMAT", "load_state_dict", "save_safetensors", "main"]
+__all__ = ["export_factors", "ExportError", "FORMAT", "load_state_dict", "sampled_labels", "save_safetensors", "main"]
 
 FORMAT = "infl factors v1"
 LOSSES = ("cross_entropy", "mse")
@@ -109,6 +121,32 @@ DTYPES = {
 
 class ExportError(ValueError):
     """Bad input to the exporter (unknown layer, unsupported module, wrong shapes...)."""
+
+
+SAMPLED = "g_sampled"
+"""Suffix of the output gradients for labels drawn from the model (``L.g_sampled``)."""
+
+_MASK = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def sampled_labels(logits: torch.Tensor, ids: Any, seed: int) -> torch.Tensor:
+    """One label per example drawn from ``softmax(logits)``: a uniform keyed by ``seed`` and
+    the example's id (splitmix64; not its row, batch or device) through the inverse CDF in
+    float64. Kronfluence's default ``use_empirical_fisher=False`` fits on such labels."""
+    ids = torch.as_tensor(ids).reshape(-1).tolist()
+    key = _splitmix64(int(seed) & _MASK)
+    u = torch.tensor([(_splitmix64(key ^ (int(i) & _MASK)) >> 11) * 2.0**-53 for i in ids],
+                     dtype=torch.float64)
+    c = torch.softmax(logits.detach().double().cpu(), 1).cumsum(1)
+    drawn = (c < u[:, None] * c[:, -1:]).sum(1)
+    return drawn.clamp_max(c.shape[1] - 1)
 
 
 # --------------------------------------------------------------------------------------
@@ -349,13 +387,16 @@ def _export_split(
     loss: str,
     batch_size: int,
     device: torch.device,
+    sample_seed: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+    """One split's factors (and, with ``sample_seed``, ``L.g_sampled``), labels and ids."""
     factor_layers = [t for t in traced if t.kind != "dense"]
     dense = [t for t in traced if t.kind == "dense"]
     acc: dict[str, list[torch.Tensor]] = {}
     ys: list[torch.Tensor] = []
     id_parts: list[torch.Tensor] = []
     any_ids = None
+    row0 = 0
 
     state: dict[str, list[dict[str, torch.Tensor]]] = {}
     capturing = [False]  # hooks are idle during the torch.func passes for dense gradients
@@ -393,6 +434,33 @@ def _export_split(
             raise ExportError(f"layer {t.name!r}: {a.shape[1]} patches but {g.shape[1]} output positions")
         return a, g
 
+    def collect(nb: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Every factor layer's (a, g) of the last backward pass."""
+        got = {}
+        for t in factor_layers:
+            calls = state[t.name]
+            if not calls:
+                raise ExportError(f"layer {t.name!r} was not called in the forward pass")
+            parts = []
+            for call in calls:
+                # a call whose output did not reach the loss contributes nothing
+                g = call.get("g")
+                if g is None:
+                    continue
+                parts.append(positions(t, call["a"], g, nb))
+            if not parts:
+                raise ExportError(f"layer {t.name!r}: no gradient reached its output")
+            if len(parts) == 1:
+                got[t.name] = parts[0]
+            else:
+                # A layer called several times per forward pass (shared weights): its
+                # per-example gradient is the sum over calls, i.e. the calls are further
+                # positions (as Captum's sample-wise gradients do).
+                a = torch.cat([p[0] if p[0].dim() == 3 else p[0][:, None] for p in parts], 1)
+                g = torch.cat([p[1] if p[1].dim() == 3 else p[1][:, None] for p in parts], 1)
+                got[t.name] = (a, g)
+        return got
+
     handles = []
     try:
         for t in factor_layers:
@@ -426,36 +494,26 @@ def _export_split(
                                 "the loss does not depend on any traced layer: "
                                 + ", ".join(t.name for t in factor_layers)
                             )
-                        total.backward()
+                        total.backward(retain_graph=sample_seed is not None)
                 finally:
                     capturing[0] = False
-                for t in factor_layers:
-                    calls = state[t.name]
-                    if not calls:
-                        raise ExportError(f"layer {t.name!r} was not called in the forward pass")
-                    parts = []
-                    for call in calls:
-                        # a call whose output did not reach the loss contributes nothing
-                        g = call.get("g")
-                        if g is None:
-                            continue
-                        parts.append(positions(t, call["a"], g, nb))
-                    if not parts:
-                        raise ExportError(f"layer {t.name!r}: no gradient reached its output")
-                    if len(parts) == 1:
-                        a, g = parts[0]
-                    else:
-                        # A layer called several times per forward pass (shared weights):
-                        # its per-example gradient is the sum over calls, i.e. the calls
-                        # are further positions (as Captum's sample-wise gradients do).
-                        a = torch.cat([p[0] if p[0].dim() == 3 else p[0][:, None] for p in parts], 1)
-                        g = torch.cat([p[1] if p[1].dim() == 3 else p[1][:, None] for p in parts], 1)
-                    acc.setdefault(f"{t.name}.a", []).append(a.cpu())
-                    acc.setdefault(f"{t.name}.g", []).append(g.cpu())
+                for name, (a, g) in collect(nb).items():
+                    acc.setdefault(f"{name}.a", []).append(a.cpu())
+                    acc.setdefault(f"{name}.g", []).append(g.cpu())
+                if sample_seed is not None:
+                    # The same graph's backward pass again, from labels drawn from the
+                    # model: the output hooks see the new gradients; the inputs are the same.
+                    ids = ib if ib is not None else torch.arange(row0, row0 + nb)
+                    drawn = sampled_labels(out, ids, sample_seed).to(out.device)
+                    with torch.enable_grad():
+                        _loss_sum(loss, out, drawn).backward()
+                    for name, (_, g) in collect(nb).items():
+                        acc.setdefault(f"{name}.{SAMPLED}", []).append(g.cpu())
                 model.zero_grad(set_to_none=True)
 
             for name, gd in _dense_grads(model, dense, xb, yb, loss).items():
                 acc.setdefault(f"{name}.grad", []).append(gd.cpu())
+            row0 += nb
     finally:
         for h in handles:
             h.remove()
@@ -518,6 +576,7 @@ def export_factors(
     dtype: Any = torch.float32,
     device: Any = None,
     verbose: bool = False,
+    sample_seed: int | None = 0,
 ) -> list[str]:
     """Write ``NAME.{train,test}.safetensors`` factor files for every checkpoint.
 
@@ -535,6 +594,11 @@ def export_factors(
       entry), else left out of the metadata.
     - ``loss``: ``"cross_entropy"`` (also ``"ce"``) or ``"mse"``; always per-example sum.
     - ``dtype``: float dtype of the written factors (torch dtype or "f16"/"bf16"/"f32"/"f64").
+    - ``sample_seed``: with cross-entropy, the train split also gets ``L.g_sampled``, each
+      Linear/Conv2d layer's output gradients for labels drawn from the model
+      (:func:`sampled_labels`, keyed by this seed and the example's id), which
+      ``infl ... --curvature true-fisher`` and ``--solver ekfac --curvature true-fisher``
+      fit on (Kronfluence's default true Fisher); ``None`` skips that second backward pass.
 
     Returns the paths written, in checkpoint order.
     """
@@ -603,7 +667,9 @@ def export_factors(
             for split_name in SPLITS:
                 if split_name not in splits:
                     continue
-                tensors, y, ids = _export_split(model, traced, splits[split_name], loss, int(batch_size), device)
+                seed = sample_seed if (loss == "cross_entropy" and split_name == "train") else None
+                tensors, y, ids = _export_split(model, traced, splits[split_name], loss,
+                                                int(batch_size), device, seed)
                 n = len(y)
                 if ids is None:
                     ids = torch.arange(n, dtype=torch.int64)
@@ -715,6 +781,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dtype", default="f32", choices=["f16", "bf16", "f32", "f64"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--sample-seed", type=int, default=0,
+                    help="seed of the labels drawn for L.g_sampled (the true Fisher; cross-entropy)")
+    ap.add_argument("--no-sampled", action="store_true",
+                    help="skip L.g_sampled (one backward pass per batch instead of two)")
     args = ap.parse_args(argv)
     try:
         if args.threads > 0:
@@ -750,6 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dtype=args.dtype,
             device=args.device,
             verbose=True,
+            sample_seed=None if args.no_sampled else args.sample_seed,
         )
     except (ExportError, FileNotFoundError, ImportError) as e:
         print(f"export_factors: error: {e}", file=sys.stderr)

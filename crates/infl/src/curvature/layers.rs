@@ -44,9 +44,9 @@ pub fn with_sampled_gradients(split: &SplitFactors) -> Result<SplitFactors> {
             let g = file.sampled_gradients(&l.name)?.ok_or_else(|| {
                 let tensor = format!("{}.{}", l.name, infl_io::SAMPLED_SUFFIX);
                 let details = "expected output gradients for labels sampled from the model \
-                               (the true Fisher; infl-nn writes them, python/export_factors.py \
-                               does not yet); use --curvature fisher for the empirical Fisher \
-                               of the files' `.g`";
+                               (the true Fisher; infl-nn and infl.torch write them with \
+                               cross-entropy, unless --no-sampled); use --curvature fisher for \
+                               the empirical Fisher of the files' `.g`";
                 Error::data(&split.source, tensor, details)
             })?;
             let factors = LayerFactors::Linear {

@@ -233,6 +233,28 @@ pub enum Curvature {
 }
 
 impl Curvature {
+    /// Every curvature.
+    pub const ALL: [Self; 4] = [
+        Self::Fisher,
+        Self::TrueFisher,
+        Self::GaussNewton,
+        Self::Hessian,
+    ];
+
+    /// The curvature named `name` (a [`short_name`](Curvature::short_name)).
+    pub fn named(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.short_name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|c| c.short_name()).collect();
+                Error::config(
+                    "curvature",
+                    format!("expected one of {}, found {name:?}", names.join(", ")),
+                )
+            })
+    }
+
     /// `fisher`, `true-fisher`, `gauss-newton` or `hessian`.
     pub fn short_name(self) -> &'static str {
         match self {

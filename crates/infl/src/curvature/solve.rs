@@ -111,6 +111,43 @@ impl Solver {
         }
     }
 
+    /// Every solver with its defaults, in the order of the docs.
+    pub fn all() -> [Self; 6] {
+        [
+            Self::Exact,
+            Self::cg(),
+            Self::lissa(),
+            Self::arnoldi(),
+            Self::Kfac,
+            Self::Ekfac,
+        ]
+    }
+
+    /// The default solver's name: EK-FAC on factor files (Kronfluence's), CG there when a
+    /// curvature operator is named (`--curvature`), exact on a final layer's features.
+    pub fn default_name(factors: bool, curvature: Option<super::Curvature>) -> &'static str {
+        match (factors, curvature) {
+            (true, None) => "ekfac",
+            (true, Some(_)) => "cg",
+            (false, _) => "exact",
+        }
+    }
+
+    /// The solver named `name` (a [`short_name`](Solver::short_name)) with its defaults.
+    pub fn named(name: &str) -> Result<Self> {
+        let all = Self::all();
+        all.iter()
+            .find(|s| s.short_name() == name)
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = all.iter().map(Self::short_name).collect();
+                Error::config(
+                    "solver",
+                    format!("expected one of {}, found {name:?}", names.join(", ")),
+                )
+            })
+    }
+
     /// Short name (`exact`, `cg`, `lissa`, `arnoldi`) for metadata and the CLI.
     pub fn short_name(&self) -> &'static str {
         match self {

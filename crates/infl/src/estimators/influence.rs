@@ -81,6 +81,22 @@ pub enum Convention {
 }
 
 impl Convention {
+    /// Both conventions.
+    pub const ALL: [Self; 2] = [Self::Kronfluence, Self::Captum];
+
+    /// The convention named `name` (a [`short_name`](Convention::short_name)).
+    pub fn named(name: &str) -> crate::Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.short_name() == name)
+            .ok_or_else(|| {
+                crate::Error::config(
+                    "convention",
+                    format!("expected \"kronfluence\" or \"captum\", found {name:?}"),
+                )
+            })
+    }
+
     /// The default damping: Kronfluence's `damping_factor` (1e-8) or Captum's
     /// `hessian_reg` (1e-6).
     pub fn default_damping(self) -> Damping {
