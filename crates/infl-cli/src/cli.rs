@@ -764,20 +764,15 @@ fn load_shard(
 ) -> Result<Loaded> {
     check_splits(source, splits)?;
     let estimator = input.estimator()?;
-    if let Some(shard) = shard
-        && estimator.registration().indexing == estimators::Indexing::Unsupported
-    {
-        bail!(
-            "--shard {shard}: --method {} fits over the whole training set (its Hessian), so a \
-             shard of the rows alone would give other scores; run it unsharded",
-            estimator.name()
-        );
-    }
     let backend = infl::select_backend(compute.backend.into(), compute.threads)?;
     if !progress.quiet() {
         eprintln!("backend: {}", backend.name());
     }
     let (run, layer, part) = read_run_shard(input, source, progress, splits, shard)?;
+    let estimator = match part.as_ref().map(|rows| estimator.for_shard(rows)) {
+        Some(sharded) => sharded?.unwrap_or(estimator),
+        None => estimator,
+    };
     if let Some(plan) = estimator.memory(&run) {
         crate::resources::check_plan(&plan, progress.quiet())?;
     }

@@ -73,8 +73,9 @@ fn parts(sub: &str, factors: bool, count: usize, dir: &Path, extra: &[&str]) -> 
         .collect()
 }
 
-/// Parts of `count` shards, merged in a scrambled order, equal the unsharded outputs.
-fn check_merge_equals_whole(sub: &str, factors: bool, count: usize) {
+/// Parts of `count` shards, merged in a scrambled order, equal the unsharded outputs (each
+/// run with the flags `method`).
+fn check_merge_equals_whole(sub: &str, factors: bool, count: usize, method: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let (whole, merged, part_dir) = (
         tmp.path().join("whole"),
@@ -82,20 +83,35 @@ fn check_merge_equals_whole(sub: &str, factors: bool, count: usize) {
         tmp.path().join("parts"),
     );
     let k: &[&str] = if sub == "topk" { &["-k", "4"] } else { &[] };
+    fn with<'a>(method: &[&'a str], flags: &[&'a str]) -> Vec<&'a str> {
+        [method, flags].concat()
+    }
     match sub {
-        "self-influence" => run_sub(sub, factors, &["--out-dir", s(&whole), "--top", "0"]),
+        "self-influence" => run_sub(
+            sub,
+            factors,
+            &with(method, &["--out-dir", s(&whole), "--top", "0"]),
+        ),
         "topk" => {
             std::fs::create_dir_all(&whole).unwrap();
             let (o, j) = (whole.join("r.safetensors"), whole.join("r.json"));
-            run_sub(sub, factors, &["-k", "4", "-o", s(&o), "--json", s(&j)]);
+            run_sub(
+                sub,
+                factors,
+                &with(method, &["-k", "4", "-o", s(&o), "--json", s(&j)]),
+            );
         }
         _ => {
             std::fs::create_dir_all(&whole).unwrap();
-            run_sub(sub, factors, &["-o", s(&whole.join("r.safetensors"))]);
+            run_sub(
+                sub,
+                factors,
+                &with(method, &["-o", s(&whole.join("r.safetensors"))]),
+            );
         }
     }
     std::fs::create_dir_all(&part_dir).unwrap();
-    let mut paths = parts(sub, factors, count, &part_dir, k);
+    let mut paths = parts(sub, factors, count, &part_dir, &with(method, k));
     // Any order: reversed, then the first half moved to the end.
     paths.reverse();
     paths.rotate_left(count / 2);
@@ -140,9 +156,68 @@ fn merged_parts_equal_the_unsharded_outputs_byte_for_byte() {
     // 1 shard, uneven shards (40 rows in 3 and 7), one row per shard (40).
     for sub in ["topk", "scores", "self-influence"] {
         for count in [1, 3, 7, 40] {
-            check_merge_equals_whole(sub, false, count);
+            check_merge_equals_whole(sub, false, count, &[]);
         }
     }
+}
+
+#[test]
+fn influence_shards_with_a_saved_hessian_merge_into_the_unsharded_outputs() {
+    // The Hessian fitted once on the whole training set (`infl fit`), given to every shard;
+    // the mean Hessian's 1/N is the whole set's.
+    let tmp = tempfile::tempdir().unwrap();
+    let hessian = tmp.path().join("h.safetensors");
+    let run = captum_run();
+    ok(&[
+        "fit",
+        "--method",
+        "influence",
+        "--run",
+        s(&run),
+        "--layer",
+        "fc3",
+        "-o",
+        s(&hessian),
+    ]);
+    for solver in ["exact", "cg"] {
+        let method = [
+            "--method",
+            "influence",
+            "--solver",
+            solver,
+            "--hessian",
+            s(&hessian),
+        ];
+        for sub in ["topk", "scores", "self-influence"] {
+            for count in [3, 40] {
+                check_merge_equals_whole(sub, false, count, &method);
+            }
+        }
+    }
+    // Without a saved fit a shard is refused, saying what to do; nothing is written.
+    let out = tmp.path().join("never.safetensors");
+    fails(
+        &[
+            "topk",
+            "--method",
+            "influence",
+            "--run",
+            s(&run),
+            "--layer",
+            "fc3",
+            "--shard",
+            "1/2",
+            "-o",
+            s(&out),
+        ],
+        &[
+            "shard: 1/2:",
+            "whole training set",
+            "`infl fit`",
+            "--hessian FILE",
+        ],
+    );
+    assert!(!out.exists());
 }
 
 #[test]
@@ -158,7 +233,7 @@ fn merged_factor_parts_equal_the_unsharded_outputs() {
     };
     for sub in ["topk", "scores", "self-influence"] {
         for count in [2, 5, n] {
-            check_merge_equals_whole(sub, true, count);
+            check_merge_equals_whole(sub, true, count, &[]);
         }
     }
 }

@@ -376,18 +376,13 @@ fn on_disk<T: Send>(
 ) -> PyResult<(T, Option<ShardRows>)> {
     let shard = parse_shard(shard)?;
     let estimator = settings.estimator()?;
-    if let Some(s) = shard
-        && estimator.registration().indexing == estimators::Indexing::Unsupported
-    {
-        return Err(err(format!(
-            "shard {s}: method {} fits over the whole training set (its Hessian), so a shard \
-             of the rows alone would give other scores; run it unsharded",
-            estimator.name()
-        )));
-    }
     let backend = settings.backend()?;
     py.detach(|| {
         let (loaded, part) = run.load(splits, shard)?;
+        let estimator = match part.as_ref().map(|rows| estimator.for_shard(rows)) {
+            Some(sharded) => sharded?.unwrap_or(estimator),
+            None => estimator,
+        };
         Ok((what(&*estimator, &*backend, &loaded)?, part))
     })
     .map_err(|e: infl::Error| err(e))

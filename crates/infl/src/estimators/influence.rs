@@ -29,6 +29,7 @@ use crate::curvature::{
 use crate::engine::{FactorTerm, TermSet};
 use crate::head::{LossHead, logits};
 use crate::run::{CheckpointData, Loss, Prepared, Reduction, Run, SplitInfo, check_test_sets};
+use crate::shard::ShardRows;
 use crate::{Error, Result};
 
 pub(super) const REGISTRATION: Registration = Registration {
@@ -66,6 +67,10 @@ pub struct InfluenceFunction {
     /// A Hessian fitted before (`infl fit`), used instead of fitting one when its identity
     /// is the run's last checkpoint's (refused otherwise).
     pub hessian: Option<Arc<SavedHessian>>,
+    /// The shard whose training rows the run holds (set by
+    /// [`for_shard`](Estimator::for_shard), with a saved Hessian): its fit is checked
+    /// against the whole training set's size, and the mean Hessian divides by that size.
+    pub shard: Option<ShardRows>,
 }
 
 /// Whose sign and scale the scores follow (both report positive = helpful).
@@ -132,6 +137,7 @@ impl From<&Options> for InfluenceFunction {
             damping: o.damping,
             curvature: o.curvature,
             hessian: None,
+            shard: None,
         }
     }
 }
@@ -186,14 +192,21 @@ impl InfluenceFunction {
             .compute(backend, &last.checkpoint, &last.train, &first.train)?;
         let hessian = match &self.hessian {
             Some(saved) => {
-                let identity = Identity::of(last, self.loss, self.bias);
+                let mut identity = Identity::of(last, self.loss, self.bias);
+                if let Some(rows) = &self.shard {
+                    // A shard cannot hash rows it does not read: its fit is checked on
+                    // everything else, and parts record the fit's CRC for `infl merge`.
+                    identity.examples = rows.examples;
+                    identity.crc32 = saved.identity.crc32;
+                }
                 saved.check(&last.train.source, &identity)?;
                 Box::new(Arc::clone(saved)) as Box<dyn HessianOperator>
             }
             None => Box::new(self.final_layer(backend, last)?),
         };
+        let examples = self.shard.as_ref().map_or(last.train.len(), |r| r.examples);
         let factor = match self.convention {
-            Convention::Kronfluence => 1.0 / last.train.len() as f64,
+            Convention::Kronfluence => 1.0 / examples as f64,
             Convention::Captum => 1.0,
         };
         Ok(Fit {
@@ -250,6 +263,21 @@ impl Estimator for InfluenceFunction {
         &REGISTRATION
     }
 
+    fn for_shard(&self, rows: &ShardRows) -> Result<Option<Box<dyn Estimator>>> {
+        if self.hessian.is_none() {
+            let details = format!(
+                "{}: influence functions fit their Hessian on the whole training set, which a \
+                 shard does not hold: fit it once (`infl fit`) and give every shard --hessian \
+                 FILE (final-layer runs; fits on factor files are not saved yet: run those \
+                 unsharded)",
+                rows.shard
+            );
+            return Err(Error::config("shard", details));
+        }
+        let shard = Some(rows.clone());
+        Ok(Some(Box::new(Self { shard, ..self.clone() })))
+    }
+
     fn settings(&self) -> Vec<(String, String)> {
         let mut s = vec![
             ("loss".into(), self.loss.short_name().into()),
@@ -264,6 +292,10 @@ impl Estimator for InfluenceFunction {
         ];
         if let Some(c) = self.curvature {
             s.push(("curvature".into(), c.short_name().into()));
+        }
+        if let Some(saved) = &self.hessian {
+            let crc = format!("{:08x}", saved.identity.crc32);
+            s.push(("hessian_crc32".into(), crc));
         }
         match self.solver {
             Solver::Exact | Solver::Kfac | Solver::Ekfac => {}

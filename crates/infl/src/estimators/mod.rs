@@ -28,6 +28,7 @@ use crate::curvature::{Curvature, Damping, Solver};
 use crate::engine::{Engine, Progress};
 use crate::prune::{Pruning, TopKOutcome};
 use crate::run::{Loss, Prepared, Reduction, Run};
+use crate::shard::ShardRows;
 use crate::{Error, Result};
 
 pub use influence::{Convention, InfluenceFunction};
@@ -228,6 +229,15 @@ pub trait Estimator: fmt::Debug + Send + Sync {
     /// the scores are not projected.
     fn unprojected(&self) -> Option<Box<dyn Estimator>> {
         None
+    }
+
+    /// This estimator for the training rows of one shard (`--shard`, `infl::shard`):
+    /// `Ok(None)`, the default, when it can score a shard's rows as it is (a row's scores
+    /// do not depend on the other rows); an estimator that fits on the whole training set
+    /// answers with a copy that uses a fit brought from outside and knows the whole set's
+    /// size, or refuses with what to do.
+    fn for_shard(&self, _rows: &ShardRows) -> Result<Option<Box<dyn Estimator>>> {
+        Ok(None)
     }
 
     /// The memory its work on `run` will hold beyond the inputs, when that can be large
