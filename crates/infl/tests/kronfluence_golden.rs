@@ -1,5 +1,6 @@
 //! Golden tests: K-FAC and EK-FAC scores match Kronfluence 1.0.1's pairwise scores
-//! (float64, empirical Fisher, damping 1e-3 and the `damping_factor=None` heuristic)
+//! (float64, empirical Fisher, damping 1e-3, the `damping_factor=None` heuristic and
+//! Kronfluence's default 1e-8)
 //! recorded in `fixtures/kronfluence` by its generate.py, on fixtures/captum_tracincp's
 //! MLP (fc1, fc2, fc3 with biases, one position each) and CNN (a Conv2d with 9 positions
 //! and a Linear), fitted from the committed factor files and scored through the engine on
@@ -17,6 +18,14 @@ mod common;
 /// Agreement required, relative to the largest score (measured: 1e-7 to 6e-7; the f32
 /// factor files against Kronfluence's float64 model, amplified by the damped inverse).
 const RTOL: f64 = 1e-5;
+
+/// At Kronfluence's default damping 1e-8 the smallest eigenvalues are barely damped: the
+/// preconditioned test gradients grow by up to 1e8 along them and the scores are small
+/// differences of large products, which the engine forms in f32. Measured here: MLP 7e-8
+/// (K-FAC) and 1.9e-7 (EK-FAC); CNN 2.3e-3 (K-FAC) and 1.1e-2 (EK-FAC), while
+/// generate.py's float64 hand computation from the same files agrees with Kronfluence to
+/// 1.3e-6 — the gap is the f32 scoring's cancellation, not the fit.
+const RTOL_DEFAULT_DAMPING: f64 = 2e-2;
 
 fn fixtures() -> PathBuf {
     common::fixtures("kronfluence")
@@ -57,11 +66,16 @@ fn check(backend: &dyn Backend, strategy: Strategy) {
     let expected = TensorFile::open(&path).unwrap();
     assert_eq!(expected.metadata()["strategy"], strategy.short_name());
     let fixed: f64 = expected.metadata()["damping_factor"].parse().unwrap();
+    let default: f64 = expected.metadata()["default_damping_factor"]
+        .parse()
+        .unwrap();
+    assert_eq!(default, 1e-8, "Kronfluence's default damping_factor");
     for case in ["mlp", "cnn"] {
         let c = checkpoint(&expected, case);
-        for (tag, damping) in [
-            ("", Damping::Value(fixed)),
-            ("_heuristic", Damping::Heuristic),
+        for (tag, damping, rtol) in [
+            ("", Damping::Value(fixed), RTOL),
+            ("_heuristic", Damping::Heuristic, RTOL),
+            ("_default", Damping::Value(default), RTOL_DEFAULT_DAMPING),
         ] {
             let name = format!("{case}_scores{tag}");
             let want = expected.matrix(&name, Rank::Matrix).unwrap();
@@ -69,7 +83,7 @@ fn check(backend: &dyn Backend, strategy: Strategy) {
             let what = format!("{} {name} on {}", strategy.short_name(), backend.name());
             let err = common::max_relative_error(&got, want.data());
             println!("{what}: max |infl − Kronfluence| / max |Kronfluence| = {err:.1e}");
-            common::assert_close_to_scale(&what, &got, want.data(), RTOL);
+            common::assert_close_to_scale(&what, &got, want.data(), rtol);
         }
     }
 }
