@@ -275,7 +275,10 @@ impl Estimator for InfluenceFunction {
             return Err(Error::config("shard", details));
         }
         let shard = Some(rows.clone());
-        Ok(Some(Box::new(Self { shard, ..self.clone() })))
+        Ok(Some(Box::new(Self {
+            shard,
+            ..self.clone()
+        })))
     }
 
     fn settings(&self) -> Vec<(String, String)> {
