@@ -972,7 +972,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let mut plan = Plan::new(&input, [&out])?;
             let l = load(&input, &plan.source, compute, &bar, Splits::TrainOnly)?;
             let fit = infl::InfluenceFunction::from(&input.options()?);
-            let saved = fit.fit_hessian(&*l.backend, &l.run)?;
+            let saved = fit.fit_hessian(&*l.backend, &l.run, &bar)?;
             let (tensors, metadata) = saved.tensors();
             plan.publication
                 .stage_safetensors(&out, tensors, metadata)?;
@@ -1006,7 +1006,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 Splits::TrainOnly,
                 Some(shard),
             )?;
-            let self_inf = l.estimator.self_influence(&*l.backend, &l.run)?;
+            let self_inf = l
+                .estimator
+                .self_influence_with_progress(&*l.backend, &l.run, &bar)?;
             let provenance = l.provenance(&self_inf.prepared);
             output::stage_self_influence_part(
                 &mut plan.publication,
@@ -1030,7 +1032,9 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let mut plan = Plan::new(&input, output::self_influence_files(&out_dir))?;
             let l = load(&input, &plan.source, compute, &bar, Splits::TrainOnly)?;
-            let self_inf = l.estimator.self_influence(&*l.backend, &l.run)?;
+            let self_inf = l
+                .estimator
+                .self_influence_with_progress(&*l.backend, &l.run, &bar)?;
             let n = self_inf.values.len();
             let top = match top.unwrap_or(DEFAULT_TOP) {
                 0 => n,

@@ -49,7 +49,7 @@
 //! let run = Run::from(vec![CheckpointData { checkpoint, train, test: Some(test) }]);
 //!
 //! let engine = Engine::default(); // CPU backend
-//! let prepared = TracInCPFast::default().prepare(engine.backend(), &run)?;
+//! let prepared = TracInCPFast::default().prepare(engine.backend(), &run, &())?;
 //! let top = engine.topk(&prepared.set, 2, &())?;
 //! assert_eq!(top.proponents[0][0].index, 0); // the most similar example of class 0
 //! let self_inf = engine.self_influence(&prepared.set)?;
