@@ -271,10 +271,10 @@ pub struct SolverArgs {
     #[arg(long)]
     pub cg_tolerance: Option<f64>,
     /// CG's iteration cap (default 1000).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub cg_max_iterations: Option<usize>,
     /// LiSSA's recursion depth (default 5000, dattri's).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub lissa_depth: Option<usize>,
     /// LiSSA's scale (default: the largest eigenvalue of H + damping I, by power
     /// iteration).
@@ -282,16 +282,16 @@ pub struct SolverArgs {
     pub lissa_scale: Option<f64>,
     /// LiSSA's minibatch: examples drawn (uniformly, with replacement, seeded by --seed)
     /// for each step's Hessian estimate (default: every example, exactly).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub lissa_batch: Option<usize>,
     /// Minibatch LiSSA estimates averaged (default 1; needs --lissa-batch).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub lissa_repeats: Option<usize>,
     /// Arnoldi's Krylov dimension (default 200, Captum's arnoldi_dim).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub arnoldi_dim: Option<usize>,
     /// Eigenpairs Arnoldi keeps (default 50, Captum's projection_dim).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub arnoldi_eigenpairs: Option<usize>,
     /// A Hessian saved by `infl fit` for this run's last checkpoint (refused if it was
     /// fitted on anything else).
@@ -347,6 +347,11 @@ impl SolverArgs {
         {
             bail!("{flag} is not a flag of --solver {}", chosen.name());
         }
+        ensure!(
+            self.lissa_repeats.is_none_or(|r| r == 1) || self.lissa_batch.is_some(),
+            "--lissa-repeats: repeats average minibatch estimates, and full-batch ones are \
+             identical; give --lissa-batch too"
+        );
         let draws = chosen == SolverArg::Arnoldi || self.lissa_batch.is_some();
         if seed.is_some() && !draws {
             bail!(
@@ -381,6 +386,17 @@ impl SolverArgs {
             SolverArg::Kfac => Solver::Kfac,
             SolverArg::Ekfac => Solver::Ekfac,
         })
+    }
+}
+
+/// A count that must be at least 1 (iterations, depths, batch sizes, repeats, dimensions).
+fn parse_positive(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(0) => Err("expected at least 1, found 0".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "expected a whole number of at least 1, found {v:?}"
+        )),
     }
 }
 
