@@ -83,6 +83,8 @@ pub enum Command {
         no_prune: bool,
         #[command(flatten)]
         sharding: ShardArg,
+        #[command(flatten)]
+        plot: crate::topk_plot::PlotArgs,
     },
     /// A persistent nearest-neighbour index of the training examples: `index build`, then
     /// `index query` for proponents and opponents of new examples.
@@ -929,13 +931,18 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
             no_prune,
             sharding,
+            plot,
         } => {
             ensure!(
                 json.is_none() || sharding.shard.is_none(),
                 "--json: a shard's lists are partial; `infl merge --json FILE` writes the \
                  merged lists"
             );
+            plot.check(sharding.shard)?;
             let mut plan = Plan::new(&input, std::iter::once(&out).chain(&json))?;
+            if let Some(dir) = &plot.plot {
+                plan.publication.plan_folder(dir, crate::topk_plot::FILES)?;
+            }
             let l = load_shard(
                 &input,
                 &plan.source,
@@ -944,6 +951,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 Splits::TrainAndTest,
                 sharding.shard,
             )?;
+            let images = (plot.plot.as_ref())
+                .map(|_| crate::topk_plot::RunImages::read(&plan.source, &l.run))
+                .transpose()?;
             let pruning = if no_prune {
                 Pruning::Off
             } else {
@@ -968,8 +978,29 @@ pub fn run(cli: Cli) -> Result<()> {
                 &provenance,
                 &top,
             )?;
+            let drawn = match (&plot.plot, &images) {
+                (Some(dir), Some(images)) => {
+                    let figures = crate::topk_plot::Figures {
+                        label: l.estimator.label(),
+                        top: &top,
+                        shown: plot.top(k),
+                    };
+                    let n = crate::topk_plot::stage(
+                        &mut plan.publication,
+                        dir,
+                        images,
+                        &figures,
+                        &bar,
+                    )?;
+                    Some((dir, n))
+                }
+                _ => None,
+            };
             publish(plan.publication)?;
             output::print_topk_summary(&out, &provenance, &top, pairs);
+            if let Some((dir, n)) = drawn {
+                println!("drew {n} PNG(s) into {}", dir.display());
+            }
         }
         Command::Merge(args) => crate::merge::run(&args)?,
         Command::Fit { mut input, out } => {

@@ -4,7 +4,8 @@
 //! Subcommands: `demo` (train an MLP on MNIST with label noise and judge the mislabel
 //! detectors), `scores` (the full `[test, train]` matrix), `topk` (proponents and
 //! opponents of each test example, streamed), `self-influence` (per training example,
-//! plus a ranked list of likely mislabelled examples), each of them on a shard of the
+//! plus a ranked list of likely mislabelled examples; `topk --plot DIR` draws each test
+//! example's), each of them on a shard of the
 //! training rows with `--shard i/N`, `merge` (parts into the whole result) and `eval
 //! loo|lds` (counterfactual evaluation of every estimator against retraining). Results go
 //! to files, written to a
@@ -20,6 +21,7 @@ mod output;
 mod plots;
 mod progress;
 mod resources;
+mod topk_plot;
 
 use clap::Parser;
 

@@ -106,9 +106,9 @@ pub use suspects::{Suspect, rank_suspects};
 /// The file formats infl reads and writes (a curated view of `infl-io`).
 pub mod io {
     pub use infl_io::{
-        FactorEntry, FactorFile, FactorRun, Inputs, LayerFactors, OutTensor, Publication, Rank,
-        RunEntry, RunLayout, TEMP_PREFIX, TensorFile, check_learning_rate, load_checkpoint,
-        load_examples, load_examples_rows, mnist, natural_cmp, remove_temporary_files,
-        write_atomic, write_atomic_with, write_safetensors,
+        FactorEntry, FactorFile, FactorRun, FolderContent, Images, Inputs, LayerFactors, OutTensor,
+        Publication, Rank, RunEntry, RunLayout, StagedFolder, TEMP_PREFIX, TensorFile,
+        check_learning_rate, load_checkpoint, load_examples, load_examples_rows, mnist,
+        natural_cmp, remove_temporary_files, write_atomic, write_atomic_with, write_safetensors,
     };
 }

@@ -184,11 +184,13 @@ fn network() -> Network {
         x: x.slice(ndarray::s![..n, ..]),
         labels: &labels[..n],
         ids: &ids[..n],
+        images: None,
     };
     let test = Split {
         x: x.slice(ndarray::s![n.., ..]),
         labels: &labels[n..],
         ids: &ids[n..],
+        images: None,
     };
     writer
         .write("epoch-5", &model, &meta, train, Some(test))
