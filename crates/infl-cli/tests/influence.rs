@@ -199,7 +199,7 @@ fn flags_that_do_not_apply_are_refused() {
                 "--arnoldi-dim",
                 "0",
             ],
-            "both must be positive",
+            "'--arnoldi-dim <ARNOLDI_DIM>': expected at least 1, found 0",
         ),
         (
             &["--method", "influence", "--damping", "-1"],
