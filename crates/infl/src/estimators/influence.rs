@@ -321,7 +321,7 @@ impl Estimator for InfluenceFunction {
         s
     }
 
-    /// What the fit and the solves hold (see [`solver_memory`]): on features the f64 copy
+    /// What the fit and the solves hold (see `solver_memory`): on features the f64 copy
     /// of the training inputs and the operator's products of a block of vectors; on factor
     /// files K-FAC's factors or the network's passes (`influence_layers::memory`).
     fn memory(&self, run: &Run) -> Option<MemoryPlan> {
@@ -377,7 +377,7 @@ impl Estimator for InfluenceFunction {
         })
     }
 
-    /// `∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i` per training example, in chunks of [`SELF_CHUNK`] rows.
+    /// `∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i` per training example, in chunks of `SELF_CHUNK` rows.
     fn self_influence_with_progress(
         &self,
         backend: &dyn Backend,
