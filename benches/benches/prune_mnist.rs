@@ -63,7 +63,7 @@ fn prune_mnist(cr: &mut Criterion) {
         .collect();
     let backend = CpuBackend::with_threads(threads()).expect("pool");
     let prepared = TracInCPFast::default()
-        .prepare(&backend, &Run::from(run))
+        .prepare(&backend, &Run::from(run), &())
         .expect("prepare");
     let set = &prepared.set;
     let (n, t, c) = (set.n_train(), set.n_test(), set.terms.len());

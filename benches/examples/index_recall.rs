@@ -143,7 +143,7 @@ fn main() -> Res<()> {
     eprintln!("loaded in {:.1} s", t.elapsed().as_secs_f64());
 
     let fast = TracInCPFast::default();
-    let exact = fast.prepare(&backend, &run)?;
+    let exact = fast.prepare(&backend, &run, &())?;
     let t = Instant::now();
     let reference = engine.topk(&exact.set, a.k, &())?;
     let reference_s = t.elapsed().as_secs_f64();
@@ -173,7 +173,7 @@ fn main() -> Res<()> {
     // (the scores Search::Exact computes from the stored embeddings, up to f32 rounding).
     for &p in &a.exact_dims {
         let est = projected(p);
-        let prepared = est.prepare(&backend, &run)?;
+        let prepared = est.prepare(&backend, &run, &())?;
         let width = infl::index::embedding_width(&prepared.set);
         let t = Instant::now();
         let ex = engine.topk(&prepared.set, a.k, &())?;
@@ -188,7 +188,7 @@ fn main() -> Res<()> {
     }
     for &p in &a.dims {
         let est = projected(p);
-        let prepared = est.prepare(&backend, &run)?;
+        let prepared = est.prepare(&backend, &run, &())?;
         let recipe = Recipe::of(&est, &prepared, std::slice::from_ref(&a.layer));
         let dir = a.work.join(format!("p{p}"));
         let _ = std::fs::remove_dir_all(&dir);

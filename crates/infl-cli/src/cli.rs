@@ -83,6 +83,8 @@ pub enum Command {
         no_prune: bool,
         #[command(flatten)]
         sharding: ShardArg,
+        #[command(flatten)]
+        plot: crate::topk_plot::PlotArgs,
     },
     /// A persistent nearest-neighbour index of the training examples: `index build`, then
     /// `index query` for proponents and opponents of new examples.
@@ -271,10 +273,10 @@ pub struct SolverArgs {
     #[arg(long)]
     pub cg_tolerance: Option<f64>,
     /// CG's iteration cap (default 1000).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub cg_max_iterations: Option<usize>,
     /// LiSSA's recursion depth (default 5000, dattri's).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub lissa_depth: Option<usize>,
     /// LiSSA's scale (default: the largest eigenvalue of H + damping I, by power
     /// iteration).
@@ -282,16 +284,16 @@ pub struct SolverArgs {
     pub lissa_scale: Option<f64>,
     /// LiSSA's minibatch: examples drawn (uniformly, with replacement, seeded by --seed)
     /// for each step's Hessian estimate (default: every example, exactly).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub lissa_batch: Option<usize>,
     /// Minibatch LiSSA estimates averaged (default 1; needs --lissa-batch).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub lissa_repeats: Option<usize>,
     /// Arnoldi's Krylov dimension (default 200, Captum's arnoldi_dim).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub arnoldi_dim: Option<usize>,
     /// Eigenpairs Arnoldi keeps (default 50, Captum's projection_dim).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub arnoldi_eigenpairs: Option<usize>,
     /// A Hessian saved by `infl fit` for this run's last checkpoint (refused if it was
     /// fitted on anything else).
@@ -345,6 +347,11 @@ impl SolverArgs {
         {
             bail!("{flag} is not a flag of --solver {}", chosen.name());
         }
+        ensure!(
+            self.lissa_repeats.is_none_or(|r| r == 1) || self.lissa_batch.is_some(),
+            "--lissa-repeats: repeats average minibatch estimates, and full-batch ones are \
+             identical; give --lissa-batch too"
+        );
         let draws = chosen == SolverArg::Arnoldi || self.lissa_batch.is_some();
         if seed.is_some() && !draws {
             bail!(
@@ -379,6 +386,17 @@ impl SolverArgs {
             SolverArg::Kfac => Solver::Kfac,
             SolverArg::Ekfac => Solver::Ekfac,
         })
+    }
+}
+
+/// A count that must be at least 1 (iterations, depths, batch sizes, repeats, dimensions).
+fn parse_positive(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(0) => Err("expected at least 1, found 0".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "expected a whole number of at least 1, found {v:?}"
+        )),
     }
 }
 
@@ -912,13 +930,18 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
             no_prune,
             sharding,
+            plot,
         } => {
             ensure!(
                 json.is_none() || sharding.shard.is_none(),
                 "--json: a shard's lists are partial; `infl merge --json FILE` writes the \
                  merged lists"
             );
+            plot.check(sharding.shard)?;
             let mut plan = Plan::new(&input, std::iter::once(&out).chain(&json))?;
+            if let Some(dir) = &plot.plot {
+                plan.publication.plan_folder(dir, crate::topk_plot::FILES)?;
+            }
             let l = load_shard(
                 &input,
                 &plan.source,
@@ -927,6 +950,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 Splits::TrainAndTest,
                 sharding.shard,
             )?;
+            let images = (plot.plot.as_ref())
+                .map(|_| crate::topk_plot::RunImages::read(&plan.source, &l.run))
+                .transpose()?;
             let pruning = if no_prune {
                 Pruning::Off
             } else {
@@ -951,8 +977,29 @@ pub fn run(cli: Cli) -> Result<()> {
                 &provenance,
                 &top,
             )?;
+            let drawn = match (&plot.plot, &images) {
+                (Some(dir), Some(images)) => {
+                    let figures = crate::topk_plot::Figures {
+                        label: l.estimator.label(),
+                        top: &top,
+                        shown: plot.top(k),
+                    };
+                    let n = crate::topk_plot::stage(
+                        &mut plan.publication,
+                        dir,
+                        images,
+                        &figures,
+                        &bar,
+                    )?;
+                    Some((dir, n))
+                }
+                _ => None,
+            };
             publish(plan.publication)?;
             output::print_topk_summary(&out, &provenance, &top, pairs);
+            if let Some((dir, n)) = drawn {
+                println!("drew {n} PNG(s) into {}", dir.display());
+            }
         }
         Command::Merge(args) => crate::merge::run(&args)?,
         Command::Fit { mut input, out } => {
@@ -971,7 +1018,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let mut plan = Plan::new(&input, [&out])?;
             let l = load(&input, &plan.source, compute, &bar, Splits::TrainOnly)?;
             let fit = infl::InfluenceFunction::from(&input.options()?);
-            let saved = fit.fit_hessian(&*l.backend, &l.run)?;
+            let saved = fit.fit_hessian(&*l.backend, &l.run, &bar)?;
             let (tensors, metadata) = saved.tensors();
             plan.publication
                 .stage_safetensors(&out, tensors, metadata)?;
@@ -1005,7 +1052,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 Splits::TrainOnly,
                 Some(shard),
             )?;
-            let self_inf = l.estimator.self_influence(&*l.backend, &l.run)?;
+            let self_inf = l
+                .estimator
+                .self_influence_with_progress(&*l.backend, &l.run, &bar)?;
             let provenance = l.provenance(&self_inf.prepared);
             output::stage_self_influence_part(
                 &mut plan.publication,
@@ -1029,7 +1078,9 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let mut plan = Plan::new(&input, output::self_influence_files(&out_dir))?;
             let l = load(&input, &plan.source, compute, &bar, Splits::TrainOnly)?;
-            let self_inf = l.estimator.self_influence(&*l.backend, &l.run)?;
+            let self_inf = l
+                .estimator
+                .self_influence_with_progress(&*l.backend, &l.run, &bar)?;
             let n = self_inf.values.len();
             let top = match top.unwrap_or(DEFAULT_TOP) {
                 0 => n,

@@ -167,7 +167,9 @@ fn build(input: &Input, dir: PathBuf, args: &BuildArgs, compute: Compute, bar: &
         registration.name
     );
     let loaded = load(input, &source, compute, bar, Splits::TrainOnly)?;
-    let prepared = loaded.estimator.prepare(&*loaded.backend, &loaded.run)?;
+    let prepared = loaded
+        .estimator
+        .prepare(&*loaded.backend, &loaded.run, bar)?;
     let layers: Vec<String> = loaded.layer.split(',').map(String::from).collect();
     let recipe = Recipe::of(&*loaded.estimator, &prepared, &layers);
     bar.start("index", prepared.train.ids.len() as u64);
@@ -235,7 +237,9 @@ fn query(
         Some(RescoreArg::Embeddings) => None,
         Some(RescoreArg::Exact) | None => loaded.estimator.unprojected(),
     };
-    let prepared = loaded.estimator.prepare(&*loaded.backend, &loaded.run)?;
+    let prepared = loaded
+        .estimator
+        .prepare(&*loaded.backend, &loaded.run, bar)?;
     let layers: Vec<String> = loaded.layer.split(',').map(String::from).collect();
     let recipe = Recipe::of(&*loaded.estimator, &prepared, &layers);
     let embedded = Queries {

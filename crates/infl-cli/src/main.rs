@@ -3,13 +3,13 @@
 //!
 //! Subcommands: `demo` (train an MLP on MNIST with label noise and judge the mislabel
 //! detectors), `scores` (the full `[test, train]` matrix), `topk` (proponents and
-//! opponents of each test example, streamed), `self-influence` (per training example,
-//! plus a ranked list of likely mislabelled examples), each of them on a shard of the
-//! training rows with `--shard i/N`, `merge` (parts into the whole result) and `eval
-//! loo|lds` (counterfactual evaluation of every estimator against retraining). Results go
-//! to files, written to a
-//! temporary file and renamed; a short human summary goes to stdout; progress bars to
-//! stderr.
+//! opponents of each test example, streamed; with `--plot DIR` a PNG of each), `self-
+//! influence` (per training example, plus a ranked list of likely mislabelled examples),
+//! each of them on a shard of the training rows with `--shard i/N`, `merge` (parts into
+//! the whole result), `fit` (influence functions' Hessian, saved) and `eval loo|lds`
+//! (counterfactual evaluation of every estimator against retraining). Results go to files,
+//! written to a temporary file (or folder) and renamed; a short human summary goes to
+//! stdout; progress bars (fits, solves and scoring, with an ETA) to stderr.
 
 mod cli;
 mod demo;
@@ -20,6 +20,7 @@ mod output;
 mod plots;
 mod progress;
 mod resources;
+mod topk_plot;
 
 use clap::Parser;
 

@@ -1,9 +1,13 @@
-//! PNG plots for `infl demo` (plotters, bitmap backend): line charts (ROC curves,
-//! found-vs-inspected curves) and grids of small grayscale images with captions.
+//! PNG plots (plotters, bitmap backend) for `infl demo`, `infl eval` and `infl topk
+//! --plot`: line charts (ROC curves, found-vs-inspected curves), bar charts, scatter plots,
+//! and the one home of image drawing: [`Tile`]s (small grey or RGB images with captions) in
+//! grids and explanation rows (a test image, its proponents and opponents).
 //!
 //! Text needs a TrueType font: DejaVu Sans (Debian's `fonts-dejavu-core`) or the file named
-//! by `INFL_FONT`. Without one, [`init_font`] fails and the caller skips the plots. Every
-//! PNG is drawn to a temporary file in the destination folder and renamed into place.
+//! by `INFL_FONT`. Without one, [`init_font`] fails and the caller skips the plots (or, for
+//! `--plot`, refuses before any work). A PNG is drawn to a temporary file in the
+//! destination folder and renamed into place ([`Publish::Atomically`]), or straight into a
+//! folder that the caller publishes whole ([`Publish::IntoStagedFolder`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -49,23 +53,54 @@ pub fn init_font() -> Result<PathBuf, String> {
     .clone()
 }
 
-/// Draws with `draw` into a temporary PNG beside `path`, then renames it to `path` (a
-/// [`Publication`] of one file: its rules, and no temporary file left on interrupt).
+/// How a figure reaches its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// Drawn into a temporary PNG beside the path, then renamed to it (a [`Publication`] of
+    /// one file: its rules, and no temporary file left on interrupt).
+    Atomically,
+    /// Drawn straight at the path, inside a folder staged by the caller's publication
+    /// ([`infl::io::StagedFolder`]), which publishes the folder whole.
+    IntoStagedFolder,
+}
+
+/// A PNG of `size` drawn by `draw`, white first.
+fn png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+) -> std::io::Result<()> {
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(std::io::Error::other)?;
+    draw(root.clone()).map_err(std::io::Error::other)?;
+    root.present().map_err(std::io::Error::other)
+}
+
+/// [`png`] published at `path` as `publish` says.
+fn publish_png(
+    path: &Path,
+    publish: Publish,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
+    let drawn = match publish {
+        Publish::IntoStagedFolder => png(path, size, draw).map_err(anyhow::Error::from),
+        Publish::Atomically => (|| {
+            let mut publication = Publication::plan(&Inputs::none(), [path])?;
+            publication.stage_path(path, |tmp| png(tmp, size, draw))?;
+            Ok(publication.publish()?)
+        })(),
+    };
+    drawn.with_context(|| format!("drawing {}", path.display()))
+}
+
+/// [`publish_png`], atomically (every figure but `--plot`'s).
 fn atomic_png(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
 ) -> Result<()> {
-    let mut publication = Publication::plan(&Inputs::none(), [path])?;
-    publication.stage_path(path, |tmp| {
-        let root = BitMapBackend::new(tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(std::io::Error::other)?;
-        draw(root.clone()).map_err(std::io::Error::other)?;
-        root.present().map_err(std::io::Error::other)
-    })?;
-    publication
-        .publish()
-        .with_context(|| format!("drawing {}", path.display()))
+    publish_png(path, Publish::Atomically, size, draw)
 }
 
 /// One curve of a line chart.
@@ -189,11 +224,11 @@ fn draw_curves(chart: &mut Chart<'_, '_>, frame: &LineChart<'_>, series: &[Serie
     Ok(())
 }
 
-/// A small grayscale image with a caption (two lines at most) and a frame colour.
+/// A small image with a caption (two lines at most) and a frame colour.
 #[derive(Clone, Debug)]
 pub struct Tile {
-    /// Pixels, row-major, 0 = white background, 255 = black ink (MNIST).
-    pub pixels: Vec<u8>,
+    /// Pixels as drawn: RGB, row-major, `width × height × 3`.
+    pub rgb: Vec<u8>,
     /// Image width.
     pub width: usize,
     /// Image height.
@@ -204,9 +239,59 @@ pub struct Tile {
     pub frame: Option<RGBColor>,
 }
 
-const SCALE: i32 = 3;
+/// The largest side of a tile as drawn, in image pixels: larger images are subsampled.
+const MAX_SIDE: usize = 128;
+/// Tiles are enlarged (by a whole factor) to about this many screen pixels.
+const TARGET_SIDE: usize = 96;
 const CAPTION_H: i32 = 34;
 const PAD: i32 = 10;
+
+impl Tile {
+    /// MNIST-style ink: grey values 0 (background) .. 255 (ink), drawn dark on white.
+    pub fn ink(pixels: &[u8], width: usize, height: usize, caption: Vec<String>) -> Self {
+        let rgb = pixels.iter().flat_map(|&v| [255 - v; 3]).collect();
+        Self {
+            rgb,
+            width,
+            height,
+            caption,
+            frame: None,
+        }
+    }
+
+    /// An image as stored (`[height, width, channels]` bytes, 0 black .. 255 white; grey
+    /// with 1 channel, RGB with 3), subsampled to at most [`MAX_SIDE`] pixels a side.
+    pub fn picture(
+        pixels: &[u8],
+        (height, width, channels): (usize, usize, usize),
+        caption: Vec<String>,
+    ) -> Self {
+        let step = height.max(width).div_ceil(MAX_SIDE).max(1);
+        let (h, w) = (height.div_ceil(step), width.div_ceil(step));
+        let mut rgb = Vec::with_capacity(h * w * 3);
+        for y in (0..height).step_by(step) {
+            for x in (0..width).step_by(step) {
+                let at = (y * width + x) * channels;
+                match channels {
+                    3 => rgb.extend_from_slice(&pixels[at..at + 3]),
+                    _ => rgb.extend([pixels[at]; 3]),
+                }
+            }
+        }
+        Self {
+            rgb,
+            width: w,
+            height: h,
+            caption,
+            frame: None,
+        }
+    }
+
+    /// Screen pixels per image pixel.
+    fn scale(&self) -> i32 {
+        (TARGET_SIDE / self.width.max(self.height).max(1)).max(1) as i32
+    }
+}
 
 /// The title and one-line legend at the top of an image grid.
 fn draw_heading(
@@ -231,33 +316,31 @@ fn draw_tile(
     x0: i32,
     y0: i32,
 ) -> Result<()> {
-    let (w, h) = (t.width as i32, t.height as i32);
-    for y in 0..h {
-        for x in 0..w {
-            let v = 255 - t.pixels[(y * w + x) as usize];
-            if v == 255 {
-                continue;
-            }
-            root.draw(&Rectangle::new(
-                [
-                    (x0 + x * SCALE, y0 + y * SCALE),
-                    (x0 + (x + 1) * SCALE, y0 + (y + 1) * SCALE),
-                ],
-                RGBColor(v, v, v).filled(),
-            ))
-            .map_err(|e| anyhow!("{e}"))?;
+    let (w, h, s) = (t.width as i32, t.height as i32, t.scale());
+    for (i, px) in t.rgb.chunks_exact(3).enumerate() {
+        if px == [255, 255, 255] {
+            continue; // the background is white already
         }
+        let (x, y) = (i as i32 % w, i as i32 / w);
+        root.draw(&Rectangle::new(
+            [
+                (x0 + x * s, y0 + y * s),
+                (x0 + (x + 1) * s, y0 + (y + 1) * s),
+            ],
+            RGBColor(px[0], px[1], px[2]).filled(),
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
     }
     let frame = t.frame.unwrap_or(RGBColor(200, 200, 200));
     root.draw(&Rectangle::new(
-        [(x0 - 2, y0 - 2), (x0 + w * SCALE + 1, y0 + h * SCALE + 1)],
+        [(x0 - 2, y0 - 2), (x0 + w * s + 1, y0 + h * s + 1)],
         frame.stroke_width(if t.frame.is_some() { 3 } else { 1 }),
     ))
     .map_err(|e| anyhow!("{e}"))?;
     for (i, line) in t.caption.iter().take(2).enumerate() {
         root.draw(&Text::new(
             line.clone(),
-            (x0 - 2, y0 + h * SCALE + 4 + 15 * i as i32),
+            (x0 - 2, y0 + h * s + 4 + 15 * i as i32),
             ("sans-serif", 13).into_font(),
         ))
         .map_err(|e| anyhow!("{e}"))?;
@@ -267,8 +350,9 @@ fn draw_tile(
 
 /// Size of a tile cell (image, caption and padding), in pixels.
 fn cell(t: &Tile) -> (i32, i32) {
-    let w = (t.width as i32 * SCALE).max(96) + PAD;
-    (w, t.height as i32 * SCALE + CAPTION_H + PAD)
+    let s = t.scale();
+    let w = (t.width as i32 * s).max(96) + PAD;
+    (w, t.height as i32 * s + CAPTION_H + PAD)
 }
 
 /// A grid of tiles, `columns` wide, under a title (and an optional legend line).
@@ -311,8 +395,23 @@ pub struct ExplainRow {
     pub opponents: Vec<Tile>,
 }
 
-/// Test images (left), their proponents (middle) and opponents (right), one row each.
-pub fn explanations(path: &Path, title: &str, legend: &str, rows: &[ExplainRow]) -> Result<()> {
+/// The heading of an explanation figure.
+#[derive(Clone, Copy, Debug)]
+pub struct Heading<'a> {
+    /// The title line.
+    pub title: &'a str,
+    /// The legend line under it.
+    pub legend: &'a str,
+}
+
+/// Test images (left), their proponents (middle) and opponents (right), one row each (the
+/// rows' tiles the size of the first test image's).
+pub fn explanations(
+    path: &Path,
+    publish: Publish,
+    heading: Heading<'_>,
+    rows: &[ExplainRow],
+) -> Result<()> {
     let Some(first) = rows.first() else {
         return Ok(());
     };
@@ -329,8 +428,8 @@ pub fn explanations(path: &Path, title: &str, legend: &str, rows: &[ExplainRow])
         width.max(480) as u32,
         (header + rows.len() as i32 * ch + PAD) as u32,
     );
-    atomic_png(path, size, |root| {
-        draw_heading(&root, title, legend)?;
+    publish_png(path, publish, size, |root| {
+        draw_heading(&root, heading.title, heading.legend)?;
         let xp = PAD + cw + gap;
         let xo = xp + k * cw + gap;
         for (x, label) in [

@@ -377,6 +377,19 @@ fn locked(s: &Scene, c: &mut Call) -> Option<std::path::PathBuf> {
     Some(d)
 }
 
+/// Gives the last checkpoint's feature files `images` (U8 `[N, 4, 4]`) and `--plot
+/// out/plots` to the call; `f` then changes the training file's (`&mut St`).
+fn plot_images(s: &Scene, c: &mut Call, f: impl Fn(&mut St)) {
+    for (file, n) in [(tr("10"), 40), (te("10"), 7)] {
+        edit(&s.f(&file), |st| {
+            let pixels: Vec<u8> = (0..n * 16).map(|i| (i * 7 % 256) as u8).collect();
+            st.put("images", "U8", &[n, 4, 4], pixels);
+        });
+    }
+    edit(&s.f(&tr("10")), f);
+    c.set("--plot", s.out.join("plots"));
+}
+
 fn mkdir(p: &Path) {
     let _ = std::fs::remove_file(p);
     std::fs::create_dir(p).unwrap();
@@ -2154,6 +2167,160 @@ fn class4() -> Vec<Case> {
 // Class 5: messages that say what is wrong.
 
 fn class5_entries() -> Vec<Entry> {
+    let mut entries = plot_entries();
+    entries.extend(class5_files());
+    entries
+}
+
+/// `topk --plot DIR`: the `images` tensor it reads (missing, malformed) and the folder it
+/// writes (a file, another's folder, around another output, a shard). `--plot` needs a
+/// font for its captions: CI installs one (.ci/run), as the demo's plots need.
+fn plot_entries() -> Vec<Entry> {
+    vec![
+        arg(
+            "--plot without an images tensor",
+            TOPK,
+            |s, c| {
+                c.set("--plot", s.out.join("plots"));
+            },
+            fails(&[
+                "checkpoint-10.train.safetensors",
+                "no tensor `images`",
+                "--plot",
+            ]),
+        ),
+        arg(
+            "--plot with flattened images [N, 16]",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |st| {
+                    let data = st.get("images").data.clone();
+                    st.put("images", "U8", &[40, 16], data);
+                })
+            },
+            fails(&["checkpoint-10.train.safetensors", "`images`", "[N, H, W]"]),
+        ),
+        arg(
+            "--plot with 2-channel images",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |st| {
+                    let data = st.get("images").data.clone();
+                    st.put("images", "U8", &[40, 4, 2, 2], data);
+                })
+            },
+            fails(&["checkpoint-10.train.safetensors", "`images`", "C = 1 or 3"]),
+        ),
+        arg(
+            "--plot with I64 images",
+            TOPK,
+            |s, c| plot_images(s, c, |st| st.put_i64("images", &[40, 2, 2], &[1; 160])),
+            fails(&["checkpoint-10.train.safetensors", "`images`", "found I64"]),
+        ),
+        arg(
+            "--plot with float images above 1",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |st| {
+                    let mut v = vec![0.5f32; 40 * 16];
+                    v[3 * 16 + 5] = 2.0;
+                    st.put_f32("images", &[40, 4, 4], &v);
+                })
+            },
+            fails(&["`images`", "in [0, 1]", "found 2 at [3, 1, 1]"]),
+        ),
+        arg(
+            "--plot with a NaN in float images",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |st| {
+                    let mut v = vec![0.5f32; 40 * 16 * 3];
+                    v[7] = f32::NAN;
+                    st.put_f32("images", &[40, 4, 4, 3], &v);
+                })
+            },
+            fails(&["`images`", "found NaN at [0, 0, 2, 1]"]),
+        ),
+        arg(
+            "--plot with one image fewer than the examples",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |st| {
+                    let data = st.get("images").data[16..].to_vec();
+                    st.put("images", "U8", &[39, 4, 4], data);
+                })
+            },
+            fails(&["checkpoint-10.train.safetensors", "expected 40 images"]),
+        ),
+        arg(
+            "--plot with test images of another size",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |st| {
+                    st.put("images", "U8", &[40, 2, 8], vec![9; 640]);
+                })
+            },
+            fails(&["checkpoint-10.test.safetensors", "training images' size"]),
+        ),
+        arg(
+            "--plot DIR is a file",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |_| {});
+                std::fs::write(s.out.join("plots"), harness::OLD).unwrap();
+            },
+            fails(&["plots", "refusing to replace a file"]),
+        ),
+        arg(
+            "--plot DIR holds a file of another kind",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |_| {});
+                std::fs::create_dir(s.out.join("plots")).unwrap();
+                std::fs::write(s.out.join("plots/notes.txt"), harness::OLD).unwrap();
+            },
+            fails(&["plots", "notes.txt", "test-*.png"]),
+        ),
+        arg(
+            "--plot DIR is the run folder",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |_| {});
+                c.set("--plot", &s.run);
+            },
+            fails(&["run", "an input of this run"]),
+        ),
+        arg(
+            "--plot DIR holds --out",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |_| {});
+                c.set("--out", s.out.join("plots/topk.safetensors"));
+            },
+            fails(&["plots", "another output"]),
+        ),
+        arg(
+            "--plot on a shard",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |_| {});
+                c.unset("--json").set("--shard", "1/2");
+            },
+            fails(&["--plot", "shard"]),
+        ),
+        arg(
+            "--plot-top 0",
+            TOPK,
+            |s, c| {
+                plot_images(s, c, |_| {});
+                c.set("--plot-top", "0");
+            },
+            fails(&["--plot-top", "0"]),
+        ),
+    ]
+}
+
+fn class5_files() -> Vec<Entry> {
     vec![
         // Malformed safetensors.
         input(

@@ -199,7 +199,7 @@ fn flags_that_do_not_apply_are_refused() {
                 "--arnoldi-dim",
                 "0",
             ],
-            "both must be positive",
+            "'--arnoldi-dim <ARNOLDI_DIM>': expected at least 1, found 0",
         ),
         (
             &["--method", "influence", "--damping", "-1"],
@@ -505,4 +505,88 @@ fn true_fisher_without_sampled_gradients_is_refused() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+/// A factor file of one layer `fc` with `inputs` inputs and 2 outputs, 2 examples.
+fn wide_factor_file(path: &Path, inputs: usize) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let f32s = |v: Vec<f32>| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let a = f32s((0..2 * inputs).map(|i| (i % 7) as f32 * 0.1).collect());
+    let g = f32s(vec![0.5, -0.5, -0.25, 0.25]);
+    let labels: Vec<u8> = [0i64, 1].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let tensors = [
+        (
+            "fc.a",
+            TensorView::new(Dtype::F32, vec![2, inputs], &a).unwrap(),
+        ),
+        ("fc.g", TensorView::new(Dtype::F32, vec![2, 2], &g).unwrap()),
+        (
+            "labels",
+            TensorView::new(Dtype::I64, vec![2], &labels).unwrap(),
+        ),
+    ];
+    let meta = std::collections::HashMap::from([
+        ("layers".to_string(), "fc".to_string()),
+        ("format".to_string(), "infl factors v1".to_string()),
+    ]);
+    std::fs::write(path, safetensors::serialize(tensors, Some(meta)).unwrap()).unwrap();
+}
+
+/// A fit whose plan exceeds the memory available (K-FAC's covariance of 300,000 inputs,
+/// 1.3 TiB in f64; a Krylov basis of 600,000 vectors of 600,000 parameters) is announced on
+/// stderr (unless -q) and refused before it starts, naming the option that sizes it;
+/// nothing is written.
+#[test]
+fn a_fit_larger_than_memory_is_announced_and_refused_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let factors = dir.path().join("factors");
+    std::fs::create_dir(&factors).unwrap();
+    for split in ["train", "test"] {
+        wide_factor_file(&factors.join(format!("c1.{split}.safetensors")), 300_000);
+    }
+    let out = dir.path().join("topk.safetensors");
+    let cases = [
+        (true, &["--solver", "ekfac"][..]),
+        (false, &["--solver", "ekfac"][..]),
+        (
+            false,
+            &["--solver", "arnoldi", "--arnoldi-dim", "600000"][..],
+        ),
+    ];
+    for (quiet, solver) in cases {
+        let mut cmd = assert_cmd::Command::cargo_bin("infl").unwrap();
+        if quiet {
+            cmd.arg("-q");
+        }
+        let args = [
+            "--backend",
+            "cpu",
+            "topk",
+            "--factors",
+            s(&factors),
+            "--method",
+        ];
+        let run = cmd
+            .args(args)
+            .args(["influence", "-k", "1", "-o", s(&out)])
+            .args(solver)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{solver:?}: {err}");
+        let flag = if solver[1] == "ekfac" {
+            "--layers"
+        } else {
+            "--arnoldi-dim"
+        };
+        for needle in ["the influence-function fit needs about", "GiB", flag] {
+            assert!(
+                err.contains(needle),
+                "{solver:?}: stderr lacks {needle:?}: {err}"
+            );
+        }
+        let announced = err.contains("the influence-function fit: about");
+        assert_eq!(announced, !quiet, "{err}");
+        assert!(!out.exists());
+    }
 }

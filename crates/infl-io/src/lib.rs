@@ -10,7 +10,8 @@
 //!   [`load_examples`] reads a feature file (`features`, `labels`, `targets`, `ids`).
 //! - [`FactorFile`] reads per-example factor files (per-layer inputs and output
 //!   gradients, or dense gradients; format in [`factors`]); [`FactorRun`] finds them.
-//! - [`mnist`] reads MNIST's IDX files, raw or gzip-compressed.
+//! - [`mnist`] reads MNIST's IDX files, raw or gzip-compressed; [`Images`] the optional
+//!   `images` tensor of feature files (the examples as pictures, for plots).
 //! - [`RunLayout`] pairs checkpoints with feature files (directory convention or JSON
 //!   manifest; see [`layout`]).
 //! - [`Publication`] writes a set of result files all-or-nothing, never replacing an
@@ -26,6 +27,7 @@
 
 mod error;
 pub mod factors;
+pub mod images;
 pub mod layout;
 mod load;
 pub mod mnist;
@@ -35,11 +37,15 @@ mod write;
 
 pub use error::{Error, Result};
 pub use factors::{FactorEntry, FactorFile, FactorRun, LayerFactors, SAMPLED_SUFFIX};
+pub use images::Images;
 pub use layout::{RunEntry, RunLayout, natural_cmp};
 pub use load::{
     LEARNING_RATE_KEY, check_learning_rate, load_checkpoint, load_examples, load_examples_rows,
     parse_learning_rate,
 };
-pub use publish::{Inputs, Publication, StagedFile, TEMP_PREFIX, remove_temporary_files};
+pub use publish::{
+    FolderContent, Inputs, Publication, StagedFile, StagedFolder, TEMP_PREFIX,
+    remove_temporary_files,
+};
 pub use tensors::{Rank, TensorFile, TensorInfo};
 pub use write::{OutTensor, write_atomic, write_atomic_with, write_safetensors};

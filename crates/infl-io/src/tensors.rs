@@ -150,6 +150,11 @@ impl TensorFile {
         })
     }
 
+    /// The bytes of tensor `name` as stored (little-endian, its dtype's width each).
+    pub(crate) fn raw_bytes(&self, name: &str) -> Result<&[u8]> {
+        Ok(self.raw(name)?.bytes)
+    }
+
     /// A float tensor as an `[rows, cols]` f32 matrix. 2-D tensors keep their shape;
     /// 1-D tensors become one column when `rank` is [`Rank::MatrixOrVector`], 3-D ones
     /// `[n·s, cols]` when it is [`Rank::MatrixOrBatched`].

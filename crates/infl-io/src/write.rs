@@ -19,6 +19,8 @@ pub enum OutTensor {
     I64(Vec<usize>, Vec<i64>),
     /// f64 data with its shape (fitted curvature, kept at full precision).
     F64(Vec<usize>, Vec<f64>),
+    /// Bytes with their shape (8-bit images).
+    U8(Vec<usize>, Vec<u8>),
 }
 
 struct Bytes {
@@ -138,6 +140,11 @@ pub(crate) fn safetensors_bytes(
                     dtype: Dtype::F64,
                     shape,
                     data: bytemuck::cast_slice(&v).to_vec(),
+                },
+                OutTensor::U8(shape, data) => Bytes {
+                    dtype: Dtype::U8,
+                    shape,
+                    data,
                 },
             };
             (name, b)

@@ -484,6 +484,33 @@ fn fuzz_feature_files() {
     });
 }
 
+/// Image tensors (`images`, U8 and float in [0, 1]) and every image of them.
+#[test]
+fn fuzz_image_tensors() {
+    let dir = scratch();
+    let grey: Vec<u8> = (0..24).map(|i| (i * 10) as u8).collect();
+    let rgb: Vec<f32> = (0..24).map(|i| i as f32 / 23.0).collect();
+    let seeds = [
+        written(
+            vec![("images".into(), OutTensor::U8(vec![2, 3, 4], grey))],
+            &[],
+        ),
+        written(
+            vec![("images".into(), OutTensor::F32(vec![2, 2, 2, 3], rgb))],
+            &[],
+        ),
+    ];
+    run(&seeds, |bytes| {
+        fuzz_file(dir.path(), "safetensors", bytes, |p| {
+            let images = infl_io::Images::open(p)?;
+            if let Some(im) = &images {
+                (0..=im.count).for_each(|i| drop(im.image(i)));
+            }
+            Ok(images.is_some())
+        })
+    });
+}
+
 #[test]
 fn fuzz_raw_idx() {
     let dir = scratch();

@@ -8,7 +8,10 @@
 //! - **Features** `NAME.train.safetensors`, `NAME.test.safetensors`: the penultimate
 //!   features (the input of `fcL`) as `features` `[N, D]` f32, `labels` `[N]` i64 and `ids`
 //!   `[N]` i64 — what `infl_io::load_examples` reads; with the checkpoint they follow the
-//!   directory convention of [`infl_io::layout`].
+//!   directory convention of [`infl_io::layout`]. When the split comes with its images
+//!   ([`Split::images`]), also `images` `[N, H, W]` u8 (0 black .. 255 white, as
+//!   [`infl_io::Images`] reads them), in the feature and factor files alike: what `infl
+//!   topk --plot` draws.
 //! - **Factors** `factors/NAME.train.safetensors` (and `.test`): for every layer `fcK`,
 //!   `fcK.a` `[N, in_K]`, the layer's input, and `fcK.g` `[N, out_K]`, the gradient of the
 //!   example's own cross-entropy loss (reduction "sum", i.e. `softmax − onehot` at the
@@ -263,10 +266,11 @@ pub fn sampled_labels(logits: ArrayView2<'_, f32>, ids: &[i64], seed: u64) -> Ve
         .collect()
 }
 
-/// The `labels` and `ids` tensors of a split, common to its feature and factor files.
+/// The `labels` and `ids` tensors of a split (and its `images`), common to its feature
+/// and factor files.
 fn labels_and_ids(split: Split<'_>) -> Vec<(String, OutTensor)> {
     let n = split.labels.len();
-    vec![
+    let mut tensors = vec![
         (
             "labels".to_string(),
             OutTensor::I64(vec![n], split.labels.to_vec()),
@@ -275,7 +279,13 @@ fn labels_and_ids(split: Split<'_>) -> Vec<(String, OutTensor)> {
             "ids".to_string(),
             OutTensor::I64(vec![n], split.ids.to_vec()),
         ),
-    ]
+    ];
+    if let Some(im) = split.images {
+        let shape = vec![n, im.height, im.width];
+        let images = OutTensor::U8(shape, im.pixels.to_vec());
+        tensors.push((infl_io::images::IMAGES.to_string(), images));
+    }
+    tensors
 }
 
 /// A set of examples to export at each checkpoint.
@@ -287,6 +297,19 @@ pub struct Split<'a> {
     pub labels: &'a [i64],
     /// Ids `[N]`.
     pub ids: &'a [i64],
+    /// The examples as grey images, written as `images` when given.
+    pub images: Option<SplitImages<'a>>,
+}
+
+/// A split's grey images: `[N, height, width]` bytes, row-major, 0 black .. 255 white.
+#[derive(Clone, Copy, Debug)]
+pub struct SplitImages<'a> {
+    /// The pixels of every example, image after image.
+    pub pixels: &'a [u8],
+    /// Rows per image.
+    pub height: usize,
+    /// Columns per image.
+    pub width: usize,
 }
 
 /// Whether a [`RunWriter`] also writes per-example factor files.
@@ -367,6 +390,20 @@ impl RunWriter {
                     split.x.nrows(),
                     split.labels.len(),
                     split.ids.len()
+                ),
+            ));
+        }
+        if let Some(im) = split.images
+            && im.pixels.len() != split.x.nrows() * im.height * im.width
+        {
+            return Err(Error::shape(
+                "RunWriter::write",
+                format!(
+                    "{suffix}: expected {} images of {} x {} pixels, found {} pixels",
+                    split.x.nrows(),
+                    im.height,
+                    im.width,
+                    im.pixels.len()
                 ),
             ));
         }

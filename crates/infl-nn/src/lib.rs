@@ -40,7 +40,7 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use export::{
-    CheckpointMeta, FactorFiles, LayerFactors, RunWriter, Split, load_checkpoint,
+    CheckpointMeta, FactorFiles, LayerFactors, RunWriter, Split, SplitImages, load_checkpoint,
     penultimate_features, per_example_factors, sampled_labels, save_checkpoint,
 };
 pub use hvp::{HvpPlan, LayerBlock, Product};

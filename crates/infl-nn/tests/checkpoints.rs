@@ -7,8 +7,8 @@ use infl_io::{
     Rank, RunLayout, TensorFile, TensorInfo, load_checkpoint as io_checkpoint, load_examples,
 };
 use infl_nn::{
-    CheckpointMeta, FactorFiles, Mlp, RunWriter, Split, load_checkpoint, penultimate_features,
-    save_checkpoint,
+    CheckpointMeta, FactorFiles, Mlp, RunWriter, Split, SplitImages, load_checkpoint,
+    penultimate_features, save_checkpoint,
 };
 use ndarray::Array2;
 use safetensors::Dtype;
@@ -158,6 +158,13 @@ fn run_directory_follows_the_convention() {
     let (yt, ys) = (vec![0, 1, 2, 0, 1, 2, 0, 1, 2i64], vec![2, 1, 0, 0i64]);
     let idt: Vec<i64> = (10..19).collect();
     let ids: Vec<i64> = (0..4).collect();
+    // The test examples' 2 x 3 images, given at the last checkpoint only.
+    let pixels: Vec<u8> = (0..4 * 6).map(|i| (i * 10) as u8).collect();
+    let images = SplitImages {
+        pixels: &pixels,
+        height: 2,
+        width: 3,
+    };
     let w = RunWriter::new(dir.path(), FactorFiles::Write).unwrap();
     for e in 1..=2 {
         let meta = CheckpointMeta {
@@ -172,15 +179,52 @@ fn run_directory_follows_the_convention() {
                 x: xt.view(),
                 labels: &yt,
                 ids: &idt,
+                images: None,
             },
             Some(Split {
                 x: xs.view(),
                 labels: &ys,
                 ids: &ids,
+                images: (e == 2).then_some(images),
             }),
         )
         .unwrap();
     }
+    // Images of the wrong size are refused.
+    let short = SplitImages {
+        pixels: &pixels[..20],
+        ..images
+    };
+    let split = |images| Split {
+        x: xs.view(),
+        labels: &ys,
+        ids: &ids,
+        images: Some(images),
+    };
+    let meta = CheckpointMeta {
+        learning_rate: Some(0.1),
+        epoch: None,
+    };
+    let e = w
+        .write("bad", &model, &meta, split(short), None)
+        .unwrap_err();
+    assert!(e.to_string().contains("4 images of 2 x 3 pixels"), "{e}");
+    std::fs::remove_file(dir.path().join("bad.safetensors")).unwrap();
+    for file in [
+        "epoch-2.test.safetensors",
+        "factors/epoch-2.test.safetensors",
+    ] {
+        let read = infl_io::Images::open(dir.path().join(file))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (read.count, read.height, read.width, read.channels),
+            (4, 2, 3, 1)
+        );
+        assert_eq!(read.image(3).unwrap(), pixels[18..]);
+    }
+    let earlier = dir.path().join("epoch-1.test.safetensors");
+    assert!(infl_io::Images::open(earlier).unwrap().is_none());
     let layout = RunLayout::discover(dir.path()).unwrap();
     assert_eq!(
         layout.entries.len(),
@@ -204,6 +248,7 @@ fn run_directory_follows_the_convention() {
             "fc2.g",
             "fc2.g_sampled",
             "ids",
+            "images",
             "labels"
         ]
     );

@@ -67,8 +67,8 @@ use infl_core::{Bias, Matrix, ranges};
 use infl_io::LayerFactors;
 
 use crate::curvature::terms::f64_rows;
-use crate::curvature::{Damping, HessianOperator, par, terms};
-use crate::engine::FactorTerm;
+use crate::curvature::{Damping, HessianOperator, par, phase, terms};
+use crate::engine::{FactorTerm, Progress};
 use crate::run::{NamedFactors, SplitFactors};
 use crate::{Error, Result};
 
@@ -176,18 +176,63 @@ pub struct Fit {
 
 impl Fit {
     /// Fits the statistics of every layer of one checkpoint's training factors; a dense
-    /// gradient (`P.grad`) is refused, naming it.
-    pub fn new(train: &SplitFactors, strategy: Strategy) -> Result<Self> {
+    /// gradient (`P.grad`) is refused, naming it. The passes over every layer are reported
+    /// to `progress` in turn: [`phase::COVARIANCES`], [`phase::EIGENVECTORS`] and, for
+    /// EK-FAC, [`phase::EIGENVALUES`].
+    pub fn new(train: &SplitFactors, strategy: Strategy, progress: &dyn Progress) -> Result<Self> {
         if train.layers.is_empty() {
             let details = format!("{}: no layers to fit", train.source.display());
             return Err(Error::config("layers", details));
         }
-        let layers = (train.layers.iter())
+        let linear: Vec<(&str, Shape, &Matrix, &Matrix)> = (train.layers.iter())
             .map(|l| {
                 let (shape, a, g) = linear(l, &train.source)?;
-                LayerFit::fit(&l.name, shape, a, g, strategy)
+                Ok((l.name.as_str(), shape, a, g))
             })
             .collect::<Result<_>>()?;
+        let rows: usize = linear.iter().map(|(_, _, a, _)| a.rows()).sum();
+        progress.start(phase::COVARIANCES, rows as u64);
+        let covariances: Vec<(Mat<f64>, Mat<f64>)> = (linear.iter())
+            .map(|&(_, shape, a, g)| covariances(a, g, shape, progress))
+            .collect();
+        progress.finish();
+        progress.start(phase::EIGENVECTORS, 2 * linear.len() as u64);
+        let mut layers = Vec::with_capacity(linear.len());
+        for (&(name, shape, ..), (cov_a, cov_s)) in linear.iter().zip(&covariances) {
+            let (lambda_a, activation_eigenvectors) = eigen(cov_a, name, "activation")?;
+            progress.advance(1);
+            let (lambda_s, gradient_eigenvectors) = eigen(cov_s, name, "gradient")?;
+            progress.advance(1);
+            let eigenvalues = Mat::from_fn(shape.outputs, shape.width(), |k, d| {
+                lambda_s[k] * lambda_a[d]
+            });
+            layers.push(LayerFit {
+                name: name.to_string(),
+                shape,
+                activation_eigenvectors,
+                gradient_eigenvectors,
+                eigenvalues,
+            });
+        }
+        progress.finish();
+        if strategy == Strategy::Ekfac {
+            let examples: usize = linear
+                .iter()
+                .map(|(_, s, a, _)| a.rows() / s.positions)
+                .sum();
+            progress.start(phase::EIGENVALUES, examples as u64);
+            for (fit, &(_, shape, a, g)) in layers.iter_mut().zip(&linear) {
+                fit.eigenvalues = corrected_eigenvalues(
+                    a,
+                    g,
+                    shape,
+                    fit.activation_eigenvectors.as_ref(),
+                    fit.gradient_eigenvectors.as_ref(),
+                    progress,
+                );
+            }
+            progress.finish();
+        }
         Ok(Self {
             strategy,
             source: train.source.clone(),
@@ -282,32 +327,6 @@ impl Fit {
 }
 
 impl LayerFit {
-    /// Fits one layer (see the module docs).
-    fn fit(name: &str, shape: Shape, a: &Matrix, g: &Matrix, strategy: Strategy) -> Result<Self> {
-        let (cov_a, cov_s) = covariances(a, g, shape);
-        let (lambda_a, activation_eigenvectors) = eigen(&cov_a, name, "activation")?;
-        let (lambda_s, gradient_eigenvectors) = eigen(&cov_s, name, "gradient")?;
-        let eigenvalues = match strategy {
-            Strategy::Kfac => Mat::from_fn(shape.outputs, shape.width(), |k, d| {
-                lambda_s[k] * lambda_a[d]
-            }),
-            Strategy::Ekfac => corrected_eigenvalues(
-                a,
-                g,
-                shape,
-                activation_eigenvectors.as_ref(),
-                gradient_eigenvectors.as_ref(),
-            ),
-        };
-        Ok(Self {
-            name: name.to_string(),
-            shape,
-            activation_eigenvectors,
-            gradient_eigenvectors,
-            eigenvalues,
-        })
-    }
-
     /// The layer's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -446,12 +465,19 @@ impl HessianOperator for LayerFit {
     }
 }
 
-/// `A = Σ ã ãᵀ / (N·S)` and `S = Σ g gᵀ / (N·S)`, symmetrised.
-fn covariances(a: &Matrix, g: &Matrix, shape: Shape) -> (Mat<f64>, Mat<f64>) {
+/// `A = Σ ã ãᵀ / (N·S)` and `S = Σ g gᵀ / (N·S)`, symmetrised; `progress` advances by
+/// the rows.
+fn covariances(
+    a: &Matrix,
+    g: &Matrix,
+    shape: Shape,
+    progress: &dyn Progress,
+) -> (Mat<f64>, Mat<f64>) {
     let rows = a.rows();
     let mut cov_a = Mat::zeros(shape.width(), shape.width());
     let mut cov_s = Mat::zeros(shape.outputs, shape.outputs);
     for chunk in ranges(rows, CHUNK_ROWS) {
+        let count = chunk.len() as u64;
         let ac = f64_rows(a, chunk.clone(), shape.bias);
         let gc = f64_rows(g, chunk, Bias::Excluded);
         matmul(
@@ -470,6 +496,7 @@ fn covariances(a: &Matrix, g: &Matrix, shape: Shape) -> (Mat<f64>, Mat<f64>) {
             1.0,
             par(),
         );
+        progress.advance(count);
     }
     (normalised(&cov_a, rows), normalised(&cov_s, rows))
 }
@@ -496,13 +523,15 @@ fn eigen(c: &Mat<f64>, layer: &str, which: &str) -> Result<(Vec<f64>, Mat<f64>)>
 }
 
 /// EK-FAC's `Λ = (1/N) Σ_i (Q_Sᵀ G_i Q_A)²`, `G_i = Σ_s g_s ã_sᵀ`, from the projected
-/// factors `g Q_S` and `ã Q_A` (`Q_Sᵀ G_i Q_A = Σ_s (Q_Sᵀ g_s)(Q_Aᵀ ã_s)ᵀ`).
+/// factors `g Q_S` and `ã Q_A` (`Q_Sᵀ G_i Q_A = Σ_s (Q_Sᵀ g_s)(Q_Aᵀ ã_s)ᵀ`); `progress`
+/// advances by the examples.
 fn corrected_eigenvalues(
     a: &Matrix,
     g: &Matrix,
     shape: Shape,
     qa: MatRef<'_, f64>,
     qs: MatRef<'_, f64>,
+    progress: &dyn Progress,
 ) -> Mat<f64> {
     let (s, k, w) = (shape.positions, shape.outputs, shape.width());
     let n = a.rows() / s;
@@ -525,6 +554,7 @@ fn corrected_eigenvalues(
                 1.0,
                 par(),
             );
+            progress.advance(examples.len() as u64);
             continue;
         }
         for i in 0..examples.len() {
@@ -536,6 +566,7 @@ fn corrected_eigenvalues(
                 }
             }
         }
+        progress.advance(examples.len() as u64);
     }
     let n = n as f64;
     Mat::from_fn(k, w, |r, c| lambda[(r, c)] / n)

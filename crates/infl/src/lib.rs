@@ -49,7 +49,7 @@
 //! let run = Run::from(vec![CheckpointData { checkpoint, train, test: Some(test) }]);
 //!
 //! let engine = Engine::default(); // CPU backend
-//! let prepared = TracInCPFast::default().prepare(engine.backend(), &run)?;
+//! let prepared = TracInCPFast::default().prepare(engine.backend(), &run, &())?;
 //! let top = engine.topk(&prepared.set, 2, &())?;
 //! assert_eq!(top.proponents[0][0].index, 0); // the most similar example of class 0
 //! let self_inf = engine.self_influence(&prepared.set)?;
@@ -106,9 +106,9 @@ pub use suspects::{Suspect, rank_suspects};
 /// The file formats infl reads and writes (a curated view of `infl-io`).
 pub mod io {
     pub use infl_io::{
-        FactorEntry, FactorFile, FactorRun, Inputs, LayerFactors, OutTensor, Publication, Rank,
-        RunEntry, RunLayout, TEMP_PREFIX, TensorFile, check_learning_rate, load_checkpoint,
-        load_examples, load_examples_rows, mnist, natural_cmp, remove_temporary_files,
-        write_atomic, write_atomic_with, write_safetensors,
+        FactorEntry, FactorFile, FactorRun, FolderContent, Images, Inputs, LayerFactors, OutTensor,
+        Publication, Rank, RunEntry, RunLayout, StagedFolder, TEMP_PREFIX, TensorFile,
+        check_learning_rate, load_checkpoint, load_examples, load_examples_rows, mnist,
+        natural_cmp, remove_temporary_files, write_atomic, write_atomic_with, write_safetensors,
     };
 }

@@ -23,7 +23,9 @@ fn check(loss: Loss, reduction: Reduction, tag: &str) {
         reduction,
         ..Default::default()
     };
-    let prepared = est.prepare(engine.backend(), &Run::from(data)).unwrap();
+    let prepared = est
+        .prepare(engine.backend(), &Run::from(data), &())
+        .unwrap();
     assert_eq!(prepared.learning_rates, vec![0.5, 0.2, 0.05]);
     let expected =
         TensorFile::open(fixtures().join(format!("expected_{tag}.safetensors"))).unwrap();
@@ -82,7 +84,9 @@ fn ce_sum_with_bias_matches_tracincp_on_the_layer() {
         bias: Bias::Included,
         ..Default::default()
     };
-    let prepared = est.prepare(engine.backend(), &Run::from(data)).unwrap();
+    let prepared = est
+        .prepare(engine.backend(), &Run::from(data), &())
+        .unwrap();
     let expected = TensorFile::open(fixtures().join("expected_ce_sum_bias.safetensors")).unwrap();
     let scores = engine.scores(&prepared.set, &()).unwrap();
     assert_close(

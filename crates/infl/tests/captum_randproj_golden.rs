@@ -169,7 +169,7 @@ fn infls_projection_is_unbiased_with_the_theoretical_spread() {
         let (mut sum, mut sum_sq) = (vec![0f64; n], vec![0f64; n]);
         let mut pearsons = Vec::new();
         for seed in 0..SEEDS {
-            let prepared = rand_proj(Some(p), seed).prepare(&cpu, &run).unwrap();
+            let prepared = rand_proj(Some(p), seed).prepare(&cpu, &run, &()).unwrap();
             let self_inf = engine.self_influence(&prepared.set).unwrap();
             for i in 0..n {
                 let r = f64::from(self_inf[i] / exact[i]);

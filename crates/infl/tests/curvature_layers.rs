@@ -91,7 +91,7 @@ fn max_abs(m: &Mat<f64>) -> f64 {
 fn the_fisher_operator_is_the_sum_of_gradient_outer_products() {
     let s = split(37);
     let fisher = FactorFisher::empirical(&s).unwrap();
-    let got = fisher.assemble().unwrap();
+    let got = fisher.assemble(&()).unwrap();
     let p = fisher.dim();
     assert_eq!(p, 3 * 5 + 2 * 3);
     let mut want = Mat::<f64>::zeros(p, p);
@@ -184,11 +184,13 @@ fn network() -> Network {
         x: x.slice(ndarray::s![..n, ..]),
         labels: &labels[..n],
         ids: &ids[..n],
+        images: None,
     };
     let test = Split {
         x: x.slice(ndarray::s![n.., ..]),
         labels: &labels[n..],
         ids: &ids[n..],
+        images: None,
     };
     writer
         .write("epoch-5", &model, &meta, train, Some(test))
@@ -234,7 +236,7 @@ fn the_network_hessian_on_the_last_layer_is_the_final_layer_hessian() {
             blocks.clone(),
         )
         .unwrap();
-        op.assemble().unwrap()
+        op.assemble(&()).unwrap()
     };
     let LayerFactors::Linear { a, .. } = &train.layers[0].factors else {
         unreachable!()
@@ -242,7 +244,7 @@ fn the_network_hessian_on_the_last_layer_is_the_final_layer_hessian() {
     let logits = net.model.logits(net.x.slice(ndarray::s![..n, ..])).unwrap();
     let logits: Vec<f32> = logits.iter().copied().collect();
     let last = FinalLayer::new(a, &logits, 3, Loss::CrossEntropy, Bias::Included).unwrap();
-    let want = last.assemble().unwrap();
+    let want = last.assemble(&()).unwrap();
     for product in [Product::Hessian, Product::GaussNewton] {
         let got = hessian(product);
         let diff = &got - &want;
@@ -362,7 +364,7 @@ fn the_hessian_of_a_relu_network_is_not_the_gauss_newton_matrix() {
             blocks.clone(),
         )
         .unwrap()
-        .assemble()
+        .assemble(&())
         .unwrap()
     };
     let sampled = NetworkHessian::new(
@@ -409,7 +411,7 @@ fn ekfac_on_the_true_fisher_fits_the_sampled_gradients() {
     // ones, scoring the true labels' gradients.
     let train = &run.factors("test").unwrap()[0].train;
     let sampled = infl::curvature::with_sampled_gradients(train).unwrap();
-    let fit = infl::kfac::Fit::new(&sampled, infl::kfac::Strategy::Ekfac).unwrap();
+    let fit = infl::kfac::Fit::new(&sampled, infl::kfac::Strategy::Ekfac, &()).unwrap();
     let test = run.factors("test").unwrap()[0].test.as_ref().unwrap();
     let x = fit.precondition(test, Damping::Heuristic).unwrap();
     let terms = fit.terms(train, &x, "t").unwrap();

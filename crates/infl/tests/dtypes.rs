@@ -120,7 +120,7 @@ fn run_scores(dir: &Path) -> (Vec<f32>, Vec<f32>) {
         bias: Bias::Included,
         ..Default::default()
     };
-    let p = est.prepare(e.backend(), &Run::from(data)).unwrap();
+    let p = est.prepare(e.backend(), &Run::from(data), &()).unwrap();
     (
         e.scores(&p.set, &()).unwrap(),
         e.self_influence(&p.set).unwrap(),

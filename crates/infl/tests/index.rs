@@ -32,7 +32,7 @@ fn run() -> Run {
 }
 
 fn prepared(estimator: &dyn Estimator) -> (Prepared, Recipe) {
-    let prepared = estimator.prepare(&CpuBackend::new(), &run()).unwrap();
+    let prepared = estimator.prepare(&CpuBackend::new(), &run(), &()).unwrap();
     let recipe = Recipe::of(estimator, &prepared, &["fc3".to_string()]);
     (prepared, recipe)
 }
@@ -753,7 +753,7 @@ fn a_rand_proj_index_rescored_on_its_run_answers_exact_tracincp_fast() {
         backend: &cpu,
         run: &run,
     };
-    let fast = TracInCPFast::default().prepare(&cpu, &run).unwrap();
+    let fast = TracInCPFast::default().prepare(&cpu, &run, &()).unwrap();
     let n = p.set.n_train();
     let full = Engine::default().scores(&fast.set, &()).unwrap();
     for search in [Search::Exact, Search::approximate()] {
@@ -786,13 +786,13 @@ fn a_subset_of_a_run_scores_as_the_same_rows_of_the_whole_run() {
         ("factors", factors, Box::new(infl::TracInCP::default())),
     ];
     for (what, run, est) in cases {
-        let whole = est.prepare(&cpu, &run).unwrap();
+        let whole = est.prepare(&cpu, &run, &()).unwrap();
         let full = Engine::default().scores(&whole.set, &()).unwrap();
         let (n, t) = (whole.set.n_train(), whole.set.n_test());
         let rows: Vec<usize> = (0..n).rev().step_by(3).collect();
         let queries = 1..t;
         let part = est
-            .prepare(&cpu, &run.subset(&rows, queries.clone()).unwrap())
+            .prepare(&cpu, &run.subset(&rows, queries.clone()).unwrap(), &())
             .unwrap();
         let ids: Vec<i64> = rows.iter().map(|&r| whole.train.ids[r]).collect();
         assert_eq!(part.train.ids, ids, "{what}: ids kept");

@@ -204,7 +204,7 @@ fn the_operator_is_the_hessian_of_the_summed_loss() {
             let n = op.dim();
             let with_bias = bias == Bias::Included;
             assert_eq!(n, 3 * (5 + usize::from(with_bias)));
-            let h = op.assemble().unwrap();
+            let h = op.assemble(&()).unwrap();
             // The generic assembly (apply to the identity) equals the blockwise one.
             struct Generic<'a>(&'a FinalLayer);
             impl HessianOperator for Generic<'_> {
@@ -215,7 +215,7 @@ fn the_operator_is_the_hessian_of_the_summed_loss() {
                     self.0.apply(v, out)
                 }
             }
-            let generic = Generic(&op).assemble().unwrap();
+            let generic = Generic(&op).assemble(&()).unwrap();
             let scale = max_abs(h.as_ref());
             assert!(
                 max_abs((&h - &generic).as_ref()) <= 1e-12 * scale,
@@ -258,14 +258,14 @@ fn both_solvers_solve_the_damped_system_and_agree() {
     let op = operator(&c, Loss::CrossEntropy, Bias::Included);
     let n = op.dim();
     let b = Mat::from_fn(5, n, |i, j| ((i * 13 + j * 5) % 9) as f64 - 4.0);
-    let h = op.assemble().unwrap();
+    let h = op.assemble(&()).unwrap();
     let damping = 1e-2;
     let mut solutions = Vec::new();
     for solver in [Solver::Exact, Solver::cg()] {
         let mut x = b.clone();
-        Inverse::new(&op, damping, solver)
+        Inverse::new(&op, damping, solver, &())
             .unwrap()
-            .solve_rows(x.as_mut())
+            .solve_rows(x.as_mut(), &())
             .unwrap();
         // (H + λI) x = b, row by row.
         let back = &x * &h + &x * faer::Scale(damping);
@@ -296,7 +296,7 @@ fn refusals_name_the_damping_that_works() {
             Ok(())
         }
     }
-    let err = Inverse::new(&Indefinite, 0.5, Solver::Exact)
+    let err = Inverse::new(&Indefinite, 0.5, Solver::Exact, &())
         .unwrap_err()
         .to_string();
     assert!(
@@ -304,16 +304,16 @@ fn refusals_name_the_damping_that_works() {
         "{err}"
     );
     // With that damping it works.
-    assert!(Inverse::new(&Indefinite, 2.0 + 1e-6, Solver::Exact).is_ok());
+    assert!(Inverse::new(&Indefinite, 2.0 + 1e-6, Solver::Exact, &()).is_ok());
     let mut b = Mat::from_fn(1, 2, |_, _| 1.0);
-    let cg = Inverse::new(&Indefinite, 0.5, Solver::cg()).unwrap();
-    let err = cg.solve_rows(b.as_mut()).unwrap_err().to_string();
+    let cg = Inverse::new(&Indefinite, 0.5, Solver::cg(), &()).unwrap();
+    let err = cg.solve_rows(b.as_mut(), &()).unwrap_err().to_string();
     assert!(
         err.contains("not positive definite along a CG direction"),
         "{err}"
     );
     for bad in [-1.0, f64::NAN] {
-        let err = Inverse::new(&Indefinite, bad, Solver::Exact)
+        let err = Inverse::new(&Indefinite, bad, Solver::Exact, &())
             .unwrap_err()
             .to_string();
         assert!(err.contains("damping"), "{err}");
@@ -325,9 +325,9 @@ fn refusals_name_the_damping_that_works() {
     let c = case(3, 30, 2, 4, 3, Loss::CrossEntropy);
     let op = operator(&c, Loss::CrossEntropy, Bias::Excluded);
     let mut b = Mat::from_fn(2, op.dim(), |i, j| (i + j) as f64);
-    let err = Inverse::new(&op, 1e-3, tight)
+    let err = Inverse::new(&op, 1e-3, tight, &())
         .unwrap()
-        .solve_rows(b.as_mut())
+        .solve_rows(b.as_mut(), &())
         .unwrap_err()
         .to_string();
     assert!(
@@ -351,7 +351,7 @@ fn dense_scores(c: &Case, loss: Loss, bias: Bias, damping: f64) -> Vec<f64> {
     let (train, test) = (per(split(&c.run, false)), per(split(&c.run, true)));
     let op = operator(c, loss, bias);
     let n = op.dim();
-    let mut h = op.assemble().unwrap();
+    let mut h = op.assemble(&()).unwrap();
     for i in 0..n {
         h[(i, i)] += damping;
     }
@@ -456,8 +456,8 @@ fn scores_on_the_gpu_equal_the_cpu() {
 /// `(H + λI)⁻¹ b` by the exact solver, for comparisons.
 fn exact_solution(op: &FinalLayer, damping: f64, b: &Mat<f64>) -> Mat<f64> {
     let mut x = b.clone();
-    let inverse = Inverse::new(op, damping, Solver::Exact).unwrap();
-    inverse.solve_rows(x.as_mut()).unwrap();
+    let inverse = Inverse::new(op, damping, Solver::Exact, &()).unwrap();
+    inverse.solve_rows(x.as_mut(), &()).unwrap();
     x
 }
 
@@ -474,9 +474,9 @@ fn lissa_converges_to_the_exact_solution_and_reports_divergence() {
     let damping = 0.5;
     let want = exact_solution(&op, damping, &b);
     let mut x = b.clone();
-    Inverse::new(&op, damping, Solver::lissa())
+    Inverse::new(&op, damping, Solver::lissa(), &())
         .unwrap()
-        .solve_rows(x.as_mut())
+        .solve_rows(x.as_mut(), &())
         .unwrap();
     let err = relative(&x, &want);
     assert!(err <= 1e-8, "LiSSA vs exact: {err:e}");
@@ -489,9 +489,9 @@ fn lissa_converges_to_the_exact_solution_and_reports_divergence() {
         seed: 0,
     };
     let mut x = b.clone();
-    let err = Inverse::new(&op, damping, small)
+    let err = Inverse::new(&op, damping, small, &())
         .unwrap()
-        .solve_rows(x.as_mut())
+        .solve_rows(x.as_mut(), &())
         .unwrap_err()
         .to_string();
     assert!(
@@ -529,9 +529,9 @@ fn minibatch_lissa_estimates_the_solution_and_is_seeded() {
             seed,
         };
         let mut x = b.clone();
-        Inverse::new(&op, damping, solver)
+        Inverse::new(&op, damping, solver, &())
             .unwrap()
-            .solve_rows(x.as_mut())
+            .solve_rows(x.as_mut(), &())
             .unwrap();
         x
     };
@@ -552,11 +552,13 @@ fn minibatch_lissa_estimates_the_solution_and_is_seeded() {
             repeats,
             seed: 0,
         };
-        Inverse::new(op, damping, solver).unwrap_err().to_string()
+        Inverse::new(op, damping, solver, &())
+            .unwrap_err()
+            .to_string()
     };
     assert!(refused(&op, None, 2).contains("batch size"));
     let saved = infl::curvature::SavedHessian {
-        hessian: op.assemble().unwrap(),
+        hessian: op.assemble(&()).unwrap(),
         identity: infl::curvature::Identity::of(
             &c.run.features("test").unwrap()[1],
             Loss::CrossEntropy,
@@ -583,9 +585,9 @@ fn arnoldi_is_the_top_eigenpairs_inverse() {
     let damping = 1e-2;
     let solve = |solver| {
         let mut x = b.clone();
-        Inverse::new(&op, damping, solver)
+        Inverse::new(&op, damping, solver, &())
             .unwrap()
-            .solve_rows(x.as_mut())
+            .solve_rows(x.as_mut(), &())
             .unwrap();
         x
     };
@@ -604,7 +606,7 @@ fn arnoldi_is_the_top_eigenpairs_inverse() {
         eigenpairs: r,
         seed: 3,
     });
-    let h = op.assemble().unwrap();
+    let h = op.assemble(&()).unwrap();
     let eig = h.self_adjoint_eigen(faer::Side::Lower).unwrap();
     let (mu, u) = (eig.S(), eig.U());
     let want = Mat::from_fn(4, n, |q, j| {
@@ -686,7 +688,7 @@ fn kronfluence_scores_are_n_times_captums_at_n_times_the_damping() {
     }
     // The heuristic: 0.1 × the mean eigenvalue of the convention's Hessian.
     let op = operator(&c, Loss::CrossEntropy, Bias::Included);
-    let h = op.assemble().unwrap();
+    let h = op.assemble(&()).unwrap();
     let mean = (0..h.nrows()).map(|i| h[(i, i)]).sum::<f64>() / h.nrows() as f64;
     assert!((Damping::Heuristic.value(&op).unwrap() - 0.1 * mean).abs() <= 1e-9 * mean);
     let heuristic = est(Convention::Kronfluence, Damping::Heuristic);
@@ -739,21 +741,228 @@ fn factor_file_self_influence_is_the_diagonal_of_the_scores() {
 }
 
 #[test]
-fn the_memory_plan_counts_the_assembled_hessian_only_for_the_exact_solver() {
+fn the_memory_plan_counts_what_each_solver_holds() {
     let c = case(10, 40, 3, 7, 5, Loss::CrossEntropy);
-    let exact = InfluenceFunction::default().memory(&c.run).unwrap();
     let total = |p: &infl::estimators::MemoryPlan| p.needs.iter().map(|n| n.bytes).sum::<f64>();
-    // 40 × (7 + 1) f64 inputs, and 3 × (5 · 8)² f64 for H, its damped copy and factor.
-    assert_eq!(
-        total(&exact),
-        40.0 * 8.0 * 8.0 + 3.0 * 40.0f64.powi(2) * 8.0
-    );
-    let cg = InfluenceFunction {
-        solver: Solver::cg(),
-        ..InfluenceFunction::default()
+    let plan = |solver: Solver| {
+        let est = InfluenceFunction {
+            solver,
+            ..InfluenceFunction::default()
+        };
+        total(&est.memory(&c.run).unwrap())
     };
-    assert_eq!(total(&cg.memory(&c.run).unwrap()), 40.0 * 8.0 * 8.0);
+    // p = 5 · (7 + 1) parameters, 40 training and 3 test examples, all f64: the inputs
+    // [40, 8], the test gradients [3, p], and per solver its own state.
+    let p = 40.0;
+    let common = 40.0 * 8.0 * 8.0 + 3.0 * p * 8.0;
+    // The exact solver: H, its damped copy and its factor.
+    assert_eq!(plan(Solver::Exact), common + 3.0 * p * p * 8.0);
+    // CG: six blocks of 64 vectors, and the operator's [N, 64 · K] product of a block.
+    let chunk = infl::curvature::SOLVE_CHUNK as f64;
+    let product = 40.0 * chunk * 5.0 * 8.0;
+    assert_eq!(plan(Solver::cg()), common + product + 6.0 * chunk * p * 8.0);
+    assert_eq!(
+        plan(Solver::lissa()),
+        common + product + 4.0 * chunk * p * 8.0
+    );
+    // Arnoldi: a basis of min(dimension, p) vectors (and its restriction), the eigenvectors.
+    let arnoldi = Solver::Arnoldi {
+        dimension: 30,
+        eigenpairs: 10,
+        seed: 0,
+    };
+    assert_eq!(plan(arnoldi), common + (30.0 * (p + 30.0) + 10.0 * p) * 8.0);
     assert!(infl::TracInCPFast::default().memory(&c.run).is_none());
+}
+
+/// K-FAC's plan on factor files grows with each layer's inputs² + outputs², the operator
+/// solvers' with the parameters they invert jointly.
+#[test]
+fn the_memory_plan_on_factor_files_counts_kfac_factors_and_the_joint_inverse() {
+    let root =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum_tracincp");
+    let found = infl::io::FactorRun::discover(root.join("mlp/factors")).unwrap();
+    let layers = ["fc1".to_string(), "fc2".to_string()];
+    let run = Run::from(
+        infl::load_factor_run(&found, Some(&layers[..]), infl::Splits::TrainAndTest).unwrap(),
+    );
+    // fc1: 10 outputs of 6 inputs + bias; fc2: 8 of 10 + bias; 7 test examples.
+    let (widths, outputs) = ([7usize, 11], [10usize, 8]);
+    let p: usize = widths.iter().zip(&outputs).map(|(w, k)| w * k).sum();
+    let total = |solver: Solver| {
+        let est = InfluenceFunction {
+            solver,
+            ..InfluenceFunction::default()
+        };
+        let plan = est.memory(&run).unwrap();
+        plan.needs.iter().map(|n| n.bytes).sum::<f64>()
+    };
+    let factors: usize = (widths.iter().zip(&outputs))
+        .map(|(w, k)| 2 * (w * w + k * k) + w * k)
+        .sum();
+    let test = 7 * p;
+    assert_eq!(total(Solver::Ekfac), ((factors + test) * 8) as f64);
+    assert_eq!(total(Solver::Kfac), total(Solver::Ekfac));
+    assert_eq!(total(Solver::Exact), ((3 * p * p + test) * 8) as f64);
+}
+
+/// A [`Progress`](infl::Progress) that records each phase: its name, its total, and every
+/// advance, checking that advances come inside a phase.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<Phase>>);
+
+#[derive(Clone, Debug)]
+struct Phase {
+    name: String,
+    total: u64,
+    advances: Vec<u64>,
+    finished: bool,
+}
+
+impl infl::Progress for Recorder {
+    fn start(&self, what: &str, total: u64) {
+        let mut phases = self.0.lock().unwrap();
+        if let Some(open) = phases.last() {
+            assert!(open.finished, "{what} starts inside {open:?}");
+        }
+        phases.push(Phase {
+            name: what.to_string(),
+            total,
+            advances: Vec::new(),
+            finished: false,
+        });
+    }
+
+    fn advance(&self, n: u64) {
+        let mut phases = self.0.lock().unwrap();
+        let open = phases.last_mut().expect("an advance outside any phase");
+        assert!(!open.finished, "an advance after {open:?} finished");
+        open.advances.push(n);
+    }
+
+    fn finish(&self) {
+        if let Some(open) = self.0.lock().unwrap().last_mut() {
+            open.finished = true;
+        }
+    }
+}
+
+impl Recorder {
+    /// Every phase finished with as many units done as announced (the count after each
+    /// advance never passes the total); their names in order.
+    fn complete(&self) -> Vec<String> {
+        let phases = self.0.lock().unwrap().clone();
+        for p in &phases {
+            let mut done = 0;
+            for a in &p.advances {
+                done += a;
+                assert!(done <= p.total, "{p:?} passes its total");
+            }
+            assert!(p.finished, "{p:?} never finished");
+            assert_eq!(done, p.total, "{p:?}");
+        }
+        phases.iter().map(|p| p.name.clone()).collect()
+    }
+
+    fn total(&self, name: &str) -> u64 {
+        let phases = self.0.lock().unwrap();
+        phases.iter().find(|p| p.name == name).unwrap().total
+    }
+}
+
+/// Fitting and solving report their phases through `Progress`, each with its total and
+/// reaching it: the exact solver's assembly and factorisation, LiSSA's scale, Arnoldi's
+/// Krylov steps, K-FAC's passes, and the solves (vectors, CG's vector-iterations,
+/// LiSSA's vector-steps).
+#[test]
+fn fits_and_solves_report_their_phases() {
+    use infl::curvature::phase;
+    let cpu = CpuBackend::new();
+    let c = case(12, 30, 5, 4, 3, Loss::CrossEntropy);
+    let solvers = [
+        (
+            Solver::Exact,
+            vec![phase::HESSIAN, phase::CHOLESKY, phase::SOLVE_EXACT],
+        ),
+        (Solver::cg(), vec![phase::SOLVE_CG]),
+        (
+            Solver::Lissa {
+                depth: 50,
+                scale: None,
+                batch: None,
+                repeats: 1,
+                seed: 0,
+            },
+            vec![phase::LISSA_SCALE, phase::SOLVE_LISSA],
+        ),
+        (
+            Solver::Arnoldi {
+                dimension: 8,
+                eigenpairs: 4,
+                seed: 1,
+            },
+            vec![phase::ARNOLDI, phase::SOLVE_ARNOLDI],
+        ),
+    ];
+    for (solver, expected) in solvers {
+        let est = InfluenceFunction {
+            solver,
+            damping: Some(Damping::Value(0.1)),
+            ..InfluenceFunction::default()
+        };
+        let rec = Recorder::default();
+        est.prepare(&cpu, &c.run, &rec).unwrap();
+        assert_eq!(rec.complete(), expected, "{solver:?}");
+        let per_vector = match solver {
+            Solver::Cg { max_iterations, .. } => max_iterations as u64,
+            Solver::Lissa { depth, .. } => depth as u64,
+            _ => 1,
+        };
+        assert_eq!(rec.total(expected[expected.len() - 1]), 5 * per_vector);
+        // Self-influence solves every training example.
+        let rec = Recorder::default();
+        est.self_influence_with_progress(&cpu, &c.run, &rec)
+            .unwrap();
+        assert_eq!(rec.complete(), expected, "{solver:?}");
+        assert_eq!(rec.total(expected[expected.len() - 1]), 30 * per_vector);
+    }
+    // The exact assembly: one GEMM per pair of outputs k <= l.
+    let rec = Recorder::default();
+    InfluenceFunction::default()
+        .fit_hessian(&cpu, &c.run, &rec)
+        .unwrap();
+    assert_eq!(rec.complete(), [phase::HESSIAN]);
+    assert_eq!(rec.total(phase::HESSIAN), 3 * 4 / 2);
+
+    // K-FAC's passes over every layer of factor files.
+    let root =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum_tracincp");
+    let found = infl::io::FactorRun::discover(root.join("mlp/factors")).unwrap();
+    let run = Run::from(infl::load_factor_run(&found, None, infl::Splits::TrainAndTest).unwrap());
+    for (solver, fit) in [
+        (Solver::Kfac, vec![phase::COVARIANCES, phase::EIGENVECTORS]),
+        (
+            Solver::Ekfac,
+            vec![phase::COVARIANCES, phase::EIGENVECTORS, phase::EIGENVALUES],
+        ),
+    ] {
+        let est = InfluenceFunction {
+            solver,
+            ..InfluenceFunction::default()
+        };
+        let rec = Recorder::default();
+        est.prepare(&cpu, &run, &rec).unwrap();
+        assert_eq!(rec.complete(), fit, "{solver:?}");
+        // 40 training examples at each of 3 layers; two eigendecompositions per layer.
+        assert_eq!(rec.total(phase::COVARIANCES), 3 * 40);
+        assert_eq!(rec.total(phase::EIGENVECTORS), 2 * 3);
+        let rec = Recorder::default();
+        est.self_influence_with_progress(&cpu, &run, &rec).unwrap();
+        let mut with_self = fit.clone();
+        with_self.push(phase::PRECONDITION);
+        assert_eq!(rec.complete(), with_self, "{solver:?}");
+        assert_eq!(rec.total(phase::PRECONDITION), 40);
+    }
 }
 
 thread_local! {
@@ -761,7 +970,7 @@ thread_local! {
     static SAVED: (tempfile::TempDir, Vec<u8>) = {
         let c = case(11, 20, 2, 4, 3, Loss::CrossEntropy);
         let saved = InfluenceFunction::default()
-            .fit_hessian(&CpuBackend::new(), &c.run)
+            .fit_hessian(&CpuBackend::new(), &c.run, &())
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (tensors, meta) = saved.tensors();

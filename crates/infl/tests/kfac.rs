@@ -168,12 +168,12 @@ fn dense_inverse(layer: &LayerFit, damping: f64) -> Mat<f64> {
 #[test]
 fn kfac_curvature_is_the_kronecker_product_of_the_covariances() {
     let train = split(&LAYERS, 30, 1);
-    let fit = Fit::new(&train, Strategy::Kfac).unwrap();
+    let fit = Fit::new(&train, Strategy::Kfac, &()).unwrap();
     for (l, layer) in fit.layers().iter().enumerate() {
         // Covariances over the N·S rows, the gradient's first: S ⊗ A in the [K, D'] layout.
         let (a, g, _) = rows(&train, l);
         let dense = kron(&covariance(&g), &covariance(&a));
-        let err = relative(&layer.assemble().unwrap(), &dense);
+        let err = relative(&layer.assemble(&()).unwrap(), &dense);
         assert!(err < 1e-12, "{}: {err:e}", layer.name());
         let trace: f64 = (0..dense.nrows()).map(|i| dense[(i, i)]).sum();
         assert!((layer.trace().unwrap() - trace).abs() < 1e-12 * trace);
@@ -183,7 +183,7 @@ fn kfac_curvature_is_the_kronecker_product_of_the_covariances() {
 #[test]
 fn kfac_preconditions_by_the_damped_inverse_of_the_kronecker_product() {
     let (train, test) = (split(&LAYERS, 30, 1), split(&LAYERS, 5, 2));
-    let fit = Fit::new(&train, Strategy::Kfac).unwrap();
+    let fit = Fit::new(&train, Strategy::Kfac, &()).unwrap();
     for damping in [1e-3, 0.5] {
         let x = fit.precondition(&test, Damping::Value(damping)).unwrap();
         for (l, layer) in fit.layers().iter().enumerate() {
@@ -199,7 +199,7 @@ fn kfac_preconditions_by_the_damped_inverse_of_the_kronecker_product() {
 #[test]
 fn ekfac_eigenvalues_are_the_mean_squared_projected_gradients() {
     let train = split(&LAYERS, 30, 3);
-    let fit = Fit::new(&train, Strategy::Ekfac).unwrap();
+    let fit = Fit::new(&train, Strategy::Ekfac, &()).unwrap();
     for (l, layer) in fit.layers().iter().enumerate() {
         let grads = gradients(&train, l);
         let (qs, qa) = (
@@ -233,14 +233,14 @@ fn ekfac_eigenvalues_are_the_mean_squared_projected_gradients() {
 #[test]
 fn ekfac_preconditions_by_the_eigenbasis_with_its_eigenvalues() {
     let (train, test) = (split(&LAYERS, 30, 4), split(&LAYERS, 5, 5));
-    let fit = Fit::new(&train, Strategy::Ekfac).unwrap();
+    let fit = Fit::new(&train, Strategy::Ekfac, &()).unwrap();
     let x = fit.precondition(&test, Damping::Value(1e-2)).unwrap();
     for (l, layer) in fit.layers().iter().enumerate() {
         let want = gradients(&test, l) * dense_inverse(layer, 1e-2);
         let err = relative(&x[l], &want);
         assert!(err < 1e-9, "{}: {err:e}", layer.name());
         // ... which is the inverse of the layer's curvature plus λ.
-        let inverse = solve(&layer.assemble().unwrap(), 1e-2, &gradients(&test, l));
+        let inverse = solve(&layer.assemble(&()).unwrap(), 1e-2, &gradients(&test, l));
         assert!(relative(&x[l], &inverse) < 1e-9);
     }
 }
@@ -249,7 +249,7 @@ fn ekfac_preconditions_by_the_eigenbasis_with_its_eigenvalues() {
 fn scores_through_the_engine_are_the_dense_formula() {
     let (train, test) = (split(&LAYERS, 40, 6), split(&LAYERS, 7, 7));
     for strategy in [Strategy::Kfac, Strategy::Ekfac] {
-        let fit = Fit::new(&train, strategy).unwrap();
+        let fit = Fit::new(&train, strategy, &()).unwrap();
         let x = fit.precondition(&test, Damping::Value(1e-3)).unwrap();
         let terms = fit.terms(&train, &x, "checkpoint c").unwrap();
         // fc: 3 outputs + bias; conv: one materialised term.
@@ -270,7 +270,7 @@ fn scores_through_the_engine_are_the_dense_formula() {
 fn the_heuristic_damping_is_a_tenth_of_the_mean_eigenvalue_per_layer() {
     let (train, test) = (split(&LAYERS, 30, 8), split(&LAYERS, 4, 9));
     for strategy in [Strategy::Kfac, Strategy::Ekfac] {
-        let fit = Fit::new(&train, strategy).unwrap();
+        let fit = Fit::new(&train, strategy, &()).unwrap();
         let heuristic = fit.precondition(&test, Damping::Heuristic).unwrap();
         for (l, layer) in fit.layers().iter().enumerate() {
             let lambda = layer.eigenvalues();
@@ -306,7 +306,9 @@ fn a_dense_gradient_is_refused_naming_the_parameter() {
             grad: noise(3, 10, 6),
         },
     });
-    let e = Fit::new(&train, Strategy::Ekfac).unwrap_err().to_string();
+    let e = Fit::new(&train, Strategy::Ekfac, &())
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("split-10.safetensors") && e.contains("norm.weight.grad"),
         "{e}"
@@ -317,7 +319,7 @@ fn a_dense_gradient_is_refused_naming_the_parameter() {
 #[test]
 fn test_factors_of_other_layers_or_shapes_are_refused() {
     let train = split(&LAYERS, 10, 11);
-    let fit = Fit::new(&train, Strategy::Kfac).unwrap();
+    let fit = Fit::new(&train, Strategy::Kfac, &()).unwrap();
     let fewer = split(&LAYERS[..1], 3, 12);
     let e = fit
         .precondition(&fewer, Damping::Value(1e-3))
@@ -360,7 +362,7 @@ fn a_damping_that_leaves_an_eigenvalue_non_positive_is_refused() {
     *g = Matrix::from_fn(g.rows(), g.cols(), |_, _| 0.0);
     let test = split(&LAYERS[..1], 2, 16);
     for strategy in [Strategy::Kfac, Strategy::Ekfac] {
-        let fit = Fit::new(&train, strategy).unwrap();
+        let fit = Fit::new(&train, strategy, &()).unwrap();
         for (damping, says) in [
             (0.0, "raise the damping"),
             (-1.0, "non-negative"),

@@ -52,7 +52,7 @@ fn scores(
     strategy: Strategy,
     damping: Damping,
 ) -> Vec<f32> {
-    let fit = Fit::new(&c.train, strategy).unwrap();
+    let fit = Fit::new(&c.train, strategy, &()).unwrap();
     assert_eq!(fit.strategy(), strategy);
     let x = fit.precondition(c.test.as_ref().unwrap(), damping).unwrap();
     let terms = fit.terms(&c.train, &x, &c.name).unwrap();

@@ -57,7 +57,7 @@ fn engine() -> Engine<CpuBackend> {
 fn scores(p: &Problem, est: &TracInCPFast) -> Vec<f32> {
     let e = engine();
     let prepared = est
-        .prepare(e.backend(), &Run::from(p.data.clone()))
+        .prepare(e.backend(), &Run::from(p.data.clone()), &())
         .unwrap();
     e.scores(&prepared.set, &()).unwrap()
 }
@@ -92,7 +92,7 @@ proptest! {
             cd.test = Some(cd.train.clone());
         }
         let e = engine();
-        let prepared = est(mse, bias).prepare(e.backend(), &Run::from(p.data.clone())).unwrap();
+        let prepared = est(mse, bias).prepare(e.backend(), &Run::from(p.data.clone()), &()).unwrap();
         let full = e.scores(&prepared.set, &()).unwrap();
         let diag: Vec<f32> = (0..n).map(|i| full[i * n + i]).collect();
         let self_inf = e.self_influence(&prepared.set).unwrap();
@@ -172,7 +172,7 @@ proptest! {
         }
         let k = k.min(n);
         let e = engine();
-        let prepared = est(false, false).prepare(e.backend(), &Run::from(p.data.clone())).unwrap();
+        let prepared = est(false, false).prepare(e.backend(), &Run::from(p.data.clone()), &()).unwrap();
         let full = e.scores(&prepared.set, &()).unwrap();
         let top = e.topk(&prepared.set, k, &()).unwrap();
         prop_assert_eq!(top, TopKRows::from_full(&full, n, k));
@@ -184,7 +184,7 @@ proptest! {
         let p = problem(2, n, 4, 7, 3, seed, false);
         let run = |threads| {
             let e = Engine::new(CpuBackend::with_threads(threads).unwrap());
-            let prepared = est(false, false).prepare(e.backend(), &Run::from(p.data.clone())).unwrap();
+            let prepared = est(false, false).prepare(e.backend(), &Run::from(p.data.clone()), &()).unwrap();
             (e.scores(&prepared.set, &()).unwrap(), e.topk(&prepared.set, n.min(3), &()).unwrap())
         };
         prop_assert_eq!(run(1), run(3));

@@ -78,7 +78,7 @@ proptest! {
         let cpu = CpuBackend::with_threads(2).unwrap();
         let fast = TracInCPFast::default().scores(&cpu, &run, &()).unwrap().values;
         let est = rand_proj(Some(p), seed);
-        let prepared = est.prepare(&cpu, &run).unwrap();
+        let prepared = est.prepare(&cpu, &run, &()).unwrap();
         let scores = Engine::new(&cpu).scores(&prepared.set, &()).unwrap();
         if k * d <= p {
             prop_assert_eq!(&scores, &fast);

@@ -133,8 +133,8 @@ proptest! {
         let tol = width(&shapes) * c;
         for backend in backends() {
             let engine = Engine::new(backend.as_ref()).with_chunk(7);
-            let ghost = tracincp(LayerForm::Ghost).prepare(backend.as_ref(), &run).unwrap();
-            let mat = tracincp(LayerForm::Materialised).prepare(backend.as_ref(), &run).unwrap();
+            let ghost = tracincp(LayerForm::Ghost).prepare(backend.as_ref(), &run, &()).unwrap();
+            let mat = tracincp(LayerForm::Materialised).prepare(backend.as_ref(), &run, &()).unwrap();
             let has_ghost = ghost.set.terms.iter().any(|t| t.positions > 1);
             let multi = shapes.iter().any(|s| matches!(s, Shape::Linear { s, .. } if *s > 1));
             prop_assert_eq!(has_ghost, multi);
@@ -175,7 +175,7 @@ proptest! {
         let form = if ghost { LayerForm::Ghost } else { LayerForm::Materialised };
         let backend = CpuBackend::with_threads(2).unwrap();
         let engine = Engine::new(&backend).with_chunk(5);
-        let prepared = tracincp(form).prepare(&backend, &run).unwrap();
+        let prepared = tracincp(form).prepare(&backend, &run, &()).unwrap();
         let full = engine.scores(&prepared.set, &()).unwrap();
         let diag: Vec<f32> = (0..n).map(|i| full[i * n + i]).collect();
         let self_inf = engine.self_influence(&prepared.set).unwrap();
@@ -239,7 +239,7 @@ fn embeddings_of_ghost_terms_give_the_scores() {
     let (n, t) = (9, 4);
     let run = Run::from(run(&shapes, 2, n, Some(t), 11));
     let cpu = CpuBackend::with_threads(2).unwrap();
-    let prepared = tracincp(LayerForm::Ghost).prepare(&cpu, &run).unwrap();
+    let prepared = tracincp(LayerForm::Ghost).prepare(&cpu, &run, &()).unwrap();
     assert!(prepared.set.terms.iter().any(|t| t.positions == 3));
     let scores = Engine::new(&cpu).scores(&prepared.set, &()).unwrap();
     let train = infl::index::embeddings(&prepared.set, infl::index::Rows::Train(0..n)).unwrap();

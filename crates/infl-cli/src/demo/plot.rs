@@ -14,7 +14,9 @@ use super::DemoArgs;
 use super::attribute::Attribution;
 use super::evaluate::{Evaluation, Explanation, Influencer, fmt_opt};
 use super::load::Loaded;
-use crate::plots::{self, ChanceLine, ExplainRow, IDEAL, LineChart, Series, Tile};
+use crate::plots::{
+    self, ChanceLine, ExplainRow, Heading, IDEAL, LineChart, Publish, Series, Tile,
+};
 use crate::progress::Bar;
 
 const TEMPLATE: &str = "  plots [{bar:30}] {pos}/{len} {msg}";
@@ -194,15 +196,17 @@ impl Canvas<'_> {
             .map(|e| self.explain_row(e))
             .collect();
         let estimator = self.label;
-        plots::explanations(
-            path,
-            &format!("{estimator}: training images that most helped / hurt each test prediction"),
-            &format!(
-                "caption: training index, given label, {estimator} score; red frame: label \
-                 corrupted by the demo"
-            ),
-            &rows,
-        )
+        let title =
+            format!("{estimator}: training images that most helped / hurt each test prediction");
+        let legend = format!(
+            "caption: training index, given label, {estimator} score; red frame: label \
+             corrupted by the demo"
+        );
+        let heading = Heading {
+            title: &title,
+            legend: &legend,
+        };
+        plots::explanations(path, Publish::Atomically, heading, &rows)
     }
 
     fn explain_row(&self, e: &Explanation) -> ExplainRow {
@@ -233,11 +237,5 @@ impl Canvas<'_> {
 }
 
 fn tile(split: &MnistSplit, i: usize, caption: Vec<String>) -> Tile {
-    Tile {
-        pixels: split.image(i).to_vec(),
-        width: split.cols,
-        height: split.rows,
-        caption,
-        frame: None,
-    }
+    Tile::ink(split.image(i), split.cols, split.rows, caption)
 }

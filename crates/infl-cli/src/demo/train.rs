@@ -1,7 +1,9 @@
 //! Step 2, train with recording: an MLP (infl-nn) trained with minibatch SGD, every
 //! presentation recorded in a [`ForgettingRecorder`], a checkpoint with penultimate
 //! features written after each epoch (`OUT/run/epoch-E*.safetensors`), the presentation
-//! history saved to `OUT/forgetting.safetensors`.
+//! history saved to `OUT/forgetting.safetensors`. The last epoch's feature (and factor)
+//! files also carry the MNIST images (`images` `[N, 28, 28]` u8), so that `infl topk --run
+//! OUT/run --plot DIR` can draw them; once, not per epoch, to keep the run small.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,7 +12,8 @@ use anyhow::{Context, Result, ensure};
 use infl::Progress;
 use infl::forgetting::ForgettingRecorder;
 use infl_nn::{
-    CheckpointMeta, Dataset, FactorFiles, Mlp, RunWriter, Split, TrainConfig, TrainHooks,
+    CheckpointMeta, Dataset, FactorFiles, Mlp, RunWriter, Split, SplitImages, TrainConfig,
+    TrainHooks,
 };
 use ndarray::Array2;
 use serde::Serialize;
@@ -204,19 +207,23 @@ fn fit(
 ) -> Result<(Vec<EpochRecord>, History)> {
     let ids: Vec<i64> = (0..loaded.n_train() as i64).collect();
     let explain_ids: Vec<i64> = (0..explained as i64).collect();
+    let mnist = &loaded.data.mnist;
     let mut hooks = Hooks {
         writer,
         bar: Bar::templated(TEMPLATE),
         batches: 0,
+        last_epoch: args.epochs,
         train: Split {
             x: loaded.train_x.view(),
             labels: &loaded.noisy.labels,
             ids: &ids,
+            images: Some(split_images(&mnist.train, loaded.n_train())),
         },
         explain: (explained > 0).then(|| Split {
             x: loaded.test_x.slice(ndarray::s![..explained, ..]),
             labels: &loaded.test_labels[..explained],
             ids: &explain_ids,
+            images: Some(split_images(&mnist.test, explained)),
         }),
         test_x: &loaded.test_x,
         test_y: &loaded.test_labels,
@@ -244,6 +251,15 @@ fn fit(
         })
         .collect();
     Ok((records, hooks.history))
+}
+
+/// The first `n` images of an MNIST split.
+fn split_images(split: &infl::io::mnist::MnistSplit, n: usize) -> SplitImages<'_> {
+    SplitImages {
+        pixels: &split.images[..n * split.pixels()],
+        height: split.rows,
+        width: split.cols,
+    }
 }
 
 fn print_model(args: &DemoArgs, model: &Mlp) {
@@ -313,6 +329,8 @@ struct Hooks<'a> {
     writer: RunWriter,
     bar: Bar,
     batches: u64,
+    /// The epoch whose files carry the images.
+    last_epoch: usize,
     train: Split<'a>,
     explain: Option<Split<'a>>,
     test_x: &'a Array2<f32>,
@@ -321,7 +339,7 @@ struct Hooks<'a> {
     history: History,
 }
 
-impl TrainHooks for Hooks<'_> {
+impl<'a> TrainHooks for Hooks<'a> {
     fn on_batch(&mut self, epoch: usize, _: usize, _: usize, loss: f32) {
         self.bar.advance(1);
         self.batches += 1;
@@ -336,12 +354,17 @@ impl TrainHooks for Hooks<'_> {
             learning_rate: Some(lr),
             epoch: Some(epoch),
         };
+        let last = epoch == self.last_epoch;
+        let images = |s: Split<'a>| Split {
+            images: s.images.filter(|_| last),
+            ..s
+        };
         self.writer.write(
             &format!("epoch-{epoch}"),
             model,
             &meta,
-            self.train,
-            self.explain,
+            images(self.train),
+            self.explain.map(images),
         )?;
         self.history
             .record(model, self.train.x, self.train.labels)?;

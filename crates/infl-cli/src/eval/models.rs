@@ -135,11 +135,13 @@ fn write_checkpoint(dir: &Path, name: &str, model: &Mlp, data: &Data) -> Result<
             x: data.train_x.view(),
             labels: &data.train_y,
             ids: &train_ids,
+            images: None,
         },
         Some(Split {
             x: data.test_x.view(),
             labels: &data.test_y,
             ids: &test_ids,
+            images: None,
         }),
     )?;
     Ok(())
@@ -172,11 +174,13 @@ impl TrainHooks for EveryEpoch<'_> {
                 x: self.data.train_x.view(),
                 labels: &self.data.train_y,
                 ids: &train_ids,
+                images: None,
             },
             Some(Split {
                 x: self.data.test_x.view(),
                 labels: &self.data.test_y,
                 ids: &test_ids,
+                images: None,
             }),
         )
     }

@@ -28,15 +28,26 @@ pub fn factor_methods() -> Vec<&'static str> {
     m
 }
 
-/// The cases of class 5 (factor files), GPU twins included when `with_gpu`.
+/// The cases of class 5 (factor files), GPU twins included when `with_gpu`: the entries
+/// for every estimator that reads only factor files, and influence functions' curvatures
+/// and solver flags for `--method influence` (which reads features or factor files).
 pub fn cases(with_gpu: bool) -> Vec<Case> {
-    instantiate_on(
+    let mut cases = instantiate_on(
         "factors",
         entries(),
         with_gpu,
         factor_methods(),
         Call::factor_scoring,
-    )
+    );
+    let influence = infl::Estimator::name(&infl::InfluenceFunction::default());
+    cases.extend(instantiate_on(
+        "factors",
+        curvature(),
+        with_gpu,
+        vec![influence],
+        Call::factor_scoring,
+    ));
+    cases
 }
 
 // ---------------------------------------------------------------------------------------
@@ -228,6 +239,28 @@ fn fill_example(s: &Scene, file: &str, i: usize, v: f32) {
     });
 }
 
+/// Gives every chosen layer (fc1, fc2) of every factor file its sampled-label gradients
+/// `L.g_sampled`: `L.g` with the examples' rows rotated by one (another valid gradient per
+/// example, as labels drawn from the model would give).
+fn add_sampled(s: &Scene) {
+    fevery(s, "", |st| {
+        for layer in ["fc1", "fc2"] {
+            let g = st.get(&format!("{layer}.g")).clone();
+            let row = g.data.len() / g.shape[0];
+            let mut data = g.data[row..].to_vec();
+            data.extend_from_slice(&g.data[..row]);
+            st.put(&format!("{layer}.g_sampled"), &g.dtype, &g.shape, data);
+        }
+    });
+}
+
+/// `--method influence --solver cg --curvature true-fisher` (with `L.g_sampled` given by
+/// [`add_sampled`] unless the case removes it).
+fn true_fisher(s: &Scene, c: &mut Call) {
+    add_sampled(s);
+    c.set("--solver", "cg").set("--curvature", "true-fisher");
+}
+
 /// Replaces a factor file by a FIFO.
 fn fifo_factor(s: &Scene, name: &str) {
     let p = ff(s, name);
@@ -255,6 +288,264 @@ fn entries() -> Vec<Entry> {
     v.extend(arguments());
     v.extend(outputs());
     v
+}
+
+/// Influence functions' curvatures on factor files (`L.g_sampled`, the true Fisher's
+/// gradients, read and checked) and the solver flags: each refusal names the file and
+/// tensor, or the flag.
+fn curvature() -> Vec<Entry> {
+    vec![
+        arg(
+            "--curvature true-fisher with L.g_sampled (cg)",
+            SUBS,
+            true_fisher,
+            Expect::Succeeds,
+        ),
+        arg(
+            "--curvature true-fisher with L.g_sampled (ekfac: Kronfluence's default fit)",
+            SUBS,
+            |s, c| {
+                add_sampled(s);
+                c.set("--solver", "ekfac").set("--curvature", "true-fisher");
+            },
+            Expect::Succeeds,
+        ),
+        arg(
+            "--curvature true-fisher without L.g_sampled",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "cg").set("--curvature", "true-fisher");
+            },
+            fails(&[
+                "checkpoint-10.train.safetensors",
+                "fc1.g_sampled",
+                "sampled",
+            ]),
+        ),
+        arg(
+            "--curvature true-fisher, ekfac, without L.g_sampled",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "ekfac").set("--curvature", "true-fisher");
+            },
+            fails(&["checkpoint-10.train.safetensors", "fc1.g_sampled"]),
+        ),
+        arg(
+            "--curvature true-fisher, fc2.g_sampled missing in the last training file",
+            SUBS,
+            |s, c| {
+                true_fisher(s, c);
+                fedit(s, &tr("10"), |st| st.remove("fc2.g_sampled"));
+            },
+            fails(&["checkpoint-10.train.safetensors", "fc2.g_sampled"]),
+        ),
+        arg(
+            "L.g_sampled with fewer outputs than L.g",
+            SUBS,
+            |s, c| {
+                true_fisher(s, c);
+                fedit(s, &tr("10"), |st| narrow(st, "fc1.g_sampled", 9));
+            },
+            fails(&[
+                "checkpoint-10.train.safetensors",
+                "fc1.g_sampled",
+                "expected the shape of `fc1.g` [40, 10], found [40, 9]",
+            ]),
+        ),
+        arg(
+            "L.g_sampled with fewer examples than L.g",
+            SUBS,
+            |s, c| {
+                true_fisher(s, c);
+                fedit(s, &tr("10"), |st| keep_rows(st, "fc2.g_sampled", 39));
+            },
+            fails(&[
+                "checkpoint-10.train.safetensors",
+                "fc2.g_sampled",
+                "[39, 8]",
+            ]),
+        ),
+        arg(
+            "L.g_sampled 3-D [N, 2, 5] where L.g is [N, 10]",
+            SUBS,
+            |s, c| {
+                true_fisher(s, c);
+                fedit(s, &tr("10"), |st| reshape(st, "fc1.g_sampled", &[40, 2, 5]));
+            },
+            fails(&[
+                "checkpoint-10.train.safetensors",
+                "fc1.g_sampled",
+                "[40, 2, 5]",
+            ]),
+        ),
+        arg(
+            "L.g_sampled 1-D",
+            SUBS,
+            |s, c| {
+                true_fisher(s, c);
+                fedit(s, &tr("10"), |st| reshape(st, "fc1.g_sampled", &[400]));
+            },
+            fails(&["checkpoint-10.train.safetensors", "fc1.g_sampled", "[400]"]),
+        ),
+        arg(
+            "L.g_sampled of an integer dtype",
+            SUBS,
+            |s, c| {
+                true_fisher(s, c);
+                fedit(s, &tr("10"), |st| {
+                    st.put_i64("fc2.g_sampled", &[40, 8], &[1; 320]);
+                });
+            },
+            fails(&["checkpoint-10.train.safetensors", "fc2.g_sampled", "float"]),
+        ),
+        arg(
+            "NaN in L.g_sampled",
+            SUBS,
+            |s, c| {
+                true_fisher(s, c);
+                fset(s, &tr("10"), "fc1.g_sampled", 3 * 10 + 4, f32::NAN);
+            },
+            fails(&[
+                "checkpoint-10.train.safetensors",
+                "fc1.g_sampled",
+                "NaN at [3, 4]",
+            ]),
+        ),
+        arg(
+            "-inf in L.g_sampled",
+            SUBS,
+            |s, c| {
+                true_fisher(s, c);
+                fset(s, &tr("10"), "fc2.g_sampled", 39 * 8 + 7, f32::NEG_INFINITY);
+            },
+            fails(&[
+                "checkpoint-10.train.safetensors",
+                "fc2.g_sampled",
+                "-inf at [39, 7]",
+            ]),
+        ),
+        arg(
+            "--curvature with an unknown value",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "cg").set("--curvature", "ggn");
+            },
+            fails(&["--curvature", "ggn", "true-fisher"]),
+        ),
+        arg(
+            "--curvature gauss-newton without the infl-nn checkpoint beside the factors",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "cg").set("--curvature", "gauss-newton");
+            },
+            fails(&["curvature", "checkpoint-10.safetensors", "infl-nn"]),
+        ),
+        arg(
+            "--curvature hessian with --solver ekfac",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "ekfac").set("--curvature", "hessian");
+            },
+            fails(&["--curvature hessian", "ekfac"]),
+        ),
+        arg(
+            "--curvature with --run (the final layer has its exact Hessian)",
+            SUBS,
+            |s, c| {
+                c.unset("--factors")
+                    .unset("--layers")
+                    .set("--run", &s.run)
+                    .set("--layer", "fc3")
+                    .set("--curvature", "fisher");
+            },
+            fails(&["curvature", "--factors"]),
+        ),
+        arg(
+            "--solver with an unknown value",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "newton");
+            },
+            fails(&["--solver", "newton", "lissa"]),
+        ),
+        arg(
+            "--lissa-batch 0",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "lissa").set("--lissa-batch", "0");
+            },
+            fails(&["--lissa-batch", "at least 1", "found 0"]),
+        ),
+        arg(
+            "--lissa-batch -3",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "lissa").set("--lissa-batch", "-3");
+            },
+            fails(&["--lissa-batch", "-3"]),
+        ),
+        arg(
+            "--lissa-repeats 0",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "lissa")
+                    .set("--lissa-batch", "8")
+                    .set("--lissa-repeats", "0");
+            },
+            fails(&["--lissa-repeats", "at least 1", "found 0"]),
+        ),
+        arg(
+            "--lissa-repeats 2 without --lissa-batch",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "lissa").set("--lissa-repeats", "2");
+            },
+            fails(&["--lissa-repeats", "--lissa-batch"]),
+        ),
+        arg(
+            "--lissa-depth 0",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "lissa").set("--lissa-depth", "0");
+            },
+            fails(&["--lissa-depth", "at least 1"]),
+        ),
+        arg(
+            "--lissa-batch with --solver cg",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "cg").set("--lissa-batch", "8");
+            },
+            fails(&["--lissa-batch", "--solver cg"]),
+        ),
+        arg(
+            "--cg-max-iterations 0",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "cg").set("--cg-max-iterations", "0");
+            },
+            fails(&["--cg-max-iterations", "at least 1"]),
+        ),
+        arg(
+            "--arnoldi-dim 0",
+            SUBS,
+            |_, c| {
+                c.set("--solver", "arnoldi").set("--arnoldi-dim", "0");
+            },
+            fails(&["--arnoldi-dim", "at least 1"]),
+        ),
+        arg(
+            "LiSSA on the true Fisher (--lissa-depth 200, --damping heuristic)",
+            SUBS,
+            |s, c| {
+                true_fisher(s, c);
+                c.set("--solver", "lissa")
+                    .set("--lissa-depth", "200")
+                    .set("--damping", "heuristic");
+            },
+            Expect::Succeeds,
+        ),
+    ]
 }
 
 /// Valid variants: they must succeed (with Captum's numbers where recorded).

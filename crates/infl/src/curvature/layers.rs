@@ -20,7 +20,8 @@ use infl_core::{Bias, Matrix, ranges};
 use infl_io::LayerFactors;
 use ndarray::{Array2, ArrayView2};
 
-use super::{HessianOperator, check_block, par, stacked, terms::f64_rows, unstack};
+use super::{HessianOperator, check_block, par, phase, stacked, terms::f64_rows, unstack};
+use crate::engine::Progress;
 use crate::run::{NamedFactors, SplitFactors};
 use crate::{Error, Result};
 
@@ -274,12 +275,15 @@ impl HessianOperator for FactorFisher<'_> {
         op.apply(v, out)
     }
 
-    /// `Σ_i ∇_i∇_iᵀ` by GEMMs over chunks of materialised gradients.
-    fn assemble(&self) -> Result<Mat<f64>> {
+    /// `Σ_i ∇_i∇_iᵀ` by GEMMs over chunks of materialised gradients (the phase's units
+    /// are examples).
+    fn assemble(&self, progress: &dyn Progress) -> Result<Mat<f64>> {
         let n = self.dim();
         let mut f = Mat::zeros(n, n);
         let rows = (CHUNK_ROWS * CHUNK_ROWS / n.max(1)).clamp(1, CHUNK_ROWS);
+        progress.start(phase::HESSIAN, self.split.len() as u64);
         for examples in ranges(self.split.len(), rows) {
+            let count = examples.len() as u64;
             let mut grads = Mat::<f64>::zeros(examples.len(), n);
             for (l, b) in self.blocks.iter().enumerate() {
                 let g = super::terms::gradients(
@@ -301,7 +305,9 @@ impl HessianOperator for FactorFisher<'_> {
                 1.0,
                 par(),
             );
+            progress.advance(count);
         }
+        progress.finish();
         Ok(f)
     }
 

@@ -17,6 +17,11 @@
 //! p_nᵀ` for softmax cross-entropy and `2I` for squared error, never assembled unless asked.
 //! Parameters are ordered as the weight matrix `[K, D]` row-major with the bias as column
 //! `D` of each row (`[K, D + 1]`).
+//!
+//! **Progress.** Fitting and solving report their phases through the engine's
+//! [`Progress`] (the CLI draws them as bars with an ETA): assembling `H`, factoring it,
+//! LiSSA's scale, Arnoldi's Krylov steps, K-FAC's passes ([`crate::kfac`]) and the solves
+//! themselves, each under one of the names in [`phase`].
 
 mod layers;
 mod saved;
@@ -31,10 +36,42 @@ use infl_core::{Bias, Matrix};
 
 pub use layers::{Block, FactorFisher, NetworkHessian, layout, with_sampled_gradients};
 pub use saved::{FORMAT as HESSIAN_FORMAT, Identity, SavedHessian};
-pub use solve::{Inverse, Lissa, Solver};
+pub use solve::{Inverse, Lissa, SOLVE_CHUNK, Solver};
 
+use crate::engine::Progress;
 use crate::run::Loss;
 use crate::{Error, Result};
+
+/// The names of the phases that fits and solves report through [`Progress`], with their
+/// units (what a test or a front end can match on).
+pub mod phase {
+    /// Assembling the dense `H` ([`HessianOperator::assemble`](super::HessianOperator::assemble)):
+    /// columns of `H`, blocks of the final layer's outputs, or examples.
+    pub const HESSIAN: &str = "Hessian";
+    /// The exact solver's Cholesky factorisation (one unit).
+    pub const CHOLESKY: &str = "Cholesky";
+    /// LiSSA's default scale: power iterations.
+    pub const LISSA_SCALE: &str = "LiSSA scale";
+    /// Arnoldi's Krylov basis: vectors.
+    pub const ARNOLDI: &str = "Arnoldi";
+    /// K-FAC's covariances: factor rows, over every layer.
+    pub const COVARIANCES: &str = "covariances";
+    /// K-FAC's eigendecompositions: two per layer.
+    pub const EIGENVECTORS: &str = "eigenvectors";
+    /// EK-FAC's corrected eigenvalues: examples, over every layer.
+    pub const EIGENVALUES: &str = "eigenvalues";
+    /// K-FAC preconditioning of gradients (self-influence): examples.
+    pub const PRECONDITION: &str = "precondition";
+    /// Solving with the exact solver's factor: vectors.
+    pub const SOLVE_EXACT: &str = "solve (exact)";
+    /// Solving by CG: vector-iterations, up to the iteration cap per vector (a vector
+    /// that converges earlier counts the rest at once).
+    pub const SOLVE_CG: &str = "solve (cg)";
+    /// Solving by LiSSA: vector-steps (depth × repeats per vector).
+    pub const SOLVE_LISSA: &str = "solve (lissa)";
+    /// Solving with Arnoldi's low-rank inverse: vectors.
+    pub const SOLVE_ARNOLDI: &str = "solve (arnoldi)";
+}
 
 /// `H`, applied to blocks of vectors.
 pub trait HessianOperator: Send + Sync {
@@ -46,7 +83,7 @@ pub trait HessianOperator: Send + Sync {
 
     /// `trace(H)` (by [`assemble`](Self::assemble); override when there is a cheaper way).
     fn trace(&self) -> Result<f64> {
-        let h = self.assemble()?;
+        let h = self.assemble(&())?;
         Ok((0..h.nrows()).map(|i| h[(i, i)]).sum())
     }
 
@@ -71,16 +108,19 @@ pub trait HessianOperator: Send + Sync {
     }
 
     /// The dense `[n, n]` matrix, by applying `H` to blocks of the identity (override when
-    /// there is a cheaper way).
-    fn assemble(&self) -> Result<Mat<f64>> {
+    /// there is a cheaper way), reported to `progress` as the phase [`phase::HESSIAN`].
+    fn assemble(&self, progress: &dyn Progress) -> Result<Mat<f64>> {
         let n = self.dim();
         let mut h = Mat::zeros(n, n);
         let block = 256.min(n.max(1));
+        progress.start(phase::HESSIAN, n as u64);
         for start in (0..n).step_by(block) {
             let m = block.min(n - start);
             let eye = Mat::from_fn(m, n, |i, j| if start + i == j { 1.0 } else { 0.0 });
             self.apply(eye.as_ref(), h.as_mut().subrows_mut(start, m))?;
+            progress.advance(m as u64);
         }
+        progress.finish();
         Ok(h)
     }
 }
@@ -99,8 +139,8 @@ macro_rules! delegate {
             fn trace(&self) -> Result<f64> {
                 (**self).trace()
             }
-            fn assemble(&self) -> Result<Mat<f64>> {
-                (**self).assemble()
+            fn assemble(&self, progress: &dyn Progress) -> Result<Mat<f64>> {
+                (**self).assemble(progress)
             }
             fn examples(&self) -> Option<usize> {
                 (**self).examples()
@@ -139,8 +179,8 @@ impl<O: HessianOperator> HessianOperator for Scaled<O> {
         Ok(())
     }
 
-    fn assemble(&self) -> Result<Mat<f64>> {
-        let mut h = self.op.assemble()?;
+    fn assemble(&self, progress: &dyn Progress) -> Result<Mat<f64>> {
+        let mut h = self.op.assemble(progress)?;
         scale(h.as_mut(), self.factor);
         Ok(h)
     }
@@ -482,11 +522,13 @@ impl HessianOperator for FinalLayer {
             .sum())
     }
 
-    /// Block `(k, l)` is `Ãᵀ diag(C_n[k, l]) Ã`: one GEMM per pair `k ≤ l`.
-    fn assemble(&self) -> Result<Mat<f64>> {
+    /// Block `(k, l)` is `Ãᵀ diag(C_n[k, l]) Ã`: one GEMM per pair `k ≤ l` (the phase's
+    /// units).
+    fn assemble(&self, progress: &dyn Progress) -> Result<Mat<f64>> {
         let (k, w, n) = (self.outputs, self.width(), self.inputs.nrows());
         let mut h = Mat::zeros(k * w, k * w);
         let mut scaled = Mat::zeros(n, w);
+        progress.start(phase::HESSIAN, (k * (k + 1) / 2) as u64);
         for a in 0..k {
             for b in a..k {
                 let c = |i: usize| match self.loss {
@@ -523,8 +565,10 @@ impl HessianOperator for FinalLayer {
                         .submatrix_mut(b * w, a * w, w, w)
                         .copy_from(upper.transpose());
                 }
+                progress.advance(1);
             }
         }
+        progress.finish();
         Ok(h)
     }
 }

@@ -18,6 +18,7 @@ use infl_core::Bias;
 use infl_io::{OutTensor, TensorFile};
 
 use super::{HessianOperator, par};
+use crate::engine::Progress;
 use crate::run::{CheckpointData, Loss};
 use crate::{Error, Result};
 
@@ -224,7 +225,8 @@ impl HessianOperator for SavedHessian {
         Ok(())
     }
 
-    fn assemble(&self) -> Result<Mat<f64>> {
+    /// The saved matrix (nothing to report).
+    fn assemble(&self, _progress: &dyn Progress) -> Result<Mat<f64>> {
         Ok(self.hessian.clone())
     }
 

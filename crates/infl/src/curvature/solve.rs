@@ -5,8 +5,13 @@ use faer::{Mat, MatMut, MatRef, Side};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::HessianOperator;
+use super::{HessianOperator, phase};
+use crate::engine::Progress;
 use crate::{Error, Result};
+
+/// Right-hand sides solved at a time by [`Inverse::solve_all`] (bounds CG's and LiSSA's
+/// state to a few `[64, n]` blocks).
+pub const SOLVE_CHUNK: usize = 64;
 
 /// How `(H + λI)⁻¹` is applied.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -208,8 +213,15 @@ impl std::fmt::Debug for Inverse<'_> {
 }
 
 impl<'a> Inverse<'a> {
-    /// Prepares `(op + damping·I)⁻¹` with `solver` (the exact solver factors it now).
-    pub fn new(op: &'a dyn HessianOperator, damping: f64, solver: Solver) -> Result<Self> {
+    /// Prepares `(op + damping·I)⁻¹` with `solver` (the exact solver assembles and factors
+    /// it now, LiSSA estimates its scale, Arnoldi builds its basis), reporting those phases
+    /// to `progress`.
+    pub fn new(
+        op: &'a dyn HessianOperator,
+        damping: f64,
+        solver: Solver,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
         if !damping.is_finite() || damping < 0.0 {
             let details = format!("{damping}; expected a finite value >= 0");
             return Err(Error::config("damping", details));
@@ -224,11 +236,15 @@ impl<'a> Inverse<'a> {
                     );
                     return Err(Error::config("solver", details));
                 }
-                let mut h = op.assemble()?;
+                let mut h = op.assemble(progress)?;
                 for i in 0..n {
                     h[(i, i)] += damping;
                 }
-                match h.llt(Side::Lower) {
+                progress.start(phase::CHOLESKY, 1);
+                let factored = h.llt(Side::Lower);
+                progress.advance(1);
+                progress.finish();
+                match factored {
                     Ok(llt) => Ok(Self::Cholesky(llt)),
                     Err(_) => Err(not_positive_definite(&h, damping)),
                 }
@@ -257,14 +273,21 @@ impl<'a> Inverse<'a> {
                 repeats,
                 seed,
             } => {
-                let lissa = Lissa::new(op, damping, depth, scale, batch, repeats, seed)?;
+                let settings = LissaSettings {
+                    depth,
+                    scale,
+                    batch,
+                    repeats,
+                    seed,
+                };
+                let lissa = Lissa::new(op, damping, settings, progress)?;
                 Ok(Self::Lissa { op, damping, lissa })
             }
             Solver::Arnoldi {
                 dimension,
                 eigenpairs,
                 seed,
-            } => arnoldi(op, damping, dimension, eigenpairs, seed),
+            } => arnoldi(op, damping, dimension, eigenpairs, seed, progress),
             Solver::Kfac | Solver::Ekfac => {
                 let details = format!(
                     "{} preconditions per-layer factor files (--factors DIR), not an assembled \
@@ -276,8 +299,44 @@ impl<'a> Inverse<'a> {
         }
     }
 
-    /// `(H + λI)⁻¹ b` for every row of `b` (`[m, n]`), in place.
-    pub fn solve_rows(&self, b: MatMut<'_, f64>) -> Result<()> {
+    /// The name of this inverse's solving phase (one of [`phase`]'s `SOLVE_*`).
+    pub fn phase(&self) -> &'static str {
+        match self {
+            Self::Cholesky(_) => phase::SOLVE_EXACT,
+            Self::Cg { .. } => phase::SOLVE_CG,
+            Self::Lissa { .. } => phase::SOLVE_LISSA,
+            Self::LowRank { .. } => phase::SOLVE_ARNOLDI,
+        }
+    }
+
+    /// The units of [`phase`](Self::phase) that solving `rows` right-hand sides reports:
+    /// vectors, CG's vector-iterations up to its cap, LiSSA's vector-steps.
+    pub fn work(&self, rows: usize) -> u64 {
+        let per = match self {
+            Self::Cholesky(_) | Self::LowRank { .. } => 1,
+            Self::Cg { max_iterations, .. } => *max_iterations as u64,
+            Self::Lissa { lissa, .. } => lissa.depth as u64 * lissa.repeats as u64,
+        };
+        rows as u64 * per
+    }
+
+    /// `(H + λI)⁻¹ b` for every row of `b`, in place, [`SOLVE_CHUNK`] rows at a time,
+    /// reported to `progress` as the phase [`phase`](Self::phase).
+    pub fn solve_all(&self, mut b: MatMut<'_, f64>, progress: &dyn Progress) -> Result<()> {
+        let m = b.nrows();
+        progress.start(self.phase(), self.work(m));
+        for start in (0..m).step_by(SOLVE_CHUNK) {
+            let rows = SOLVE_CHUNK.min(m - start);
+            self.solve_rows(b.as_mut().subrows_mut(start, rows), progress)?;
+        }
+        progress.finish();
+        Ok(())
+    }
+
+    /// `(H + λI)⁻¹ b` for every row of `b` (`[m, n]`), in place, advancing `progress` by
+    /// [`work`](Self::work)`(m)` as it goes (the caller starts and finishes the phase).
+    pub fn solve_rows(&self, b: MatMut<'_, f64>, progress: &dyn Progress) -> Result<()> {
+        let m = b.nrows() as u64;
         match self {
             Self::Cholesky(llt) => {
                 use faer::linalg::solvers::Solve;
@@ -285,6 +344,7 @@ impl<'a> Inverse<'a> {
                 let mut cols = b.as_ref().transpose().to_owned();
                 llt.solve_in_place(cols.as_mut());
                 b.copy_from(cols.transpose());
+                progress.advance(m);
                 Ok(())
             }
             Self::Cg {
@@ -292,8 +352,14 @@ impl<'a> Inverse<'a> {
                 damping,
                 tolerance,
                 max_iterations,
-            } => block_cg(*op, *damping, *tolerance, *max_iterations, b),
-            Self::Lissa { op, damping, lissa } => lissa.solve(*op, *damping, b),
+            } => {
+                let cg = Cg {
+                    tolerance: *tolerance,
+                    max_iterations: *max_iterations,
+                };
+                cg.solve(*op, *damping, b, progress)
+            }
+            Self::Lissa { op, damping, lissa } => lissa.solve(*op, *damping, b, progress),
             Self::LowRank { vectors, inverse } => {
                 // x = Σ_i v_i (v_i · b) / (μ_i + λ), for every row b.
                 let coef = b.as_ref() * vectors.transpose();
@@ -301,6 +367,7 @@ impl<'a> Inverse<'a> {
                     Mat::from_fn(coef.nrows(), coef.ncols(), |r, i| coef[(r, i)] * inverse[i]);
                 let mut b = b;
                 b.copy_from(&scaled * vectors);
+                progress.advance(m);
                 Ok(())
             }
         }
@@ -323,12 +390,20 @@ fn apply_one(op: &dyn HessianOperator, damping: f64, v: &[f64]) -> Result<Vec<f6
 /// Seed of the power iteration's start vector.
 const POWER_SEED: u64 = 0x1155A;
 
+/// Power iterations of [`largest_eigenvalue`].
+const POWER_ITERATIONS: u64 = 50;
+
 /// The largest eigenvalue of `H + λI` (positive semi-definite `H`), by 50 power iterations
-/// from a seeded start: LiSSA's default scale.
-fn largest_eigenvalue(op: &dyn HessianOperator, damping: f64) -> Result<f64> {
+/// from a seeded start: LiSSA's default scale (the phase [`phase::LISSA_SCALE`]).
+fn largest_eigenvalue(
+    op: &dyn HessianOperator,
+    damping: f64,
+    progress: &dyn Progress,
+) -> Result<f64> {
     let mut v = crate::seeded::standard_normals(POWER_SEED, 0, op.dim());
     let mut estimate = 0.0;
-    for _ in 0..50 {
+    progress.start(phase::LISSA_SCALE, POWER_ITERATIONS);
+    for _ in 0..POWER_ITERATIONS {
         let norm = dot(&v, &v).sqrt();
         if norm == 0.0 || !norm.is_finite() {
             break;
@@ -337,7 +412,9 @@ fn largest_eigenvalue(op: &dyn HessianOperator, damping: f64) -> Result<f64> {
         let hv = apply_one(op, damping, &v)?;
         estimate = dot(&v, &hv);
         v = hv;
+        progress.advance(1);
     }
+    progress.finish();
     if !(estimate.is_finite() && estimate > 0.0) {
         let details = format!(
             "H + {damping:e} I has no positive curvature along a power iteration ({estimate:e}); give --lissa-scale or raise the damping"
@@ -362,17 +439,31 @@ pub struct Lissa {
     pub seed: u64,
 }
 
+/// [`Solver::Lissa`]'s knobs, before the scale is resolved.
+#[derive(Clone, Copy, Debug)]
+struct LissaSettings {
+    depth: usize,
+    scale: Option<f64>,
+    batch: Option<usize>,
+    repeats: usize,
+    seed: u64,
+}
+
 impl Lissa {
     /// Checks the settings against `op` and resolves the scale.
     fn new(
         op: &dyn HessianOperator,
         damping: f64,
-        depth: usize,
-        scale: Option<f64>,
-        batch: Option<usize>,
-        repeats: usize,
-        seed: u64,
+        settings: LissaSettings,
+        progress: &dyn Progress,
     ) -> Result<Self> {
+        let LissaSettings {
+            depth,
+            scale,
+            batch,
+            repeats,
+            seed,
+        } = settings;
         if depth == 0 || repeats == 0 || batch == Some(0) {
             let details = format!(
                 "depth {depth}, repeats {repeats}, batch {batch:?}; each must be at least 1"
@@ -395,7 +486,7 @@ impl Lissa {
                 let details = format!("scale {s}; expected a finite value > 0");
                 return Err(Error::config("lissa", details));
             }
-            None => largest_eigenvalue(op, damping)?,
+            None => largest_eigenvalue(op, damping, progress)?,
         };
         Ok(Self {
             depth,
@@ -406,14 +497,21 @@ impl Lissa {
         })
     }
 
-    /// Every row of `b`, at once, averaged over the repeats.
-    fn solve(&self, op: &dyn HessianOperator, damping: f64, mut b: MatMut<'_, f64>) -> Result<()> {
+    /// Every row of `b`, at once, averaged over the repeats; each step advances `progress`
+    /// by the rows.
+    fn solve(
+        &self,
+        op: &dyn HessianOperator,
+        damping: f64,
+        mut b: MatMut<'_, f64>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let rhs = b.to_owned();
         let mut sum = Mat::<f64>::zeros(b.nrows(), b.ncols());
         for repeat in 0..self.repeats {
             let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
             rng.set_stream(repeat as u64);
-            sum += self.recursion(op, damping, &rhs, &mut rng)?;
+            sum += self.recursion(op, damping, &rhs, &mut rng, progress)?;
         }
         let scale = 1.0 / (self.scale * self.repeats as f64);
         b.copy_from(&sum * faer::Scale(scale));
@@ -427,6 +525,7 @@ impl Lissa {
         damping: f64,
         rhs: &Mat<f64>,
         rng: &mut ChaCha8Rng,
+        progress: &dyn Progress,
     ) -> Result<Mat<f64>> {
         let (m, n) = (rhs.nrows(), rhs.ncols());
         let bound = 1e12 * rhs.norm_max().max(f64::MIN_POSITIVE);
@@ -444,7 +543,7 @@ impl Lissa {
                 }
             }
             if !largest.is_finite() || largest > bound {
-                let need = largest_eigenvalue(op, damping)?;
+                let need = largest_eigenvalue(op, damping, &())?;
                 let details = format!(
                     "LiSSA diverged at step {step} of {}: the scale {:.3e} is below half the \
                      largest eigenvalue of H + λI (about {need:.3e}; minibatch estimates are \
@@ -453,6 +552,7 @@ impl Lissa {
                 );
                 return Err(Error::config("lissa", details));
             }
+            progress.advance(m as u64);
         }
         Ok(h)
     }
@@ -482,6 +582,7 @@ fn arnoldi(
     dimension: usize,
     eigenpairs: usize,
     seed: u64,
+    progress: &dyn Progress,
 ) -> Result<Inverse<'static>> {
     let n = op.dim();
     if dimension == 0 || eigenpairs == 0 {
@@ -496,6 +597,7 @@ fn arnoldi(
     let steps = dimension.min(n);
     let mut t = Mat::<f64>::zeros(steps, steps);
     let mut used = 0;
+    progress.start(phase::ARNOLDI, steps as u64);
     while used < steps {
         let k = used;
         let mut v = apply_one(op, 0.0, &basis[k])?;
@@ -509,6 +611,7 @@ fn arnoldi(
             }
         }
         used += 1;
+        progress.advance(1);
         let rest = dot(&v, &v).sqrt();
         if used == steps || rest <= 1e-10 * scale.max(f64::MIN_POSITIVE) {
             break; // the Krylov space is full, or invariant
@@ -517,6 +620,7 @@ fn arnoldi(
         v.iter_mut().for_each(|x| *x /= rest);
         basis.push(v);
     }
+    progress.finish();
     low_rank(
         &basis[..used],
         t.as_ref().submatrix(0, 0, used, used),
@@ -584,68 +688,84 @@ fn not_positive_definite(damped: &Mat<f64>, damping: f64) -> Error {
     Error::config("damping", details)
 }
 
-/// Block CG: `(H + λI) x = b` per row, in place; converged rows drop out of the block.
-fn block_cg(
-    op: &dyn HessianOperator,
-    damping: f64,
-    tol: f64,
-    max_iter: usize,
-    mut b: MatMut<'_, f64>,
-) -> Result<()> {
-    let (m, n) = (b.nrows(), b.ncols());
-    let row = |mat: &Mat<f64>, i: usize| -> Vec<f64> { (0..n).map(|j| mat[(i, j)]).collect() };
-    let rhs = b.to_owned();
-    let mut x = Mat::<f64>::zeros(m, n);
-    let mut r = rhs.clone();
-    let mut p = rhs.clone();
-    let norms: Vec<f64> = (0..m)
-        .map(|i| dot(&row(&rhs, i), &row(&rhs, i)).sqrt())
-        .collect();
-    let mut rr: Vec<f64> = (0..m).map(|i| dot(&row(&r, i), &row(&r, i))).collect();
-    let mut active: Vec<usize> = (0..m).filter(|&i| rr[i].sqrt() > tol * norms[i]).collect();
-    let mut iterations = 0;
-    while !active.is_empty() {
-        if iterations == max_iter {
-            let worst = active
-                .iter()
-                .map(|&i| rr[i].sqrt() / norms[i])
-                .fold(0.0, f64::max);
-            let details = format!(
-                "CG did not reach the relative residual {tol:e} in {max_iter} iterations for {} of \
-                 {m} vectors (worst {worst:.3e}); raise the iterations or the damping",
-                active.len()
-            );
-            return Err(Error::config("cg", details));
-        }
-        iterations += 1;
-        let block = Mat::from_fn(active.len(), n, |a, j| p[(active[a], j)]);
-        let mut hp = Mat::zeros(active.len(), n);
-        op.apply(block.as_ref(), hp.as_mut())?;
-        for (a, &i) in active.iter().enumerate() {
-            let pi = row(&p, i);
-            let hpi: Vec<f64> = (0..n).map(|j| hp[(a, j)] + damping * pi[j]).collect();
-            let curvature = dot(&pi, &hpi);
-            if curvature.is_nan() || curvature <= 0.0 {
+/// Block CG's stopping rule (see [`Solver::Cg`]).
+#[derive(Clone, Copy, Debug)]
+struct Cg {
+    tolerance: f64,
+    max_iterations: usize,
+}
+
+impl Cg {
+    /// `(H + λI) x = b` per row, in place; converged rows drop out of the block. Every
+    /// iteration advances `progress` by the rows still active, and a row that converges
+    /// by the iterations it did not need, so each row counts `max_iterations` in all.
+    fn solve(
+        self,
+        op: &dyn HessianOperator,
+        damping: f64,
+        mut b: MatMut<'_, f64>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let (m, n) = (b.nrows(), b.ncols());
+        let (tol, max_iter) = (self.tolerance, self.max_iterations);
+        let row = |mat: &Mat<f64>, i: usize| -> Vec<f64> { (0..n).map(|j| mat[(i, j)]).collect() };
+        let rhs = b.to_owned();
+        let mut x = Mat::<f64>::zeros(m, n);
+        let mut r = rhs.clone();
+        let mut p = rhs.clone();
+        let norms: Vec<f64> = (0..m)
+            .map(|i| dot(&row(&rhs, i), &row(&rhs, i)).sqrt())
+            .collect();
+        let mut rr: Vec<f64> = (0..m).map(|i| dot(&row(&r, i), &row(&r, i))).collect();
+        let mut active: Vec<usize> = (0..m).filter(|&i| rr[i].sqrt() > tol * norms[i]).collect();
+        progress.advance((m - active.len()) as u64 * max_iter as u64);
+        let mut iterations = 0;
+        while !active.is_empty() {
+            if iterations == max_iter {
+                let worst = active
+                    .iter()
+                    .map(|&i| rr[i].sqrt() / norms[i])
+                    .fold(0.0, f64::max);
                 let details = format!(
-                    "H + {damping:e} I is not positive definite along a CG direction (pᵀ(H + λI)p = \
-                     {curvature:.3e}); raise the damping"
+                    "CG did not reach the relative residual {tol:e} in {max_iter} iterations for {} of \
+                     {m} vectors (worst {worst:.3e}); raise the iterations or the damping",
+                    active.len()
                 );
-                return Err(Error::config("damping", details));
+                return Err(Error::config("cg", details));
             }
-            let alpha = rr[i] / curvature;
-            for j in 0..n {
-                x[(i, j)] += alpha * pi[j];
-                r[(i, j)] -= alpha * hpi[j];
+            iterations += 1;
+            let block = Mat::from_fn(active.len(), n, |a, j| p[(active[a], j)]);
+            let mut hp = Mat::zeros(active.len(), n);
+            op.apply(block.as_ref(), hp.as_mut())?;
+            for (a, &i) in active.iter().enumerate() {
+                let pi = row(&p, i);
+                let hpi: Vec<f64> = (0..n).map(|j| hp[(a, j)] + damping * pi[j]).collect();
+                let curvature = dot(&pi, &hpi);
+                if curvature.is_nan() || curvature <= 0.0 {
+                    let details = format!(
+                        "H + {damping:e} I is not positive definite along a CG direction (pᵀ(H + λI)p = \
+                         {curvature:.3e}); raise the damping"
+                    );
+                    return Err(Error::config("damping", details));
+                }
+                let alpha = rr[i] / curvature;
+                for j in 0..n {
+                    x[(i, j)] += alpha * pi[j];
+                    r[(i, j)] -= alpha * hpi[j];
+                }
+                let next = dot(&row(&r, i), &row(&r, i));
+                let beta = next / rr[i];
+                rr[i] = next;
+                for j in 0..n {
+                    p[(i, j)] = r[(i, j)] + beta * p[(i, j)];
+                }
             }
-            let next = dot(&row(&r, i), &row(&r, i));
-            let beta = next / rr[i];
-            rr[i] = next;
-            for j in 0..n {
-                p[(i, j)] = r[(i, j)] + beta * p[(i, j)];
-            }
+            let before = active.len();
+            active.retain(|&i| rr[i].sqrt() > tol * norms[i]);
+            let done = (before - active.len()) as u64;
+            progress.advance(before as u64 + done * (max_iter - iterations) as u64);
         }
-        active.retain(|&i| rr[i].sqrt() > tol * norms[i]);
+        b.copy_from(x.as_ref());
+        Ok(())
     }
-    b.copy_from(x.as_ref());
-    Ok(())
 }

@@ -5,7 +5,7 @@
 use infl_core::{Backend, Bias};
 
 use super::{Audience, Estimator, Indexing, Input, Options, Registration};
-use crate::engine::{FactorMatrices, FactorTerm, TermSet};
+use crate::engine::{FactorMatrices, FactorTerm, Progress, TermSet};
 use crate::head::LossHead;
 use crate::run::{Prepared, Run, SplitInfo, check_test_sets};
 use crate::{Error, Result};
@@ -36,7 +36,12 @@ impl Estimator for GradDotLast {
         vec![("loss".into(), self.options.loss.short_name().into())]
     }
 
-    fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared> {
+    fn prepare(
+        &self,
+        backend: &dyn Backend,
+        run: &Run,
+        _progress: &dyn Progress,
+    ) -> Result<Prepared> {
         let run = run.features(self.label())?;
         let last = run
             .last()

@@ -23,14 +23,17 @@ use super::{
     Attributed, Audience, Estimator, Indexing, Input, MemoryNeed, MemoryPlan, Options, Registration,
 };
 use crate::curvature::{
-    Curvature, Damping, FinalLayer, HessianOperator, Identity, Inverse, SavedHessian, Scaled,
-    Solver, terms,
+    Curvature, Damping, FinalLayer, HessianOperator, Identity, Inverse, SOLVE_CHUNK, SavedHessian,
+    Scaled, Solver, terms,
 };
-use crate::engine::{FactorTerm, TermSet};
+use crate::engine::{FactorTerm, Progress, TermSet};
 use crate::head::{LossHead, logits};
 use crate::run::{CheckpointData, Loss, Prepared, Reduction, Run, SplitInfo, check_test_sets};
 use crate::shard::ShardRows;
 use crate::{Error, Result};
+
+/// Training examples whose gradients self-influence solves at a time.
+const SELF_CHUNK: usize = 1024;
 
 pub(super) const REGISTRATION: Registration = Registration {
     name: "influence",
@@ -225,9 +228,9 @@ impl InfluenceFunction {
     }
 
     /// `(H_c + λI)⁻¹` with `H_c` the fit's Hessian in the convention's scale.
-    fn inverse<'f>(&self, fit: &'f Fit<'_>) -> Result<Inverse<'f>> {
+    fn inverse<'f>(&self, fit: &'f Fit<'_>, progress: &dyn Progress) -> Result<Inverse<'f>> {
         let damping = self.damping().value(&fit.hessian)?;
-        Inverse::new(&fit.hessian, damping, self.solver)
+        Inverse::new(&fit.hessian, damping, self.solver, progress)
     }
 
     /// The exact Hessian operator of a checkpoint's final layer.
@@ -237,16 +240,47 @@ impl InfluenceFunction {
         FinalLayer::new(&d.train.features, &z, k, self.loss, self.bias)
     }
 
+    /// [`Estimator::memory`] on a final layer's features.
+    fn final_layer_memory(&self, run: &Run) -> Option<Vec<MemoryNeed>> {
+        let data = run.features(self.label()).ok()?;
+        let last = data.last()?;
+        let (k, d, n) = (
+            last.checkpoint.weight.rows() as f64,
+            last.checkpoint.weight.cols() as f64 + 1.0,
+            last.train.len() as f64,
+        );
+        let t = last.test.as_ref().map_or(0, |t| t.len());
+        let mut needs = vec![MemoryNeed {
+            what: "the training inputs in f64",
+            flag: "training examples",
+            bytes: n * d * 8.0,
+        }];
+        if let Solver::Cg { .. } | Solver::Lissa { .. } = self.solver {
+            needs.push(MemoryNeed {
+                what: "the Hessian's product with a block of vectors (examples x block x outputs)",
+                flag: "training examples",
+                bytes: n * SOLVE_CHUNK as f64 * k * 8.0,
+            });
+        }
+        needs.extend(solver_memory(self.solver, (k * d) as usize, t));
+        Some(needs)
+    }
+
     /// Assembles the Hessian of the run's last checkpoint for `infl fit` (after checking
-    /// the whole run as scoring would).
-    pub fn fit_hessian(&self, backend: &dyn Backend, run: &Run) -> Result<SavedHessian> {
+    /// the whole run as scoring would), reporting the assembly to `progress`.
+    pub fn fit_hessian(
+        &self,
+        backend: &dyn Backend,
+        run: &Run,
+        progress: &dyn Progress,
+    ) -> Result<SavedHessian> {
         let plain = Self {
             hessian: None,
             ..self.clone()
         };
         let fit = plain.fit(backend, run)?;
         Ok(SavedHessian {
-            hessian: fit.hessian.op.assemble()?, // summed: the convention applies on use
+            hessian: fit.hessian.op.assemble(progress)?, // summed: the convention applies on use
             identity: Identity::of(fit.checkpoint, self.loss, self.bias),
             source: Default::default(),
         })
@@ -338,38 +372,36 @@ impl Estimator for InfluenceFunction {
         s
     }
 
-    /// The f64 copy of the training inputs, and with the exact solver the assembled `H`
-    /// (`n²` f64) three times at the peak (the matrix, its damped copy, the factor).
+    /// What the fit and the solves hold (see `solver_memory`): on features the f64 copy
+    /// of the training inputs and the operator's products of a block of vectors; on factor
+    /// files K-FAC's factors or the network's passes (`influence_layers::memory`).
     fn memory(&self, run: &Run) -> Option<MemoryPlan> {
-        let last = run.features(self.label()).ok()?.last()?;
-        let (k, d, n) = (
-            last.checkpoint.weight.rows() as f64,
-            last.checkpoint.weight.cols() as f64 + 1.0,
-            last.train.len() as f64,
-        );
-        let mut needs = vec![MemoryNeed {
-            what: "the training inputs in f64",
-            flag: "training examples",
-            bytes: n * d * 8.0,
-        }];
-        if self.solver == Solver::Exact {
-            needs.push(MemoryNeed {
-                what: "the assembled Hessian (n x n f64), its damped copy and factor",
-                flag: "--solver (cg, lissa, arnoldi never assemble it)",
-                bytes: 3.0 * (k * d).powi(2) * 8.0,
-            });
-        }
+        let needs = match run {
+            Run::Factors(_) => super::influence_layers::memory(self, run)?,
+            Run::Features(_) => self.final_layer_memory(run)?,
+        };
         Some(MemoryPlan {
             job: "the influence-function fit",
             needs,
-            instead: "use --solver cg (no assembled Hessian) or a smaller layer",
+            instead: match self.solver {
+                Solver::Exact => "use --solver cg (no assembled Hessian) or smaller layers",
+                Solver::Arnoldi { .. } => "use a smaller --arnoldi-dim or smaller layers",
+                Solver::Kfac | Solver::Ekfac => "use fewer or smaller --layers",
+                Solver::Cg { .. } | Solver::Lissa { .. } => {
+                    "use fewer training or test examples, or smaller layers"
+                }
+            },
         })
     }
-
     /// `K` (+1 with the bias) terms of preconditioned test factors (see the module docs).
-    fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared> {
+    fn prepare(
+        &self,
+        backend: &dyn Backend,
+        run: &Run,
+        progress: &dyn Progress,
+    ) -> Result<Prepared> {
         if let Run::Factors(_) = run {
-            return super::influence_layers::prepare(self, run);
+            return super::influence_layers::prepare(self, run, progress);
         }
         let fit = self.fit(backend, run)?;
         let first = &run.features(self.label())?[0];
@@ -378,8 +410,8 @@ impl Estimator for InfluenceFunction {
             (Some(t), Some(f)) => {
                 let head = self.head().compute(backend, &d.checkpoint, t, f)?;
                 let mut x = self.gradients(&head.gradients, &t.features, 0..t.len());
-                let inverse = self.inverse(&fit)?;
-                inverse.solve_rows(x.as_mut())?;
+                let inverse = self.inverse(&fit, progress)?;
+                inverse.solve_all(x.as_mut(), progress)?;
                 Some((x, head.predicted))
             }
             _ => None,
@@ -396,29 +428,80 @@ impl Estimator for InfluenceFunction {
         })
     }
 
-    /// `∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i` per training example, in chunks of 1024 rows.
-    fn self_influence(&self, backend: &dyn Backend, run: &Run) -> Result<Attributed<Vec<f32>>> {
+    /// `∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i` per training example, in chunks of `SELF_CHUNK` rows.
+    fn self_influence_with_progress(
+        &self,
+        backend: &dyn Backend,
+        run: &Run,
+        progress: &dyn Progress,
+    ) -> Result<Attributed<Vec<f32>>> {
         if let Run::Factors(_) = run {
-            return super::influence_layers::self_influence(self, run);
+            return super::influence_layers::self_influence(self, run, progress);
         }
         let fit = self.fit(backend, run)?;
-        let inverse = self.inverse(&fit)?;
+        let inverse = self.inverse(&fit, progress)?;
         let (g, a) = (&fit.train.gradients, &fit.checkpoint.train.features);
         let n = a.rows();
         let mut values = Vec::with_capacity(n);
-        for start in (0..n).step_by(1024) {
-            let rows = start..(start + 1024).min(n);
+        progress.start(inverse.phase(), inverse.work(n));
+        for start in (0..n).step_by(SELF_CHUNK) {
+            let rows = start..(start + SELF_CHUNK).min(n);
             let grads = self.gradients(g, a, rows.clone());
             let mut x = grads.clone();
-            inverse.solve_rows(x.as_mut())?;
+            inverse.solve_rows(x.as_mut(), progress)?;
             let train = &fit.checkpoint.train;
             let id = |i: usize| train.id(rows.start + i);
             push_self_values(&mut values, &row_dots(&x, &grads), id, &train.source)?;
         }
+        progress.finish();
         let first = &run.features(self.label())?[0];
         let info = SplitInfo::of(&first.train, fit.train.predicted.clone());
         Ok(self_result(&fit.checkpoint.checkpoint.name, info, values))
     }
+}
+
+/// What an operator solver over `p` parameters holds beyond its operator, for `t` test
+/// examples: the exact solver's assembled `H` three times at the peak (the matrix, its
+/// damped copy, the factor), Arnoldi's Krylov basis and eigenvectors, CG's and LiSSA's
+/// blocks of vectors, and the test gradients in f64 (none for K-FAC, whose factors the
+/// caller counts).
+pub(super) fn solver_memory(solver: Solver, p: usize, t: usize) -> Vec<MemoryNeed> {
+    let (p, f) = (p as f64, |x: f64| x * 8.0);
+    let chunk = SOLVE_CHUNK as f64;
+    let mut needs = Vec::new();
+    match solver {
+        Solver::Exact => needs.push(MemoryNeed {
+            what: "the assembled Hessian (p x p f64), its damped copy and factor",
+            flag: "--solver (cg, lissa, arnoldi never assemble it)",
+            bytes: f(3.0 * p * p),
+        }),
+        Solver::Arnoldi {
+            dimension,
+            eigenpairs,
+            ..
+        } => needs.push(MemoryNeed {
+            what: "the Krylov basis (dimension x p f64) and the eigenvectors kept",
+            flag: "--arnoldi-dim",
+            bytes: f((dimension as f64).min(p) * (p + dimension as f64) + eigenpairs as f64 * p),
+        }),
+        Solver::Cg { .. } => needs.push(MemoryNeed {
+            what: "CG's vectors (6 blocks of 64 x p f64)",
+            flag: "parameters",
+            bytes: f(6.0 * chunk * p),
+        }),
+        Solver::Lissa { .. } => needs.push(MemoryNeed {
+            what: "LiSSA's vectors (4 blocks of 64 x p f64)",
+            flag: "parameters",
+            bytes: f(4.0 * chunk * p),
+        }),
+        Solver::Kfac | Solver::Ekfac => {}
+    }
+    needs.push(MemoryNeed {
+        what: "the test gradients in f64 (test examples x p)",
+        flag: "test examples",
+        bytes: f(t as f64 * p),
+    });
+    needs
 }
 
 /// `x_i · y_i` per row.

@@ -13,14 +13,14 @@ use std::path::PathBuf;
 use faer::Mat;
 use infl_io::{FactorFile, LayerFactors};
 
-use super::influence::{push_self_values, row_dots, self_result};
-use super::{Attributed, Estimator, InfluenceFunction};
+use super::influence::{push_self_values, row_dots, self_result, solver_memory};
+use super::{Attributed, Estimator, InfluenceFunction, MemoryNeed};
 use crate::curvature::terms::{self, gradients};
 use crate::curvature::{
-    Block, Curvature, FactorFisher, HessianOperator, Inverse, NetworkHessian, Scaled, Solver,
-    layout, with_sampled_gradients,
+    Block, Curvature, FactorFisher, HessianOperator, Inverse, NetworkHessian, SOLVE_CHUNK, Scaled,
+    Solver, layout, phase, with_sampled_gradients,
 };
-use crate::engine::TermSet;
+use crate::engine::{Progress, TermSet};
 use crate::estimators::Convention;
 use crate::kfac::{Fit, Strategy};
 use crate::run::{FactorCheckpoint, Prepared, Run, SplitFactors};
@@ -28,8 +28,6 @@ use crate::{Error, Result};
 
 /// Training examples preconditioned at a time by K-FAC for self-influence.
 const CHUNK: usize = 256;
-/// Gradients solved at a time by an operator solver (bounds CG's and LiSSA's state).
-const SOLVE_CHUNK: usize = 64;
 
 /// The K-FAC strategy the solver names, or `None` for an operator solver.
 fn strategy(est: &InfluenceFunction) -> Result<Option<Strategy>> {
@@ -59,10 +57,17 @@ fn strategy(est: &InfluenceFunction) -> Result<Option<Strategy>> {
 
 /// The K-FAC fit of the training factors: on their gradients, or on the sampled-label ones
 /// for the true Fisher (the scores still use the true labels' gradients, as Kronfluence's).
-fn kfac_fit(est: &InfluenceFunction, train: &SplitFactors, strategy: Strategy) -> Result<Fit> {
+fn kfac_fit(
+    est: &InfluenceFunction,
+    train: &SplitFactors,
+    strategy: Strategy,
+    progress: &dyn Progress,
+) -> Result<Fit> {
     match est.curvature {
-        Some(Curvature::TrueFisher) => Fit::new(&with_sampled_gradients(train)?, strategy),
-        _ => Fit::new(train, strategy),
+        Some(Curvature::TrueFisher) => {
+            Fit::new(&with_sampled_gradients(train)?, strategy, progress)
+        }
+        _ => Fit::new(train, strategy, progress),
     }
 }
 
@@ -189,23 +194,29 @@ fn describe(b: &Block) -> String {
 
 /// `(H + λI)⁻¹` applied to the chosen layers' gradients of every example of `split`, in
 /// chunks: f64 `[N, P]`.
-fn solve(inverse: &Inverse<'_>, split: &SplitFactors, blocks: &[Block]) -> Result<Mat<f64>> {
+fn solve(
+    inverse: &Inverse<'_>,
+    split: &SplitFactors,
+    blocks: &[Block],
+    progress: &dyn Progress,
+) -> Result<Mat<f64>> {
     let mut x = flat(split, blocks, 0..split.len());
-    for start in (0..x.nrows()).step_by(SOLVE_CHUNK) {
-        let rows = SOLVE_CHUNK.min(x.nrows() - start);
-        inverse.solve_rows(x.as_mut().subrows_mut(start, rows))?;
-    }
+    inverse.solve_all(x.as_mut(), progress)?;
     Ok(x)
 }
 
 /// The engine terms of the preconditioned test factors against the training factors.
-pub(super) fn prepare(est: &InfluenceFunction, run: &Run) -> Result<Prepared> {
+pub(super) fn prepare(
+    est: &InfluenceFunction,
+    run: &Run,
+    progress: &dyn Progress,
+) -> Result<Prepared> {
     let last = last(est, run)?;
     let label = format!("checkpoint {}", last.name);
     let terms = match (&last.test, strategy(est)?) {
         (None, _) => Vec::new(),
         (Some(test), Some(strategy)) => {
-            let fit = kfac_fit(est, &last.train, strategy)?;
+            let fit = kfac_fit(est, &last.train, strategy, progress)?;
             let x = fit.precondition(test, est.damping())?;
             fit.terms(&last.train, &x, &label)?
         }
@@ -213,8 +224,8 @@ pub(super) fn prepare(est: &InfluenceFunction, run: &Run) -> Result<Prepared> {
             let blocks = layout(&last.train)?;
             check_layers(&blocks, test)?;
             let op = operator(est, last)?;
-            let inverse = Inverse::new(&op, est.damping().value(&op)?, est.solver)?;
-            let x = solve(&inverse, test, &blocks)?;
+            let inverse = Inverse::new(&op, est.damping().value(&op)?, est.solver, progress)?;
+            let x = solve(&inverse, test, &blocks, progress)?;
             terms::layer_terms(&last.train, &split_blocks(&x, &blocks), &label)?
         }
     };
@@ -228,11 +239,15 @@ pub(super) fn prepare(est: &InfluenceFunction, run: &Run) -> Result<Prepared> {
 }
 
 /// `∇ℓ_iᵀ P ∇ℓ_i` per training example, summed over the layers.
-pub(super) fn self_influence(est: &InfluenceFunction, run: &Run) -> Result<Attributed<Vec<f32>>> {
+pub(super) fn self_influence(
+    est: &InfluenceFunction,
+    run: &Run,
+    progress: &dyn Progress,
+) -> Result<Attributed<Vec<f32>>> {
     let last = last(est, run)?;
     let values = match strategy(est)? {
-        Some(strategy) => kfac_self_influence(est, last, strategy)?,
-        None => operator_self_influence(est, last)?,
+        Some(strategy) => kfac_self_influence(est, last, strategy, progress)?,
+        None => operator_self_influence(est, last, progress)?,
     };
     Ok(self_result(&last.name, last.train.info(), values))
 }
@@ -241,11 +256,13 @@ fn kfac_self_influence(
     est: &InfluenceFunction,
     last: &FactorCheckpoint,
     strategy: Strategy,
+    progress: &dyn Progress,
 ) -> Result<Vec<f32>> {
-    let fit = kfac_fit(est, &last.train, strategy)?;
+    let fit = kfac_fit(est, &last.train, strategy, progress)?;
     let blocks = layout(&last.train)?;
     let n = last.train.len();
     let mut values = Vec::with_capacity(n);
+    progress.start(phase::PRECONDITION, n as u64);
     for start in (0..n).step_by(CHUNK) {
         let rows: Vec<usize> = (start..(start + CHUNK).min(n)).collect();
         let chunk = last.train.select(&rows);
@@ -258,23 +275,72 @@ fn kfac_self_influence(
                 .for_each(|(s, d)| *s += d);
         }
         push_self_values(&mut values, &sums, |i| chunk.ids[i], &last.train.source)?;
+        progress.advance(rows.len() as u64);
     }
+    progress.finish();
     Ok(values)
 }
 
-fn operator_self_influence(est: &InfluenceFunction, last: &FactorCheckpoint) -> Result<Vec<f32>> {
+fn operator_self_influence(
+    est: &InfluenceFunction,
+    last: &FactorCheckpoint,
+    progress: &dyn Progress,
+) -> Result<Vec<f32>> {
     let blocks = layout(&last.train)?;
     let op = operator(est, last)?;
-    let inverse = Inverse::new(&op, est.damping().value(&op)?, est.solver)?;
+    let inverse = Inverse::new(&op, est.damping().value(&op)?, est.solver, progress)?;
     let n = last.train.len();
     let mut values = Vec::with_capacity(n);
+    progress.start(inverse.phase(), inverse.work(n));
     for start in (0..n).step_by(SOLVE_CHUNK) {
         let rows = start..(start + SOLVE_CHUNK).min(n);
         let raw = flat(&last.train, &blocks, rows.clone());
         let mut x = raw.clone();
-        inverse.solve_rows(x.as_mut())?;
+        inverse.solve_rows(x.as_mut(), progress)?;
         let id = |i: usize| last.train.ids[start + i];
         push_self_values(&mut values, &row_dots(&x, &raw), id, &last.train.source)?;
     }
+    progress.finish();
     Ok(values)
+}
+
+/// [`Estimator::memory`](super::Estimator::memory) on factor files: K-FAC's per-layer
+/// factors (covariances and their eigenvectors, `D'² + K²` f64 each, and `Λ`), or the
+/// operator solver's needs ([`solver_memory`]) with, for the network's curvatures, its
+/// passes over the training examples (inputs and output gradients of the chosen layers in
+/// f64, forward and backward: a lower bound when layers above them were left out).
+pub(super) fn memory(est: &InfluenceFunction, run: &Run) -> Option<Vec<MemoryNeed>> {
+    let last = last(est, run).ok()?;
+    let blocks = layout(&last.train).ok()?;
+    let p: usize = blocks.iter().map(Block::len).sum();
+    let t = last.test.as_ref().map_or(0, SplitFactors::len);
+    let f = |x: usize| x as f64 * 8.0;
+    if strategy(est).ok()?.is_some() {
+        let factors: usize = (blocks.iter())
+            .map(|b| 2 * (b.width().pow(2) + b.outputs.pow(2)) + b.len())
+            .sum();
+        return Some(vec![
+            MemoryNeed {
+                what: "K-FAC's covariances, eigenvectors and eigenvalues (inputs² + outputs² f64 \
+                       per layer)",
+                flag: "--layers",
+                bytes: f(factors),
+            },
+            MemoryNeed {
+                what: "the preconditioned test gradients in f64 (test examples x p)",
+                flag: "test examples",
+                bytes: f(t * p),
+            },
+        ]);
+    }
+    let mut needs = solver_memory(est.solver, p, t);
+    if let Some(Curvature::GaussNewton | Curvature::Hessian) = est.curvature {
+        let width: usize = blocks.iter().map(|b| b.inputs + b.outputs).sum();
+        needs.push(MemoryNeed {
+            what: "the network's passes over the training examples (f64)",
+            flag: "training examples",
+            bytes: f(2 * last.train.len() * width),
+        });
+    }
+    Some(needs)
 }

@@ -220,8 +220,14 @@ pub trait Estimator: fmt::Debug + Send + Sync {
     fn settings(&self) -> Vec<(String, String)>;
 
     /// Turns a run into the terms the engine scores (computing gradients on `backend`),
-    /// checking that the run is consistent.
-    fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared>;
+    /// checking that the run is consistent. Long work on the way (influence functions' fit
+    /// and solves) is reported to `progress` (`&()` reports nothing).
+    fn prepare(
+        &self,
+        backend: &dyn Backend,
+        run: &Run,
+        progress: &dyn Progress,
+    ) -> Result<Prepared>;
 
     /// The exact estimator this one approximates by a random projection
     /// (TracInCPFastRandProj with a projection: TracInCPFast without bias), whose scores
@@ -270,7 +276,7 @@ pub trait Estimator: fmt::Debug + Send + Sync {
         run: &Run,
         progress: &dyn Progress,
     ) -> Result<Attributed<Vec<f32>>> {
-        let prepared = self.prepare(backend, run)?;
+        let prepared = self.prepare(backend, run, progress)?;
         let values = Engine::new(backend).scores(&prepared.set, progress)?;
         Ok(Attributed { prepared, values })
     }
@@ -299,7 +305,7 @@ pub trait Estimator: fmt::Debug + Send + Sync {
         pruning: Pruning,
         progress: &dyn Progress,
     ) -> Result<Attributed<TopKOutcome>> {
-        let prepared = self.prepare(backend, run)?;
+        let prepared = self.prepare(backend, run, progress)?;
         let values =
             Engine::new(backend)
                 .with_pruning(pruning)
@@ -307,9 +313,22 @@ pub trait Estimator: fmt::Debug + Send + Sync {
         Ok(Attributed { prepared, values })
     }
 
-    /// Self-influence of every training example.
+    /// Self-influence of every training example, without progress reports (see
+    /// [`self_influence_with_progress`](Estimator::self_influence_with_progress), which an
+    /// estimator overrides instead of this).
     fn self_influence(&self, backend: &dyn Backend, run: &Run) -> Result<Attributed<Vec<f32>>> {
-        let prepared = self.prepare(backend, run)?;
+        self.self_influence_with_progress(backend, run, &())
+    }
+
+    /// Self-influence of every training example, its preparation (a fit, the solves)
+    /// reported to `progress`.
+    fn self_influence_with_progress(
+        &self,
+        backend: &dyn Backend,
+        run: &Run,
+        progress: &dyn Progress,
+    ) -> Result<Attributed<Vec<f32>>> {
+        let prepared = self.prepare(backend, run, progress)?;
         let values = Engine::new(backend).self_influence(&prepared.set)?;
         Ok(Attributed { prepared, values })
     }

@@ -21,7 +21,7 @@ use infl_core::{Bias, Matrix};
 use infl_io::LayerFactors;
 
 use super::{Audience, Estimator, Indexing, Input, Options, Registration};
-use crate::engine::{FactorMatrices, FactorTerm, TermSet};
+use crate::engine::{FactorMatrices, FactorTerm, Progress, TermSet};
 use crate::run::{FactorCheckpoint, NamedFactors, Prepared, Run, SplitFactors};
 use crate::{Backend, Error, Result};
 
@@ -103,7 +103,12 @@ impl Estimator for TracInCP {
     }
 
     /// One term per (checkpoint, layer).
-    fn prepare(&self, _backend: &dyn Backend, run: &Run) -> Result<Prepared> {
+    fn prepare(
+        &self,
+        _backend: &dyn Backend,
+        run: &Run,
+        _progress: &dyn Progress,
+    ) -> Result<Prepared> {
         let run = run.factors(self.label())?;
         let first = run
             .first()

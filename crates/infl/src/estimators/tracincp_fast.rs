@@ -14,7 +14,7 @@
 use infl_core::{Backend, Bias};
 
 use super::{Audience, Estimator, Indexing, Input, Options, Registration};
-use crate::engine::{FactorMatrices, FactorTerm, TermSet};
+use crate::engine::{FactorMatrices, FactorTerm, Progress, TermSet};
 use crate::head::LossHead;
 use crate::run::{
     self, CheckpointData, Loss, Prepared, Reduction, Run, SplitInfo, check_test_sets,
@@ -78,7 +78,12 @@ impl Estimator for TracInCPFast {
     }
 
     /// One term per checkpoint: `A` = the features, `G` = `J`, weight = the learning rate.
-    fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared> {
+    fn prepare(
+        &self,
+        backend: &dyn Backend,
+        run: &Run,
+        _progress: &dyn Progress,
+    ) -> Result<Prepared> {
         let run = run.features(self.label())?;
         let first = run
             .first()

@@ -19,7 +19,7 @@
 use infl_core::{Backend, Bias, Matrix, Rhs};
 
 use super::{Audience, Estimator, Indexing, Input, Options, Registration, TracInCPFast};
-use crate::engine::FactorMatrices;
+use crate::engine::{FactorMatrices, Progress};
 use crate::run::{Prepared, Run};
 use crate::{Error, Result};
 
@@ -133,8 +133,13 @@ impl Estimator for TracInCPFastRandProj {
     }
 
     /// TracInCPFast's terms with projected factors.
-    fn prepare(&self, backend: &dyn Backend, run: &Run) -> Result<Prepared> {
-        let prepared = self.fast.prepare(backend, run)?;
+    fn prepare(
+        &self,
+        backend: &dyn Backend,
+        run: &Run,
+        progress: &dyn Progress,
+    ) -> Result<Prepared> {
+        let prepared = self.fast.prepare(backend, run, progress)?;
         match self.projections(&prepared)? {
             Some(p) => project(backend, prepared, &p),
             None => Ok(prepared),
@@ -151,7 +156,7 @@ impl TracInCPFastRandProj {
         run: &Run,
         projections: &Projections,
     ) -> Result<Prepared> {
-        project(backend, self.fast.prepare(backend, run)?, projections)
+        project(backend, self.fast.prepare(backend, run, &())?, projections)
     }
 
     /// The projection for a prepared run (sizes from its first term), if any.

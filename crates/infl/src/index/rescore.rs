@@ -61,7 +61,7 @@ impl std::fmt::Debug for ExactRun<'_> {
 impl ExactTerms for ExactRun<'_> {
     fn terms(&self, rows: &[usize], queries: Range<usize>) -> Result<TermSet> {
         let run = self.run.subset(rows, queries)?;
-        Ok(self.estimator.prepare(self.backend, &run)?.set)
+        Ok(self.estimator.prepare(self.backend, &run, &())?.set)
     }
 }
 

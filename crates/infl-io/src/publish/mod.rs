@@ -18,6 +18,11 @@
 //! links, from none: the one case that is not all-or-nothing) and new ones removed. Folders
 //! the publication created are removed again when it is dropped unpublished.
 //!
+//! A folder output ([`Publication::plan_folder`]) is published the same way, whole: staged
+//! as a hidden temporary folder beside its destination and renamed into place, replacing
+//! (with a backup until the set is complete) only a folder that holds nothing but what
+//! such an output writes.
+//!
 //! Every temporary file is registered while it lives; [`remove_temporary_files`] deletes
 //! them, for a binary's SIGINT/SIGTERM handler to call before it exits. Publishing holds
 //! the registry's lock while it renames, so such a handler waits until the set is
@@ -30,6 +35,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tempfile::TempPath;
 
 use crate::{Error, Result, RunLayout};
+
+mod folder;
+
+pub use folder::{FolderContent, StagedFolder};
+use folder::{InstalledFolder, PlannedFolder, StagedFolderEntry};
 
 /// Prefix of every temporary file infl writes (hidden, and easy to recognise).
 pub const TEMP_PREFIX: &str = ".infl-tmp-";
@@ -50,7 +60,7 @@ pub fn remove_temporary_files() -> usize {
     let mut live = live();
     let removed = live
         .drain(..)
-        .filter(|p| std::fs::remove_file(p).is_ok())
+        .filter(|p| std::fs::remove_file(p).is_ok() || std::fs::remove_dir_all(p).is_ok())
         .count();
     std::mem::forget(live);
     removed
@@ -319,6 +329,10 @@ pub struct Publication {
     planned: Vec<Planned>,
     staged: Vec<Staged>,
     created: Vec<PathBuf>,
+    /// The inputs' identities (for folder outputs planned later).
+    protected: Vec<(FileId, PathBuf)>,
+    folders: Vec<PlannedFolder>,
+    staged_folders: Vec<StagedFolderEntry>,
 }
 
 impl Publication {
@@ -327,10 +341,10 @@ impl Publication {
         inputs: &Inputs,
         outputs: impl IntoIterator<Item = P>,
     ) -> Result<Self> {
-        let protected: Vec<(FileId, &Path)> = inputs
+        let protected: Vec<(FileId, PathBuf)> = inputs
             .files
             .iter()
-            .filter_map(|f| FileId::of(f).map(|id| (id, f.as_path())))
+            .filter_map(|f| FileId::of(f).map(|id| (id, f.clone())))
             .collect();
         let run_folder = inputs
             .run_folder
@@ -391,6 +405,9 @@ impl Publication {
             planned,
             staged: Vec::new(),
             created: Vec::new(),
+            protected,
+            folders: Vec::new(),
+            staged_folders: Vec::new(),
         })
     }
 
@@ -474,22 +491,25 @@ impl Publication {
         self.stage(dest, &bytes)
     }
 
-    /// Renames every staged file into place, all or none. Holds the temporary-file
-    /// registry's lock throughout, so a signal handler waits for the set to be complete.
+    /// Renames every staged file (then folder) into place, all or none. Holds the
+    /// temporary-file registry's lock throughout, so a signal handler waits for the set to
+    /// be complete.
     pub fn publish(mut self) -> Result<()> {
-        if let Some(missing) = self
-            .planned
-            .iter()
-            .find(|p| !self.staged.iter().any(|s| s.dest == p.path))
-        {
-            return Err(refused(
-                &missing.path,
-                "planned as an output but never written",
-            ));
+        let missing = (self.planned.iter())
+            .map(|p| &p.path)
+            .find(|p| !self.staged.iter().any(|s| &s.dest == *p))
+            .or_else(|| {
+                (self.folders.iter())
+                    .map(|f| &f.path)
+                    .find(|p| !self.staged_folders.iter().any(|s| &s.dest == *p))
+            });
+        if let Some(missing) = missing {
+            return Err(refused(missing, "planned as an output but never written"));
         }
         let mut live = live();
         let mut staged = std::mem::take(&mut self.staged).into_iter();
-        let mut installed = Vec::new();
+        let mut folders = std::mem::take(&mut self.staged_folders).into_iter();
+        let (mut installed, mut installed_folders) = (Vec::new(), Vec::new());
         let mut failure = None;
         for s in staged.by_ref() {
             match install(s, &mut live) {
@@ -500,8 +520,21 @@ impl Publication {
                 }
             }
         }
+        if failure.is_none() {
+            for f in folders.by_ref() {
+                match f.install(&mut live) {
+                    Ok(i) => installed_folders.push(i),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
         if let Some(e) = failure {
             staged.for_each(|s| s.tmp.discard(&mut live));
+            folders.for_each(|f| f.discard(&mut live));
+            (installed_folders.into_iter().rev()).for_each(|i| i.undo(&mut live));
             installed.into_iter().rev().for_each(|i| undo(i, &mut live));
             return Err(e);
         }
@@ -510,6 +543,9 @@ impl Publication {
                 b.discard(&mut live);
             }
         }
+        installed_folders
+            .into_iter()
+            .for_each(|i| InstalledFolder::keep(i, &mut live));
         self.created.clear();
         Ok(())
     }
@@ -542,6 +578,7 @@ impl Drop for Publication {
     /// Unpublished: temporary files go, then the folders this publication created.
     fn drop(&mut self) {
         self.staged.clear();
+        self.staged_folders.clear();
         for d in self.created.drain(..).rev() {
             let _ = std::fs::remove_dir(d);
         }
