@@ -7,9 +7,10 @@
 //! The input is generated once, not committed (`cargo xtask bench-data` runs
 //!
 //!     target/release/infl demo --mnist-dir ../shared/data/mnist --noise 0.1 --epochs 15 \
-//!         --seed 0 --explain 1 --no-plots --out target/bench-mnist
+//!         --seed 0 --explain 10000 --no-plots --out target/bench-mnist
 //!
-//! and the run folder is `target/bench-mnist/run`); `INFL_BENCH_MNIST_RUN` points at
+//! — `--explain` sets how many test images get features — and the run folder is
+//! `target/bench-mnist/run`); `INFL_BENCH_MNIST_RUN` points at
 //! another run folder, `INFL_BENCH_MNIST_TEST=T` keeps the first `T` test examples,
 //! `INFL_BENCH_PRUNE_BLOCK` sets the pruning block of the printed `Always` fractions.
 //! Without the folder the bench says how to make it and measures nothing (CI).

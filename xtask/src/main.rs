@@ -336,7 +336,7 @@ fn bench_data(root: &Path) -> Result<PathBuf> {
             "--seed",
             "0",
             "--explain",
-            "1",
+            "10000",
             "--no-plots",
             "--out",
             &out_s,

@@ -61,6 +61,35 @@ impl Best {
         self.items.insert(pos, c);
     }
 
+    /// While fewer than `k` are kept, pushes the scores that pass `admit` (from the start
+    /// of `scores`) until `k` are kept, then sorts once in `direction`; returns how many
+    /// scores it went through (the rest are offered one by one).
+    fn fill(
+        &mut self,
+        k: usize,
+        offset: usize,
+        scores: &[f32],
+        admit: impl Fn(f32) -> bool,
+        direction: Direction,
+    ) -> usize {
+        if self.items.len() >= k {
+            return 0;
+        }
+        let mut j = 0;
+        while j < scores.len() && self.items.len() < k {
+            if admit(scores[j]) {
+                self.items.push(Ranked {
+                    index: offset + j,
+                    score: scores[j],
+                });
+            }
+            j += 1;
+        }
+        self.items
+            .sort_unstable_by(|&a, &b| Ranked::compare(direction, a, b));
+        j
+    }
+
     /// The score a candidate must reach to be considered: the worst kept score once `k`
     /// are kept, else `open` (accept anything).
     #[inline]
@@ -163,10 +192,15 @@ impl TopK {
     /// k-th best scores.
     pub fn offer_row(&mut self, q: usize, offset: usize, scores: &[f32]) {
         let (k, floor) = (self.k, self.floors[q]);
+        let (p, o) = (&mut self.proponents[q], &mut self.opponents[q]);
+        // Lists not yet full take every admissible score: pushed, then sorted once (the
+        // same lists as one insertion each, without k² moves).
+        let from_p = p.fill(k, offset, scores, |s| s >= floor.hi, Direction::Descending);
+        let from_o = o.fill(k, offset, scores, |s| s <= floor.lo, Direction::Ascending);
         let (mut hi, mut lo) = self.bars(q);
         let (p, o) = (&mut self.proponents[q], &mut self.opponents[q]);
-        for (j, &score) in scores.iter().enumerate() {
-            if score >= hi {
+        for (j, &score) in scores.iter().enumerate().skip(from_p.min(from_o)) {
+            if j >= from_p && score >= hi {
                 p.offer(
                     k,
                     Ranked {
@@ -177,7 +211,7 @@ impl TopK {
                 );
                 hi = p.threshold(k, f32::NEG_INFINITY).max(floor.hi);
             }
-            if score <= lo {
+            if j >= from_o && score <= lo {
                 o.offer(
                     k,
                     Ranked {

@@ -434,6 +434,9 @@ impl<B: Backend> Engine<B> {
 
     /// Top-k over blocks of training examples in decreasing bound order, each scored only
     /// for the test examples it can still improve (see [`crate::prune`]).
+    /// Remaining blocks whose bounds the probe samples to predict the pairs left to score.
+    const PROBE_SAMPLE: usize = 8;
+
     fn topk_pruned(
         &self,
         set: &TermSet,
@@ -453,13 +456,15 @@ impl<B: Backend> Engine<B> {
                 rows
             })
             .collect();
-        let block_bounds: Vec<Vec<f64>> = blocks.iter().map(|b| bounds.block_bounds(b)).collect();
+        // Block bounds are computed when a block is reached (and for the probe's sample).
+        let mut block_bounds: Vec<Option<Vec<f64>>> = vec![None; blocks.len()];
         let mut acc = TopK::new(nq, k)?;
         let mut gathered = Gathered::default();
         let mut scored = 0u64;
         let (mut done, mut probing) = (0, self.pruning == Pruning::Auto);
         for (b, rows) in blocks.iter().enumerate() {
-            let live = Bounds::live(&acc, &block_bounds[b]);
+            let own = block_bounds[b].get_or_insert_with(|| bounds.block_bounds(rows));
+            let live = Bounds::live(&acc, own);
             if !live.is_empty() {
                 let subset = (live.len() < nq).then_some(&live[..]);
                 gathered.gather(set, rows, subset);
@@ -472,15 +477,20 @@ impl<B: Backend> Engine<B> {
             progress.advance(rows.len() as u64);
             done += rows.len();
             if probing {
-                let rest = &blocks[b + 1..];
-                let ahead: u64 = rest
-                    .iter()
-                    .zip(&block_bounds[b + 1..])
-                    .map(|(c, bb)| (Bounds::live(&acc, bb).len() * c.len()) as u64)
-                    .sum();
+                // The live pairs of an evenly spaced sample of the remaining blocks (their
+                // bounds kept for later), scaled to all of them.
+                let rest: Vec<usize> = (b + 1..blocks.len()).collect();
+                let step = rest.len().div_ceil(Self::PROBE_SAMPLE).max(1);
+                let (mut live_pairs, mut sampled_rows) = (0u64, 0u64);
+                for &c in rest.iter().step_by(step) {
+                    let bb = block_bounds[c].get_or_insert_with(|| bounds.block_bounds(&blocks[c]));
+                    live_pairs += (Bounds::live(&acc, bb).len() * blocks[c].len()) as u64;
+                    sampled_rows += blocks[c].len() as u64;
+                }
+                let ahead = live_pairs as f64 * (nt - done) as f64 / sampled_rows.max(1) as f64;
                 let remaining = (nq * (nt - done)) as u64;
                 probing = false;
-                if ahead as f64 > AUTO_LIMIT * remaining as f64 {
+                if ahead > AUTO_LIMIT * remaining as f64 {
                     // Pruning would not pay: drop the probe and score every pair.
                     let mut acc = TopK::new(nq, k)?;
                     self.topk_rows(all, &mut acc, &())?;

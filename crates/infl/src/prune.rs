@@ -174,27 +174,37 @@ impl Bounds {
 
     /// Per test example, its bound against the block `rows`: the largest over the rows of
     /// the row's own bound (not the sum of each group's largest norm, which is far looser
-    /// when the groups' orders differ, e.g. checkpoints).
+    /// when the groups' orders differ, e.g. checkpoints). The row bounds of a chunk of test
+    /// examples are one f64 product `[tests, groups] · [groups, rows]` (sequential, so the
+    /// bounds do not depend on the thread count); f64 rounding is far inside the bounds'
+    /// allowance.
     pub fn block_bounds(&self, rows: &[usize]) -> Vec<f64> {
+        use faer::linalg::matmul::matmul;
+        use faer::{Accum, Mat, Par};
+        /// Test examples per product (bounds the `[chunk, rows]` buffer).
+        const CHUNK: usize = 1024;
         let n_test = self.groups.first().map_or(0, |g| g.query.len());
-        let train: Vec<Vec<f64>> = self
-            .groups
-            .iter()
-            .map(|g| rows.iter().map(|&j| g.train[j]).collect())
-            .collect();
-        let mut row_bound = vec![0.0; rows.len()];
-        (0..n_test)
-            .map(|q| {
-                row_bound.fill(0.0);
-                for (g, norms) in self.groups.iter().zip(&train) {
-                    let c = g.query[q];
-                    for (b, &n) in row_bound.iter_mut().zip(norms) {
-                        *b += c * n;
-                    }
-                }
-                row_bound.iter().fold(0.0, |m: f64, &b| m.max(b))
-            })
-            .collect()
+        // Column-major `[rows, tests]`: a test example's row bounds are one column.
+        let train = Mat::from_fn(rows.len(), self.groups.len(), |j, g| {
+            self.groups[g].train[rows[j]]
+        });
+        let mut out = Vec::with_capacity(n_test);
+        let mut row_bound = Mat::<f64>::zeros(rows.len(), CHUNK.min(n_test));
+        for q0 in (0..n_test).step_by(CHUNK) {
+            let m = CHUNK.min(n_test - q0);
+            let query = Mat::from_fn(self.groups.len(), m, |g, q| self.groups[g].query[q0 + q]);
+            let dst = row_bound.as_mut().subcols_mut(0, m);
+            matmul(
+                dst,
+                Accum::Replace,
+                train.as_ref(),
+                query.as_ref(),
+                1.0,
+                Par::Seq,
+            );
+            out.extend((0..m).map(|q| row_bound.col(q).iter().fold(0.0, |b: f64, &x| b.max(x))));
+        }
+        out
     }
 
     /// Test examples that a block with bounds `block` ([`Self::block_bounds`]) can still
