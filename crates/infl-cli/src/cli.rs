@@ -787,8 +787,13 @@ fn load_shard(
         eprintln!("backend: {}", backend.name());
     }
     let (run, layer, part) = read_run_shard(input, source, progress, splits, shard)?;
-    let estimator = match part.as_ref().map(|rows| estimator.for_shard(rows)) {
-        Some(sharded) => sharded?.unwrap_or(estimator),
+    let estimator = match &part {
+        Some(rows) => {
+            let sharded = estimator.for_shard(rows).with_context(|| {
+                format!("--shard {} with --method {}", rows.shard, estimator.name())
+            })?;
+            sharded.unwrap_or(estimator)
+        }
         None => estimator,
     };
     if let Some(plan) = estimator.memory(&run) {

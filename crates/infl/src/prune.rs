@@ -36,12 +36,16 @@
 //!   rows' own bounds (`O(groups)` per pair, a small fraction of scoring), not the sum
 //!   of each group's largest norm: checkpoints order the examples differently, and on
 //!   full-MNIST features that looser bound left 81% of the pairs to score at k = 10
-//!   against 20% with this one.
+//!   against 20% with this one. A block's bounds for every test example are one f64
+//!   product `[rows, groups] · [groups, tests]` (sequential faer), computed when the
+//!   block is reached.
 //! - **When it does not pay.** Under [`Pruning::Auto`] the first block is a probe: if,
 //!   with the thresholds it leaves, the remaining blocks would still be scored for more
-//!   than [`AUTO_LIMIT`] of the pairs (an upper bound: thresholds only rise), the probe is
-//!   dropped and top-k runs unpruned, so inputs whose bounds prune little pay one block
-//!   rather than the copies. (Probing longer lets full-MNIST k = 100 prune to 35% of the
+//!   than [`AUTO_LIMIT`] of the pairs (an upper bound: thresholds only rise; estimated
+//!   from 8 evenly spaced remaining blocks), the probe is dropped and top-k runs unpruned,
+//!   so inputs whose bounds prune little pay one block rather than the copies (measured:
+//!   +7% at k = 10 and +11% at k = 100 on a synthetic input that prunes nothing;
+//!   BENCHMARKS.md). (Probing longer lets full-MNIST k = 100 prune to 35% of the
 //!   pairs, but that ran ≈ 2× *slower* than unpruned in one loaded measurement; not
 //!   understood yet, so the probe stays one block.)
 //!

@@ -254,6 +254,15 @@ fn add_sampled(s: &Scene) {
     });
 }
 
+/// Removes every `L.g_sampled` (the files as exported with `--no-sampled`).
+fn drop_sampled(s: &Scene) {
+    fevery(s, "", |st| {
+        for layer in ["fc1", "fc2", "fc3"] {
+            st.remove(&format!("{layer}.g_sampled"));
+        }
+    });
+}
+
 /// `--method influence --solver cg --curvature true-fisher` (with `L.g_sampled` given by
 /// [`add_sampled`] unless the case removes it).
 fn true_fisher(s: &Scene, c: &mut Call) {
@@ -313,7 +322,8 @@ fn curvature() -> Vec<Entry> {
         arg(
             "--curvature true-fisher without L.g_sampled",
             SUBS,
-            |_, c| {
+            |s, c| {
+                drop_sampled(s);
                 c.set("--solver", "cg").set("--curvature", "true-fisher");
             },
             fails(&[
@@ -325,7 +335,8 @@ fn curvature() -> Vec<Entry> {
         arg(
             "--curvature true-fisher, ekfac, without L.g_sampled",
             SUBS,
-            |_, c| {
+            |s, c| {
+                drop_sampled(s);
                 c.set("--solver", "ekfac").set("--curvature", "true-fisher");
             },
             fails(&["checkpoint-10.train.safetensors", "fc1.g_sampled"]),
