@@ -787,15 +787,11 @@ fn load_shard(
         eprintln!("backend: {}", backend.name());
     }
     let (run, layer, part) = read_run_shard(input, source, progress, splits, shard)?;
-    let estimator = match &part {
-        Some(rows) => {
-            let sharded = estimator.for_shard(rows).with_context(|| {
-                format!("--shard {} with --method {}", rows.shard, estimator.name())
-            })?;
-            sharded.unwrap_or(estimator)
-        }
-        None => estimator,
-    };
+    let name = estimator.name();
+    let estimator = infl::shard::for_part(estimator, part.as_ref()).with_context(|| {
+        let shard = part.as_ref().map_or(String::new(), |p| p.shard.to_string());
+        format!("--shard {shard} with --method {name}")
+    })?;
     if let Some(plan) = estimator.memory(&run) {
         crate::resources::check_plan(&plan, progress.quiet())?;
     }

@@ -379,10 +379,7 @@ fn on_disk<T: Send>(
     let backend = settings.backend()?;
     py.detach(|| {
         let (loaded, part) = run.load(splits, shard)?;
-        let estimator = match part.as_ref().map(|rows| estimator.for_shard(rows)) {
-            Some(sharded) => sharded?.unwrap_or(estimator),
-            None => estimator,
-        };
+        let estimator = infl::shard::for_part(estimator, part.as_ref())?;
         Ok((what(&*estimator, &*backend, &loaded)?, part))
     })
     .map_err(|e: infl::Error| err(e))

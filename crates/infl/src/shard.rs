@@ -410,6 +410,19 @@ pub struct FlatList<'a> {
     pub scores: &'a [f32],
 }
 
+/// `estimator` for the rows `part` was loaded with (itself for a whole run): what
+/// [`Estimator::for_shard`](crate::Estimator::for_shard) answers, for the CLI and the
+/// Python package alike.
+pub fn for_part(
+    estimator: Box<dyn crate::Estimator>,
+    part: Option<&ShardRows>,
+) -> Result<Box<dyn crate::Estimator>> {
+    match part {
+        Some(rows) => Ok(estimator.for_shard(rows)?.unwrap_or(estimator)),
+        None => Ok(estimator),
+    }
+}
+
 /// The owned values behind a [`FlatList`] (as read from a file or converted from Python).
 #[derive(Clone, Debug, Default)]
 pub struct ListData {
