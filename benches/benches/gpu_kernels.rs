@@ -1,5 +1,9 @@
 //! Criterion benches of the four backend kernels (fused scores, fused top-k,
-//! self-influence, GEMM) on the CPU backend and, when an adapter exists, the GPU backend.
+//! self-influence, GEMM) on the CPU backend and, when an adapter exists, the GPU backend,
+//! and the engine's top-k with and without norm-bound pruning on each backend (heavy-tailed
+//! row norms, as real gradients have; the fraction of pairs scored is printed and the
+//! pruned lists are checked equal to the unpruned ones, so a software adapter checks the
+//! GPU path's pruning even where its timing means nothing).
 //! Throughput is reported in FLOPs ("elements" in criterion's output are FLOPs):
 //! fused = terms·(2·T·N·(Da+Dg) + 3·T·N), self-influence = terms·N·(2·(Da+Dg) + 3),
 //! GEMM = 2·m·n·k.
@@ -16,8 +20,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use infl::{Engine, FactorMatrices, FactorTerm, Pruning, TermSet};
 use infl_core::testing::{TermData, rand_matrix};
-use infl_core::{Backend, Bias, Factors, Rhs, SelfTerm, Term, TopK};
+use infl_core::{Backend, Bias, Factors, Matrix, Rhs, SelfTerm, Term, TopK};
 use infl_wgpu::{AdapterPolicy, Options, WgpuBackend};
 
 fn env(name: &str, default: usize) -> usize {
@@ -152,6 +157,78 @@ fn fused_topk(c: &mut Criterion, s: &Setup) {
     g.finish();
 }
 
+/// The engine's top-k, pruned (`Always`) and not (`Off`), on every backend, over the
+/// setup's shapes with training rows rescaled by `e^{4u}`, `u` uniform in [−1, 1]
+/// (heavy-tailed norms). Pruning blocks of 256 rows at the default N = 4096 (the engine's
+/// default block, 1024, at N ≥ 16,384).
+fn pruned_topk(c: &mut Criterion, s: &Setup) {
+    let (t, n, k) = (s.t, s.n, s.k.min(s.n));
+    let scale = rand_matrix(n, 1, 99);
+    let heavy = |m: &Matrix| {
+        let cols = m.cols();
+        let data: Vec<f32> = (m.view().data().chunks_exact(cols).enumerate())
+            .flat_map(|(j, row)| {
+                let f = (4.0 * scale.view().row(j)[0]).exp();
+                row.iter().map(move |x| x * f)
+            })
+            .collect();
+        Matrix::from_vec(m.rows(), cols, data).expect("shape")
+    };
+    let set = TermSet {
+        terms: (s.data.terms.iter().enumerate())
+            .map(|(i, d)| FactorTerm {
+                label: format!("term {i}"),
+                weight: d.weight,
+                bias: Bias::Included,
+                positions: 1,
+                train: FactorMatrices {
+                    a: heavy(&d.train_a),
+                    g: d.train_g.clone(),
+                },
+                test: Some(FactorMatrices {
+                    a: d.query_a.clone(),
+                    g: d.query_g.clone(),
+                }),
+            })
+            .collect(),
+    };
+    let block = if n >= 16_384 { 1024 } else { 256 };
+    let mut g = c.benchmark_group(format!(
+        "pruned_topk/T{t}_N{n}_D{}_K{}_terms{}_k{k}_block{block}",
+        s.da, s.dg, s.nterms
+    ));
+    g.sample_size(10)
+        .throughput(Throughput::Elements(s.fused_flops(n)));
+    for (name, b) in &s.backends {
+        let engine = |p| {
+            Engine::new(b.as_ref())
+                .with_prune_block(block)
+                .with_pruning(p)
+        };
+        let off = engine(Pruning::Off)
+            .topk_counted(&set, k, &())
+            .expect("topk");
+        let on = engine(Pruning::Always)
+            .topk_counted(&set, k, &())
+            .expect("topk");
+        assert_eq!(
+            on.rows, off.rows,
+            "{name}: pruned top-k differs from unpruned"
+        );
+        println!(
+            "pruned_topk {name}: {:.2}% of pairs scored (lists equal to unpruned)",
+            100.0 * on.pairs.fraction()
+        );
+        for p in [Pruning::Always, Pruning::Off] {
+            let e = engine(p);
+            g.bench_function(format!("{name}_{p:?}"), |bench| {
+                bench.iter(|| black_box(e.topk(&set, k, &()).expect("topk")))
+            });
+        }
+    }
+    g.finish();
+}
+
 fn fused_scores(c: &mut Criterion, s: &Setup) {
     let (t, ns) = (s.t, s.n.min(32768));
     let mut g = c.benchmark_group(format!(
@@ -217,6 +294,7 @@ fn gemm(c: &mut Criterion, s: &Setup) {
 fn kernels(c: &mut Criterion) {
     let setup = Setup::new();
     fused_topk(c, &setup);
+    pruned_topk(c, &setup);
     fused_scores(c, &setup);
     self_influence(c, &setup);
     gemm(c, &setup);

@@ -39,15 +39,15 @@
 //!   against 20% with this one. A block's bounds for every test example are one f64
 //!   product `[rows, groups] · [groups, tests]` (sequential faer), computed when the
 //!   block is reached.
-//! - **When it does not pay.** Under [`Pruning::Auto`] the first block is a probe: if,
-//!   with the thresholds it leaves, the remaining blocks would still be scored for more
-//!   than [`AUTO_LIMIT`] of the pairs (an upper bound: thresholds only rise; estimated
-//!   from 8 evenly spaced remaining blocks), the probe is dropped and top-k runs unpruned,
-//!   so inputs whose bounds prune little pay one block rather than the copies (measured:
-//!   +7% at k = 10 and +11% at k = 100 on a synthetic input that prunes nothing;
-//!   BENCHMARKS.md). (Probing longer lets full-MNIST k = 100 prune to 35% of the
-//!   pairs, but that ran ≈ 2× *slower* than unpruned in one loaded measurement; not
-//!   understood yet, so the probe stays one block.)
+//! - **When it does not pay.** Under [`Pruning::Auto`] a probe decides first: the first
+//!   block scored for an evenly spaced sample of 64 test examples, whose thresholds then
+//!   say how many of the sample 8 evenly spaced remaining blocks could still improve (an
+//!   upper estimate: thresholds only rise). Above [`AUTO_LIMIT`] of the pairs, top-k runs
+//!   unpruned, so an input whose bounds prune little pays the order of the training
+//!   examples and a sample of one block (≈ 1% at N = 50,000, T = 1,000; the earlier probe,
+//!   one block for every test example, cost 7–11%: BENCHMARKS.md). (Probing longer lets
+//!   full-MNIST k = 100 prune to 35% of the pairs, but that ran ≈ 2× *slower* than
+//!   unpruned in one loaded measurement; not understood yet, so the probe stays one block.)
 //!
 //! [`Engine::with_prune_block`]: crate::Engine::with_prune_block
 
@@ -176,18 +176,20 @@ impl Bounds {
         rank_descending(&key)
     }
 
-    /// Per test example, its bound against the block `rows`: the largest over the rows of
-    /// the row's own bound (not the sum of each group's largest norm, which is far looser
-    /// when the groups' orders differ, e.g. checkpoints). The row bounds of a chunk of test
-    /// examples are one f64 product `[tests, groups] · [groups, rows]` (sequential, so the
-    /// bounds do not depend on the thread count); f64 rounding is far inside the bounds'
-    /// allowance.
-    pub fn block_bounds(&self, rows: &[usize]) -> Vec<f64> {
+    /// Per test example (or per example of `queries`, in its order), its bound against the
+    /// block `rows`: the largest over the rows of the row's own bound (not the sum of each
+    /// group's largest norm, which is far looser when the groups' orders differ, e.g.
+    /// checkpoints). The row bounds of a chunk of test examples are one f64 product
+    /// `[rows, groups] · [groups, tests]` (sequential, so the bounds do not depend on the
+    /// thread count); f64 rounding is far inside the bounds' allowance.
+    pub fn block_bounds(&self, rows: &[usize], queries: Option<&[usize]>) -> Vec<f64> {
         use faer::linalg::matmul::matmul;
         use faer::{Accum, Mat, Par};
-        /// Test examples per product (bounds the `[chunk, rows]` buffer).
+        /// Test examples per product (bounds the `[rows, chunk]` buffer).
         const CHUNK: usize = 1024;
-        let n_test = self.groups.first().map_or(0, |g| g.query.len());
+        let all = self.groups.first().map_or(0, |g| g.query.len());
+        let n_test = queries.map_or(all, <[usize]>::len);
+        let query_index = |q: usize| queries.map_or(q, |s| s[q]);
         // Column-major `[rows, tests]`: a test example's row bounds are one column.
         let train = Mat::from_fn(rows.len(), self.groups.len(), |j, g| {
             self.groups[g].train[rows[j]]
@@ -196,7 +198,9 @@ impl Bounds {
         let mut row_bound = Mat::<f64>::zeros(rows.len(), CHUNK.min(n_test));
         for q0 in (0..n_test).step_by(CHUNK) {
             let m = CHUNK.min(n_test - q0);
-            let query = Mat::from_fn(self.groups.len(), m, |g, q| self.groups[g].query[q0 + q]);
+            let query = Mat::from_fn(self.groups.len(), m, |g, q| {
+                self.groups[g].query[query_index(q0 + q)]
+            });
             let dst = row_bound.as_mut().subcols_mut(0, m);
             matmul(
                 dst,

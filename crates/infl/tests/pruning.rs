@@ -173,3 +173,35 @@ fn heavy_tails_prune_most_pairs() {
         );
     }
 }
+
+/// Where bounds prune nothing (every norm equal), `Auto` gives up after a probe that costs
+/// a sample of the test examples against one block, not a block for every test example.
+#[test]
+fn a_probe_that_gives_up_costs_a_sample_of_one_block() {
+    let shapes = [Shape {
+        da: 16,
+        dg: 4,
+        positions: 1,
+        shared: 1,
+        bias: false,
+    }; 2];
+    let (nt, nq, block) = (4000, 640, 100);
+    let set = term_set(&shapes, nt, nq, 11, Norms::Constant);
+    for backend in backends() {
+        let engine = |p| {
+            Engine::new(backend.as_ref())
+                .with_prune_block(block)
+                .with_pruning(p)
+        };
+        let off = engine(Pruning::Off).topk_counted(&set, 10, &()).unwrap();
+        let on = engine(Pruning::Auto).topk_counted(&set, 10, &()).unwrap();
+        assert_eq!(bits(&on.rows), bits(&off.rows), "{}", backend.name());
+        let probe = on.pairs.scored - on.pairs.total;
+        assert!(
+            on.pairs.scored >= on.pairs.total && probe <= (64 * block) as u64,
+            "{}: the probe scored {probe} pairs (a block for all is {})",
+            backend.name(),
+            nq * block
+        );
+    }
+}
