@@ -219,8 +219,8 @@ impl<'a> Rows<'a> {
 struct Probe {
     /// Pairs it scored.
     scored: u64,
-    /// The predicted fraction of the pairs after the first block that pruning would score.
-    ahead: f64,
+    /// Whether pruning pays.
+    pays: bool,
 }
 
 /// Factor rows copied out of a [`TermSet`]: the training examples of a pruning block and,
@@ -446,6 +446,9 @@ impl<B: Backend> Engine<B> {
     /// Test examples the probe scores (evenly spaced; all of them when there are fewer).
     const PROBE_QUERIES: usize = 64;
 
+    /// The most pairs the probe scores, as a fraction of all pairs.
+    const PROBE_BUDGET: f64 = 0.0025;
+
     /// Top-k over blocks of training examples in decreasing bound order, each scored only
     /// for the test examples it can still improve (see [`crate::prune`]). Under
     /// [`Pruning::Auto`] a probe decides first whether that pays ([`Self::probe`]).
@@ -473,8 +476,7 @@ impl<B: Backend> Engine<B> {
         if self.pruning == Pruning::Auto {
             let probe = self.probe(set, all, bounds, &blocks, k, &mut gathered)?;
             scored += probe.scored;
-            if probe.ahead > AUTO_LIMIT {
-                // Pruning would not pay: score every pair.
+            if !probe.pays {
                 let mut acc = TopK::new(nq, k)?;
                 self.topk_rows(all, &mut acc, progress)?;
                 let pairs = PairsScored {
@@ -490,15 +492,7 @@ impl<B: Backend> Engine<B> {
         let mut acc = TopK::new(nq, k)?;
         for rows in &blocks {
             let live = Bounds::live(&acc, &bounds.block_bounds(rows, None));
-            if !live.is_empty() {
-                let subset = (live.len() < nq).then_some(&live[..]);
-                gathered.gather(set, rows, subset);
-                let view = gathered.rows(all, live.len(), rows.len())?;
-                let mut local = acc.part(&live, k.min(rows.len()))?;
-                self.topk_rows(&view, &mut local, &())?;
-                acc.merge_mapped(&local, &live, rows)?;
-                scored += (live.len() * rows.len()) as u64;
-            }
+            scored += self.score_block(set, all, rows, &live, None, &mut acc, &mut gathered)?;
             progress.advance(rows.len() as u64);
         }
         Ok(TopKOutcome {
@@ -507,13 +501,45 @@ impl<B: Backend> Engine<B> {
         })
     }
 
-    /// The probe of [`Pruning::Auto`]: the first block scored for an evenly spaced sample
-    /// of [`Self::PROBE_QUERIES`] test examples, whose thresholds then say which of them an
-    /// evenly spaced sample of [`Self::PROBE_BLOCKS`] remaining blocks could still improve.
-    /// Thresholds only rise, so the live fraction of the sample is an upper estimate of the
-    /// pairs pruning would score after the first block. The probe costs a sample of one
-    /// block whatever it decides (a dropped probe used to cost a whole block, scored for
-    /// every test example, and its bounds: +7% to +11% on an input that prunes nothing).
+    /// Scores the training examples `rows` (a block, increasing) for the test examples
+    /// `live` of `acc` — indices into `queries` when given (`acc` then has one row per
+    /// query), else test indices — and merges them into `acc`. Returns the pairs scored.
+    #[allow(clippy::too_many_arguments)]
+    fn score_block(
+        &self,
+        set: &TermSet,
+        all: &Rows<'_>,
+        rows: &[usize],
+        live: &[usize],
+        queries: Option<&[usize]>,
+        acc: &mut TopK,
+        gathered: &mut Gathered,
+    ) -> Result<u64> {
+        if live.is_empty() {
+            return Ok(0);
+        }
+        let tests: Vec<usize> = match queries {
+            Some(q) => live.iter().map(|&i| q[i]).collect(),
+            None => live.to_vec(),
+        };
+        let subset = (tests.len() < all.queries).then_some(&tests[..]);
+        gathered.gather(set, rows, subset);
+        let view = gathered.rows(all, tests.len(), rows.len())?;
+        let mut local = acc.part(live, acc.k().min(rows.len()))?;
+        self.topk_rows(&view, &mut local, &())?;
+        acc.merge_mapped(&local, live, rows)?;
+        Ok((live.len() * rows.len()) as u64)
+    }
+
+    /// The probe of [`Pruning::Auto`]: pruned top-k for an evenly spaced sample of
+    /// [`Self::PROBE_QUERIES`] test examples, block after block, until the thresholds it
+    /// has reached say that pruning pays — the sample's live fraction over an evenly
+    /// spaced sample of [`Self::PROBE_BLOCKS`] blocks still ahead is at most
+    /// [`AUTO_LIMIT`] (an upper estimate: thresholds only rise) — or until it has scored
+    /// [`Self::PROBE_BUDGET`] of all pairs. So an input whose bounds prune nothing pays
+    /// about a quarter of a percent of the pairs (scored less efficiently than unpruned
+    /// ones), and one where thresholds rise slowly (large `k`) is probed long enough to see
+    /// it (full-MNIST k = 100: two blocks).
     fn probe(
         &self,
         set: &TermSet,
@@ -526,27 +552,36 @@ impl<B: Backend> Engine<B> {
         let nq = all.queries;
         let step = nq.div_ceil(Self::PROBE_QUERIES).max(1);
         let queries: Vec<usize> = (0..nq).step_by(step).collect();
-        let first = &blocks[0];
-        gathered.gather(set, first, (queries.len() < nq).then_some(&queries[..]));
-        let view = gathered.rows(all, queries.len(), first.len())?;
-        let mut acc = TopK::new(queries.len(), k.min(first.len()))?;
-        self.topk_rows(&view, &mut acc, &())?;
-        let rest = &blocks[1..];
-        let stride = rest.len().div_ceil(Self::PROBE_BLOCKS).max(1);
-        let (mut live, mut pairs) = (0u64, 0u64);
-        for rows in rest.iter().step_by(stride) {
-            let bb = bounds.block_bounds(rows, Some(&queries));
-            let admitted = (0..queries.len()).filter(|&q| acc.admits(q, bb[q])).count();
-            live += (admitted * rows.len()) as u64;
-            pairs += (queries.len() * rows.len()) as u64;
+        let budget = Self::PROBE_BUDGET * nq as f64 * all.train as f64;
+        let stride = blocks.len().div_ceil(Self::PROBE_BLOCKS).max(1);
+        // The sampled blocks' bounds for the sampled queries, by block index.
+        let sampled: Vec<(usize, Vec<f64>)> = (1..blocks.len())
+            .step_by(stride)
+            .map(|c| (c, bounds.block_bounds(&blocks[c], Some(&queries))))
+            .collect();
+        let mut acc = TopK::new(queries.len(), k)?;
+        let mut scored = 0u64;
+        for (b, rows) in blocks.iter().enumerate() {
+            let own = bounds.block_bounds(rows, Some(&queries));
+            let live = Bounds::live(&acc, &own);
+            scored +=
+                self.score_block(set, all, rows, &live, Some(&queries), &mut acc, gathered)?;
+            let (mut live, mut pairs) = (0u64, 0u64);
+            for (_, bb) in sampled.iter().filter(|(c, _)| *c > b) {
+                let admitted = (0..queries.len()).filter(|&q| acc.admits(q, bb[q])).count();
+                live += admitted as u64;
+                pairs += queries.len() as u64;
+            }
+            if pairs == 0 || live as f64 <= AUTO_LIMIT * pairs as f64 {
+                return Ok(Probe { scored, pays: true });
+            }
+            if scored as f64 >= budget {
+                break;
+            }
         }
         Ok(Probe {
-            scored: (queries.len() * first.len()) as u64,
-            ahead: if pairs == 0 {
-                0.0
-            } else {
-                live as f64 / pairs as f64
-            },
+            scored,
+            pays: false,
         })
     }
 

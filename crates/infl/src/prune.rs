@@ -39,15 +39,16 @@
 //!   against 20% with this one. A block's bounds for every test example are one f64
 //!   product `[rows, groups] · [groups, tests]` (sequential faer), computed when the
 //!   block is reached.
-//! - **When it does not pay.** Under [`Pruning::Auto`] a probe decides first: the first
-//!   block scored for an evenly spaced sample of 64 test examples, whose thresholds then
-//!   say how many of the sample 8 evenly spaced remaining blocks could still improve (an
-//!   upper estimate: thresholds only rise). Above [`AUTO_LIMIT`] of the pairs, top-k runs
-//!   unpruned, so an input whose bounds prune little pays the order of the training
-//!   examples and a sample of one block (≈ 1% at N = 50,000, T = 1,000; the earlier probe,
-//!   one block for every test example, cost 7–11%: BENCHMARKS.md). (Probing longer lets
-//!   full-MNIST k = 100 prune to 35% of the pairs, but that ran ≈ 2× *slower* than
-//!   unpruned in one loaded measurement; not understood yet, so the probe stays one block.)
+//! - **When it does not pay.** Under [`Pruning::Auto`] a probe decides first: pruned
+//!   top-k for an evenly spaced sample of 64 test examples, block after block, until the
+//!   thresholds reached say that at most [`AUTO_LIMIT`] of the sample's pairs in 8 evenly
+//!   spaced blocks still ahead remain live (an upper estimate: thresholds only rise) — then
+//!   all test examples are pruned — or until it has scored a quarter of a percent of all
+//!   pairs — then top-k runs unpruned. An input whose bounds prune nothing pays the order
+//!   of the training examples and that quarter percent (≈ 1% measured at N = 50,000,
+//!   T = 1,000; the first probe, one block scored for every test example, cost 7–11%:
+//!   BENCHMARKS.md); full-MNIST k = 100, whose thresholds rise more slowly, is decided in
+//!   two blocks and prunes to 35% of the pairs (a single-block probe gave up there).
 //!
 //! [`Engine::with_prune_block`]: crate::Engine::with_prune_block
 
