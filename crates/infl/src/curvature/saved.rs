@@ -55,8 +55,9 @@ impl SavedCurvature {
             Some(FORMAT) => Ok(Self::Hessian(Arc::new(SavedHessian::open(path)?))),
             Some(KFAC_FORMAT) => Ok(Self::Kfac(Arc::new(SavedFit::open(path)?))),
             found => {
+                let found = found.map_or("none".to_string(), |f| format!("{f:?}"));
                 let details = format!(
-                    "format {found:?}; expected {FORMAT:?} or {KFAC_FORMAT:?} (a curvature \
+                    "format {found}; expected {FORMAT:?} or {KFAC_FORMAT:?} (a curvature \
                      written by `infl fit`)"
                 );
                 Err(Error::data(path, "__metadata__.format", details))
@@ -96,17 +97,14 @@ impl SavedCurvature {
         }
     }
 
-    /// The error for a saved curvature of the other kind: `needed` is what the chosen
-    /// solver and input need, `how` the `infl fit` flags that write it.
-    pub(crate) fn wrong_kind(&self, needed: &str, how: &str) -> Error {
+    /// The error for a saved curvature of the other kind: `instead` says what the chosen
+    /// solver and input need instead.
+    pub(crate) fn wrong_kind(&self, instead: &str) -> Error {
         let have = match self {
             Self::Hessian(_) => "a final layer's Hessian (`infl fit --run`)",
             Self::Kfac(_) => "a K-FAC/EK-FAC fit of factor files (`infl fit --factors`)",
         };
-        let details = format!(
-            "{have}, format {:?}; {needed} needs {how}, or drop --hessian",
-            self.format()
-        );
+        let details = format!("{have}, format {:?}, but {instead}", self.format());
         Error::data(self.source(), "__metadata__.format", details)
     }
 }

@@ -207,8 +207,10 @@ impl InfluenceFunction {
                 Box::new(Arc::clone(saved)) as Box<dyn HessianOperator>
             }
             Some(other) => {
-                let how = "a final layer's Hessian: `infl fit --run DIR --layer L`";
-                return Err(other.wrong_kind("--run (a final layer's exact Hessian)", how));
+                return Err(other.wrong_kind(
+                    "--run needs the final layer's Hessian: `infl fit --run DIR --layer L` (or \
+                     drop --hessian)",
+                ));
             }
             None => Box::new(self.final_layer(backend, last)?),
         };

@@ -90,12 +90,11 @@ fn kfac_fit<'e>(
         None => None,
         Some(SavedCurvature::Kfac(saved)) => Some(saved),
         Some(other) => {
-            let how = format!(
-                "a K-FAC/EK-FAC fit: `infl fit --factors DIR --layers ... --solver {}`",
-                strategy.short_name()
-            );
-            let needed = format!("--factors with --solver {}", strategy.short_name());
-            return Err(other.wrong_kind(&needed, &how));
+            let name = strategy.short_name();
+            return Err(other.wrong_kind(&format!(
+                "--factors with --solver {name} needs their fit: `infl fit --factors DIR \
+                 --layers ... --solver {name}` (or drop --hessian)"
+            )));
         }
     };
     match (saved, &est.shard) {
@@ -144,13 +143,11 @@ pub(super) fn fit(est: &InfluenceFunction, run: &Run, progress: &dyn Progress) -
 fn check_unsaved(est: &InfluenceFunction) -> Result<()> {
     match &est.hessian {
         None => Ok(()),
-        Some(saved) => {
-            let needed = format!("--factors with --solver {}", est.solver.short_name());
-            Err(saved.wrong_kind(
-                &needed,
-                "no saved fit (only --solver kfac|ekfac fits on factor files are saved)",
-            ))
-        }
+        Some(saved) => Err(saved.wrong_kind(&format!(
+            "--factors with --solver {} takes no saved curvature (`infl fit` saves K-FAC and \
+             EK-FAC fits of factor files: --solver kfac|ekfac): drop --hessian",
+            est.solver.short_name()
+        ))),
     }
 }
 
