@@ -367,7 +367,9 @@ fn a_saved_hessian_gives_the_same_scores_and_refuses_other_runs() {
         "-o",
         s(&out),
     ]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("fits the curvature of --method influence"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("fits the curvature of --method influence")
+    );
     assert!(!out.exists());
 }
 
