@@ -4,6 +4,8 @@
 //! one with several positions per example; a fit saved and read back (bit for bit, and
 //! refused when it was fitted on anything else or altered); and the errors a user can meet.
 
+mod common;
+
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
 use infl::curvature::{Curvature, Damping, HessianOperator, SavedCurvature};
@@ -537,4 +539,42 @@ fn an_altered_or_foreign_fit_file_is_refused() {
             && e.contains("\"infl kfac v1\""),
         "{e}"
     );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(common::fuzz_cases()))]
+
+    /// Changed or cut bytes of a K-FAC fit file: an error naming the file, or (a change
+    /// that leaves every value and entry as it was, e.g. header padding or an identity
+    /// field, which the run's check refuses) the same fit.
+    #[test]
+    fn altered_fit_files_are_refused_naming_the_file(
+        edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 1u8..=255), 1..4),
+        cut in proptest::prelude::any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let good = std::fs::read(saved(&split(&LAYERS, 12, 4), Strategy::Ekfac, dir.path())).unwrap();
+        let mut bad = good.clone();
+        for (at, xor) in &edits {
+            let i = at.index(bad.len());
+            bad[i] ^= xor;
+        }
+        if cut {
+            bad.truncate(edits[0].0.index(good.len()));
+        }
+        let path = dir.path().join("bad.safetensors");
+        std::fs::write(&path, &bad).unwrap();
+        match SavedCurvature::open(&path) {
+            Err(e) => assert!(e.to_string().contains("bad.safetensors"), "{e}"),
+            Ok(SavedCurvature::Kfac(read)) => {
+                let original = SavedFit::open(dir.path().join("ekfac.safetensors")).unwrap();
+                for (a, b) in read.fit.layers().iter().zip(original.fit.layers()) {
+                    assert_eq!(bits(a.eigenvalues()), bits(b.eigenvalues()));
+                    assert_eq!(bits(a.activation_eigenvectors()), bits(b.activation_eigenvectors()));
+                    assert_eq!(bits(a.gradient_eigenvectors()), bits(b.gradient_eigenvectors()));
+                }
+            }
+            Ok(other) => panic!("read as {}", other.format()),
+        }
+    }
 }
