@@ -6,7 +6,9 @@
 //! infl-nn MLP (whole-network influence, as the InfluenceCalculations tool computes it) —
 //! in the convention's scale. Either way the preconditioned test gradients become engine
 //! terms against the training factors as they are ([`terms::layer_terms`]); self-influence
-//! `∇ℓ_iᵀ P ∇ℓ_i` runs in chunks of training examples.
+//! `∇ℓ_iᵀ P ∇ℓ_i` runs in chunks of training examples. A K-FAC fit saved by `infl fit`
+//! (`InfluenceFunction::hessian`) replaces the fit once its identity is the run's; it is
+//! what lets a shard, which holds only its training rows, score with K-FAC.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
