@@ -10,8 +10,9 @@
 //! the corrected `L.eigenvalues` `Λ` `[K, D']`. So the scores from a saved fit are the
 //! unsaved path's bit for bit. Its metadata ([`FitIdentity`], checked in this order):
 //! strategy, curvature (empirical or true Fisher), checkpoint, layers (a JSON list) and
-//! each layer's shape (`L.shape`), training examples, and a CRC-32 of the exact bytes the
-//! fit read (each layer's `.a`, then its `.g` or, for the true Fisher, `.g_sampled`); and
+//! each layer's shape (`L.shape`), training examples, and a CRC-32 of the values the fit
+//! read (each layer's `.a`, then its `.g` or, for the true Fisher, `.g_sampled`, as f32
+//! little-endian bytes: the file's own bytes when it stores f32); and
 //! the CRC-32 of the f64 data, checked on open (shared with the Hessian file:
 //! [`crate::curvature::SavedCurvature`]).
 
@@ -48,7 +49,8 @@ pub struct FitIdentity {
     pub shapes: Vec<String>,
     /// Training examples.
     pub examples: usize,
-    /// CRC-32 of the bytes the fit read: per layer its `.a`, then its `.g` (or `.g_sampled`).
+    /// CRC-32 of the values the fit read (f32, little-endian): per layer its `.a`, then its
+    /// `.g` (or `.g_sampled`).
     pub crc32: u32,
 }
 
