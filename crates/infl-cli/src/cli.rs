@@ -92,13 +92,16 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::index::IndexCommand,
     },
-    /// Fit the Hessian of influence functions (--method influence) once and save it, so
+    /// Fit the curvature of influence functions (--method influence) once and save it, so
     /// that `scores`/`topk`/`self-influence --hessian FILE` reuse it for many test batches
-    /// (the damping and the solver may still change).
+    /// and shards (--shard): with --run the final layer's Hessian (the damping and the
+    /// solver may still change), with --factors the K-FAC or EK-FAC fit of the --layers
+    /// (--solver kfac|ekfac, --curvature fisher|true-fisher; the damping may still change).
     Fit {
         #[command(flatten)]
         input: Input,
-        /// Output file (safetensors, "infl hessian v1").
+        /// Output file (safetensors: "infl hessian v1" with --run, "infl kfac v1" with
+        /// --factors).
         #[arg(long, short, default_value = "hessian.safetensors")]
         out: PathBuf,
     },
@@ -295,8 +298,9 @@ pub struct SolverArgs {
     /// Eigenpairs Arnoldi keeps (default 50, Captum's projection_dim).
     #[arg(long, value_parser = parse_positive)]
     pub arnoldi_eigenpairs: Option<usize>,
-    /// A Hessian saved by `infl fit` for this run's last checkpoint (refused if it was
-    /// fitted on anything else).
+    /// A curvature saved by `infl fit` for this run's last checkpoint (with --run the
+    /// final layer's Hessian; with --factors and --solver kfac|ekfac their fit), instead of
+    /// fitting one; refused if it was fitted on anything else.
     #[arg(long)]
     pub hessian: Option<PathBuf>,
 }
@@ -623,14 +627,13 @@ impl Input {
         Ok(())
     }
 
-    /// The estimator these flags describe (with a saved Hessian when `--hessian` is given).
+    /// The estimator these flags describe (with a saved curvature when `--hessian` is
+    /// given).
     pub(crate) fn estimator(&self) -> Result<Box<dyn Estimator>> {
         let options = self.options()?;
         if let Some(path) = &self.solving.hessian {
-            // Only influence functions take a saved Hessian (`options` checked that).
-            let saved = infl::curvature::SavedHessian::open(path)?;
-            let mut influence = infl::InfluenceFunction::from(&options);
-            influence.hessian = Some(std::sync::Arc::new(saved));
+            // Only influence functions take a saved curvature (`options` checked that).
+            let influence = infl::InfluenceFunction::from(&options).with_saved_curvature(path)?;
             return Ok(Box::new(influence));
         }
         Ok(estimators::build(&self.method, &options)?)
@@ -1007,31 +1010,24 @@ pub fn run(cli: Cli) -> Result<()> {
             let influence = infl::InfluenceFunction::default();
             ensure!(
                 input.method == influence.name() || input.method == estimators::REGISTRY[0].name,
-                "--method {}: `infl fit` fits the Hessian of --method {}",
+                "--method {}: `infl fit` fits the curvature of --method {}",
                 input.method,
                 influence.name()
             );
             ensure!(
                 input.solving.hessian.is_none(),
-                "--hessian: `infl fit` writes a Hessian (--out), it does not read one"
+                "--hessian: `infl fit` writes a curvature (--out), it does not read one"
             );
             input.method = influence.name().to_string();
             let mut plan = Plan::new(&input, [&out])?;
             let l = load(&input, &plan.source, compute, &bar, Splits::TrainOnly)?;
             let fit = infl::InfluenceFunction::from(&input.options()?);
-            let saved = fit.fit_hessian(&*l.backend, &l.run, &bar)?;
+            let saved = fit.fit_curvature(&*l.backend, &l.run, &bar)?;
             let (tensors, metadata) = saved.tensors();
             plan.publication
                 .stage_safetensors(&out, tensors, metadata)?;
             publish(plan.publication)?;
-            let id = &saved.identity;
-            println!(
-                "Hessian of the final layer at checkpoint {} ({} training examples, {} parameters), wrote {}",
-                id.checkpoint,
-                id.examples,
-                id.dim(),
-                out.display()
-            );
+            output::print_fit_summary(&saved, &out);
         }
         Command::SelfInfluence {
             input,

@@ -227,6 +227,35 @@ fn topk_json(lists: &TopkLists<'_>) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec_pretty(&list)?)
 }
 
+/// What `infl fit` fitted and where it wrote it.
+pub fn print_fit_summary(saved: &infl::curvature::SavedCurvature, out: &Path) {
+    use infl::curvature::SavedCurvature;
+    match saved {
+        SavedCurvature::Hessian(h) => {
+            let id = &h.identity;
+            println!(
+                "Hessian of the final layer at checkpoint {} ({} training examples, {} parameters), wrote {}",
+                id.checkpoint,
+                id.examples,
+                id.dim(),
+                out.display()
+            );
+        }
+        SavedCurvature::Kfac(k) => {
+            let id = &k.identity;
+            println!(
+                "{} fit ({}) of layers {} at checkpoint {} ({} training examples), wrote {}",
+                id.strategy.short_name(),
+                id.curvature.short_name(),
+                id.layers.join(","),
+                id.checkpoint,
+                id.examples,
+                out.display()
+            );
+        }
+    }
+}
+
 pub fn print_topk_summary(
     path: &Path,
     p: &Provenance<'_>,

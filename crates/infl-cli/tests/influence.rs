@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixtures, infl, ok, s};
+use common::{fails, fixtures, infl, ok, s};
 use infl::io::{Rank, TensorFile};
 
 fn run() -> PathBuf {
@@ -367,7 +367,9 @@ fn a_saved_hessian_gives_the_same_scores_and_refuses_other_runs() {
         "-o",
         s(&out),
     ]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("fits the Hessian of --method influence"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("fits the curvature of --method influence")
+    );
     assert!(!out.exists());
 }
 
@@ -589,4 +591,203 @@ fn a_fit_larger_than_memory_is_announced_and_refused_before_it_starts() {
         assert_eq!(announced, !quiet, "{err}");
         assert!(!out.exists());
     }
+}
+
+/// The tensors of a safetensors file (name → bytes), without its metadata.
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    (file.tensors().into_iter())
+        .map(|(name, t)| (name, t.data().to_vec()))
+        .collect()
+}
+
+/// `infl fit --factors` (K-FAC and EK-FAC, empirical and true Fisher): scores, top-k and
+/// self-influence with `--hessian FILE` are the unsaved path's bit for bit, at a damping and
+/// at the heuristic; a fit of anything else is refused naming the field, and so are a
+/// Hessian given to K-FAC, a K-FAC fit given to the final layer or to an operator solver,
+/// an altered byte and `infl fit` with an operator solver; nothing is written.
+#[test]
+fn a_saved_kfac_fit_gives_the_unsaved_scores_and_refuses_other_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let factors = fixtures("mlp/factors");
+    let base = ["--method", "influence", "--factors", s(&factors)];
+    let fit = |out: &Path, extra: &[&str]| {
+        let mut c = vec!["fit", "-o", s(out)];
+        c.extend(base);
+        c.extend(extra);
+        ok(&c);
+    };
+    for (i, flags) in [
+        &["--solver", "kfac"][..],
+        &["--solver", "ekfac", "--curvature", "true-fisher"][..],
+        &["--layers", "fc2,fc3"][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let h = dir.path().join(format!("fit-{i}.safetensors"));
+        fit(&h, flags);
+        for damping in ["1e-3", "heuristic"] {
+            for sub in ["scores", "topk", "self-influence"] {
+                let outs: Vec<PathBuf> = ["fresh", "saved"]
+                    .iter()
+                    .map(|w| dir.path().join(format!("{i}-{sub}-{damping}-{w}")))
+                    .collect();
+                for (out, saved) in outs.iter().zip([false, true]) {
+                    let mut c = vec![sub, "--damping", damping];
+                    c.extend(base);
+                    c.extend(flags);
+                    let file = out.join("r.safetensors");
+                    match sub {
+                        "self-influence" => c.extend(["--out-dir", s(out)]),
+                        _ => c.extend(["-o", s(&file)]),
+                    }
+                    if saved {
+                        c.extend(["--hessian", s(&h)]);
+                    }
+                    ok(&c);
+                }
+                let file = |d: &Path| match sub {
+                    "self-influence" => d.join("self_influence.safetensors"),
+                    _ => d.join("r.safetensors"),
+                };
+                let (a, b) = (tensors(&file(&outs[0])), tensors(&file(&outs[1])));
+                assert!(!a.is_empty());
+                assert!(
+                    a == b,
+                    "{flags:?} {sub} at {damping}: the saved fit differs"
+                );
+            }
+        }
+    }
+    // Refusals, each naming the first field that differs (or the format), nothing written.
+    let ekfac = dir.path().join("ekfac.safetensors");
+    fit(&ekfac, &[]);
+    let hessian = dir.path().join("hessian.safetensors");
+    let run = fixtures("mlp");
+    ok(&["fit", "--run", s(&run), "--layer", "fc3", "-o", s(&hessian)]);
+    let altered = dir.path().join("altered.safetensors");
+    let mut bytes = std::fs::read(&ekfac).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x01;
+    std::fs::write(&altered, &bytes).unwrap();
+    // Checkpoint 2 as the last one: the folder without checkpoint 10.
+    let earlier = dir.path().join("earlier");
+    std::fs::create_dir(&earlier).unwrap();
+    for c in ["1", "2"] {
+        for split in ["train", "test"] {
+            let name = format!("checkpoint-{c}.{split}.safetensors");
+            std::fs::copy(factors.join(&name), earlier.join(&name)).unwrap();
+        }
+    }
+    let out = dir.path().join("never.safetensors");
+    let cases: Vec<(&Path, Vec<&str>, Vec<&str>)> = vec![
+        (
+            &factors,
+            vec!["--solver", "kfac"],
+            vec!["strategy = ekfac", "has kfac"],
+        ),
+        (
+            &factors,
+            vec!["--solver", "ekfac", "--curvature", "true-fisher"],
+            vec!["curvature = fisher", "has true-fisher"],
+        ),
+        (
+            &factors,
+            vec!["--layers", "fc1,fc2"],
+            vec![
+                "layers = [\"fc1\",\"fc2\",\"fc3\"]",
+                "has [\"fc1\",\"fc2\"]",
+            ],
+        ),
+        (
+            &earlier,
+            vec![],
+            vec!["checkpoint = checkpoint-10", "has checkpoint-2"],
+        ),
+        (
+            &factors,
+            vec!["--hessian", s(&hessian)],
+            vec![
+                "hessian.safetensors",
+                "\"infl hessian v1\"",
+                "infl fit --factors",
+            ],
+        ),
+        (
+            &factors,
+            vec!["--solver", "cg"],
+            vec!["\"infl kfac v1\"", "--solver cg"],
+        ),
+        (
+            &factors,
+            vec!["--hessian", s(&altered)],
+            vec!["altered.safetensors", "altered or damaged"],
+        ),
+    ];
+    for (folder, extra, needles) in cases {
+        let mut c = vec![
+            "topk",
+            "--method",
+            "influence",
+            "--factors",
+            s(folder),
+            "-o",
+            s(&out),
+        ];
+        if !extra.contains(&"--hessian") {
+            c.extend(["--hessian", s(&ekfac)]);
+        }
+        c.extend(&extra);
+        fails(&c, &needles);
+        assert!(!out.exists());
+    }
+    // Other training data: a training factor with one value changed (the CRC-32).
+    let changed = dir.path().join("changed");
+    std::fs::create_dir(&changed).unwrap();
+    for e in std::fs::read_dir(&factors).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, changed.join(p.file_name().unwrap())).unwrap();
+    }
+    let train = changed.join("checkpoint-10.train.safetensors");
+    let bytes = std::fs::read(&train).unwrap();
+    let (offset, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let start = 8 + offset + header.tensors()["fc2.a"].data_offsets.0;
+    let mut bytes = bytes.clone();
+    bytes[start] ^= 0x01; // the lowest mantissa bit of fc2.a[0, 0]
+    std::fs::write(&train, &bytes).unwrap();
+    let c = [
+        "topk",
+        "--method",
+        "influence",
+        "--factors",
+        s(&changed),
+        "--hessian",
+        s(&ekfac),
+        "-o",
+        s(&out),
+    ];
+    fails(&c, &["crc32 = ", "refit with `infl fit`"]);
+    // A K-FAC fit given to the final layer; `infl fit` with an operator solver on factors.
+    fails(
+        &[
+            "topk",
+            "--method",
+            "influence",
+            "--run",
+            s(&run),
+            "--layer",
+            "fc3",
+            "--hessian",
+            s(&ekfac),
+            "-o",
+            s(&out),
+        ],
+        &["ekfac.safetensors", "\"infl kfac v1\"", "infl fit --run"],
+    );
+    let mut c = vec!["fit", "--solver", "cg", "-o", s(&out)];
+    c.extend(base);
+    fails(&c, &["kfac|ekfac", "--solver cg"]);
+    assert!(!out.exists());
 }

@@ -15,13 +15,12 @@ fn captum_run() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captum/run")
 }
 
-/// The input flags of a run: features (`--run`) or factor files (`--factors`).
+/// The input flags of a run: features (`--run`) or factor files (`--factors`; TracInCP
+/// unless the call's own flags name a method).
 fn source(factors: bool) -> Vec<String> {
     if factors {
         let dir = fixtures("mlp/factors");
-        ["--method", "tracincp", "--factors", s(&dir)]
-            .map(String::from)
-            .to_vec()
+        ["--factors", s(&dir)].map(String::from).to_vec()
     } else {
         let run = captum_run();
         ["--run", s(&run), "--layer", "fc3"]
@@ -34,6 +33,9 @@ fn source(factors: bool) -> Vec<String> {
 fn run_sub(sub: &str, factors: bool, extra: &[&str]) {
     let mut args: Vec<String> = vec![sub.to_string()];
     args.extend(source(factors));
+    if factors && !extra.contains(&"--method") {
+        args.extend(["--method".into(), "tracincp".into()]);
+    }
     args.extend(extra.iter().map(|x| x.to_string()));
     ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
 }
@@ -214,6 +216,61 @@ fn influence_shards_with_a_saved_hessian_merge_into_the_unsharded_outputs() {
             "shard: 1/2:",
             "whole training set",
             "`infl fit`",
+            "--hessian FILE",
+        ],
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn kfac_shards_with_a_saved_fit_merge_into_the_unsharded_outputs() {
+    // K-FAC and EK-FAC fitted once on factor files (`infl fit --factors`), given to every
+    // shard and to the unsharded run alike.
+    let tmp = tempfile::tempdir().unwrap();
+    let factors = fixtures("mlp/factors");
+    for (strategy, curvature) in [("kfac", "fisher"), ("ekfac", "true-fisher")] {
+        let fit = tmp.path().join(format!("{strategy}.safetensors"));
+        let solver = ["--solver", strategy, "--curvature", curvature];
+        let mut c = vec![
+            "fit",
+            "--method",
+            "influence",
+            "--factors",
+            s(&factors),
+            "-o",
+            s(&fit),
+        ];
+        c.extend(solver);
+        ok(&c);
+        let mut method = vec!["--method", "influence", "--hessian", s(&fit)];
+        method.extend(solver);
+        method.extend(["--damping", "heuristic"]);
+        for sub in ["topk", "scores", "self-influence"] {
+            for count in [3, 40] {
+                check_merge_equals_whole(sub, true, count, &method);
+            }
+        }
+    }
+    // Without a saved fit a shard is refused, naming `infl fit` and --hessian FILE.
+    let out = tmp.path().join("never.safetensors");
+    fails(
+        &[
+            "topk",
+            "--method",
+            "influence",
+            "--factors",
+            s(&factors),
+            "--solver",
+            "ekfac",
+            "--shard",
+            "2/3",
+            "-o",
+            s(&out),
+        ],
+        &[
+            "shard: 2/3:",
+            "`infl fit`",
+            "--factors/--layers",
             "--hessian FILE",
         ],
     );

@@ -153,6 +153,8 @@ fn floats(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
 struct Settings {
     method: String,
     options: Options,
+    /// A curvature saved by `infl fit` (influence's `hessian` setting).
+    hessian: Option<std::path::PathBuf>,
     backend: BackendChoice,
     threads: Option<usize>,
 }
@@ -224,16 +226,33 @@ impl Settings {
             Some(d) if !d.is_empty() => influence_options(options, method, d, factors)?,
             _ => options,
         };
+        let hessian = match influence.map(|d| d.get_item("hessian")).transpose()? {
+            Some(Some(v)) if !v.is_none() => {
+                Some(v.extract::<std::path::PathBuf>().map_err(|_| {
+                    err("hessian: expected a path (a curvature saved by `infl fit`)")
+                })?)
+            }
+            _ => None,
+        };
         Ok(Self {
             method: method.to_string(),
             options,
+            hessian,
             backend,
             threads,
         })
     }
 
+    /// The estimator, with the saved curvature when `hessian` is set (the CLI's
+    /// `--hessian`: the same loading and checks).
     fn estimator(&self) -> PyResult<Box<dyn Estimator>> {
-        estimators::build(&self.method, &self.options).map_err(err)
+        match &self.hessian {
+            Some(path) => {
+                let influence = infl::InfluenceFunction::from(&self.options);
+                Ok(Box::new(influence.with_saved_curvature(path).map_err(err)?))
+            }
+            None => estimators::build(&self.method, &self.options).map_err(err),
+        }
     }
 
     fn backend(&self) -> PyResult<Box<dyn Backend>> {
@@ -242,7 +261,8 @@ impl Settings {
 }
 
 /// Influence functions' settings (`solver`, `damping`, `convention`, `curvature`; each
-/// solver's knobs at their defaults, the CLI's) into `options`, for `method="influence"`.
+/// solver's knobs at their defaults, the CLI's) into `options`, for `method="influence"`
+/// (`hessian`, a path, is read by [`Settings::new`]).
 fn influence_options(
     mut options: Options,
     method: &str,
@@ -252,8 +272,8 @@ fn influence_options(
     let influence = infl::InfluenceFunction::default();
     if method != influence.name() {
         return Err(err(format!(
-            "solver, damping, convention and curvature are settings of method=\"{}\", not \
-             of {method:?}",
+            "solver, damping, convention, curvature and hessian are settings of \
+             method=\"{}\", not of {method:?}",
             influence.name()
         )));
     }
@@ -268,10 +288,10 @@ fn influence_options(
     };
     for key in d.keys() {
         let key: String = key.extract()?;
-        if !["solver", "damping", "convention", "curvature"].contains(&key.as_str()) {
+        if !["solver", "damping", "convention", "curvature", "hessian"].contains(&key.as_str()) {
             return Err(err(format!(
-                "unknown influence setting {key:?}; expected solver, damping, convention or \
-                 curvature"
+                "unknown influence setting {key:?}; expected solver, damping, convention, \
+                 curvature or hessian"
             )));
         }
     }

@@ -225,6 +225,30 @@ def test_shards_merge_to_the_whole_run_in_any_order():
     np.testing.assert_array_equal(s, infl.scores(RUN, layer="fc3"))
 
 
+def test_a_saved_kfac_fit_equals_the_cli_and_scores_shards(tmp_path):
+    # `infl fit --factors` once; hessian= reuses it as --hessian does, shards included.
+    fit = tmp_path / "fit.safetensors"
+    code, err = cli("fit", "--method", "influence", "--factors", FACTORS, "-o", fit)
+    assert code == 0, err
+    out = tmp_path / "topk.safetensors"
+    code, err = cli("topk", "--method", "influence", "--factors", FACTORS, "--hessian", fit,
+                    "--damping", "heuristic", "-k", "4", "-o", out)
+    assert code == 0, err
+    want, _ = read_safetensors(out)
+    on = dict(method="influence", hessian=fit, damping="heuristic")
+    whole = infl.topk(FACTORS, 4, **on)
+    merged = infl.merge_topk([infl.topk(FACTORS, 4, shard=(i, 3), **on) for i in (3, 1, 2)])
+    for got in [whole, merged]:
+        for name in ["proponents", "proponent_scores", "opponents", "opponent_scores"]:
+            np.testing.assert_array_equal(getattr(got, name), want[name], err_msg=name)
+    # A final layer's Hessian is refused by K-FAC, with the CLI's message.
+    h = tmp_path / "h.safetensors"
+    code, err = cli("fit", "--run", RUN, "--layer", "fc3", "-o", h)
+    assert code == 0, err
+    with pytest.raises(infl.InflError, match="infl hessian v1"):
+        infl.topk(FACTORS, 4, method="influence", hessian=h)
+
+
 def test_bad_shards_are_refused():
     for shard, needle in [((3, 2), "1 <= i <= N"), ((0, 2), "1 <= i <= N"),
                           ((1, 41), "at most 40 shards")]:

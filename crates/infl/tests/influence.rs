@@ -929,7 +929,7 @@ fn fits_and_solves_report_their_phases() {
     // The exact assembly: one GEMM per pair of outputs k <= l.
     let rec = Recorder::default();
     InfluenceFunction::default()
-        .fit_hessian(&cpu, &c.run, &rec)
+        .fit_curvature(&cpu, &c.run, &rec)
         .unwrap();
     assert_eq!(rec.complete(), [phase::HESSIAN]);
     assert_eq!(rec.total(phase::HESSIAN), 3 * 4 / 2);
@@ -969,9 +969,12 @@ thread_local! {
     /// A saved Hessian of a small case: its folder and bytes.
     static SAVED: (tempfile::TempDir, Vec<u8>) = {
         let c = case(11, 20, 2, 4, 3, Loss::CrossEntropy);
-        let saved = InfluenceFunction::default()
-            .fit_hessian(&CpuBackend::new(), &c.run, &())
+        let fitted = InfluenceFunction::default()
+            .fit_curvature(&CpuBackend::new(), &c.run, &())
             .unwrap();
+        let infl::curvature::SavedCurvature::Hessian(saved) = fitted else {
+            panic!("features: not a Hessian")
+        };
         let dir = tempfile::tempdir().unwrap();
         let (tensors, meta) = saved.tensors();
         let path = dir.path().join("h.safetensors");

@@ -1,13 +1,16 @@
 //! K-FAC and EK-FAC against brute force in f64 written out here: the covariances, the
 //! Kronecker product and the eigenbasis assembled densely, the damped inverse solved by
 //! Cholesky, scores as dense dot products; a layer with a bias (ones column), one without,
-//! one with several positions per example; and the errors a user can meet.
+//! one with several positions per example; a fit saved and read back (bit for bit, and
+//! refused when it was fitted on anything else or altered); and the errors a user can meet.
+
+mod common;
 
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
-use infl::curvature::{Damping, HessianOperator};
+use infl::curvature::{Curvature, Damping, HessianOperator, SavedCurvature};
 use infl::io::LayerFactors;
-use infl::kfac::{Fit, LayerFit, Strategy};
+use infl::kfac::{Fit, FitIdentity, LayerFit, SavedFit, Strategy};
 use infl::{Bias, Engine, Matrix, NamedFactors, SplitFactors, TermSet};
 
 /// Deterministic values in [-1, 1) (xorshift), some rows scaled up so that the
@@ -380,5 +383,198 @@ fn a_damping_that_leaves_an_eigenvalue_non_positive_is_refused() {
             .to_string();
         assert!(e.contains("raise the damping"), "{e}");
         assert!(fit.precondition(&test, Damping::Value(1e-6)).is_ok());
+    }
+}
+
+/// A fit written as `infl fit` writes it and read back.
+fn saved(train: &SplitFactors, strategy: Strategy, dir: &std::path::Path) -> std::path::PathBuf {
+    let identity = FitIdentity::of(train, "ckpt-2", strategy, Curvature::Fisher).unwrap();
+    let fit = Fit::new(train, strategy, &()).unwrap();
+    let saved = SavedFit {
+        fit,
+        identity,
+        source: Default::default(),
+    };
+    let (tensors, meta) = SavedCurvature::Kfac(saved.into()).tensors();
+    let path = dir.join(format!("{}.safetensors", strategy.short_name()));
+    infl::io::write_safetensors(&path, tensors, meta).unwrap();
+    path
+}
+
+fn bits(m: faer::MatRef<'_, f64>) -> Vec<u64> {
+    (0..m.nrows())
+        .flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)].to_bits()))
+        .collect()
+}
+
+#[test]
+fn a_saved_fit_preconditions_bit_for_bit_as_the_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = (split(&LAYERS, 30, 1), split(&LAYERS, 5, 2));
+    for strategy in [Strategy::Kfac, Strategy::Ekfac] {
+        let path = saved(&train, strategy, dir.path());
+        let fresh = Fit::new(&train, strategy, &()).unwrap();
+        let SavedCurvature::Kfac(read) = SavedCurvature::open(&path).unwrap() else {
+            panic!("{}: not a K-FAC fit", path.display())
+        };
+        assert_eq!(read.fit.strategy(), strategy);
+        for (a, b) in fresh.layers().iter().zip(read.fit.layers()) {
+            assert_eq!(a.name(), b.name());
+            assert_eq!(bits(a.eigenvalues()), bits(b.eigenvalues()), "{strategy:?}");
+            assert_eq!(
+                bits(a.activation_eigenvectors()),
+                bits(b.activation_eigenvectors())
+            );
+            assert_eq!(
+                bits(a.gradient_eigenvectors()),
+                bits(b.gradient_eigenvectors())
+            );
+            // The heuristic damping comes from the same Λ.
+            let (x, y) = (Damping::Heuristic.value(a), Damping::Heuristic.value(b));
+            assert_eq!(x.unwrap().to_bits(), y.unwrap().to_bits());
+        }
+        for damping in [Damping::Heuristic, Damping::Value(1e-3)] {
+            let (x, y) = (
+                fresh.precondition(&test, damping).unwrap(),
+                read.fit.precondition(&test, damping).unwrap(),
+            );
+            for (x, y) in x.iter().zip(&y) {
+                assert_eq!(
+                    bits(x.as_ref()),
+                    bits(y.as_ref()),
+                    "{strategy:?} {damping:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_saved_fit_of_anything_else_is_refused_naming_the_first_field_that_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = split(&LAYERS, 30, 1);
+    let path = saved(&train, Strategy::Ekfac, dir.path());
+    let read = SavedFit::open(&path).unwrap();
+    let same = FitIdentity::of(&train, "ckpt-2", Strategy::Ekfac, Curvature::Fisher).unwrap();
+    read.check(&train.source, &same).unwrap();
+    let wider = [Layer { d: 5, ..LAYERS[0] }, Layer { ..LAYERS[1] }];
+    let identity = |split: &SplitFactors| {
+        FitIdentity::of(split, "ckpt-2", Strategy::Ekfac, Curvature::Fisher).unwrap()
+    };
+    let cases: Vec<(FitIdentity, &str, &str)> = vec![
+        (
+            FitIdentity {
+                strategy: Strategy::Kfac,
+                ..same.clone()
+            },
+            "strategy = ekfac",
+            "has kfac",
+        ),
+        (
+            FitIdentity {
+                curvature: Curvature::TrueFisher,
+                ..same.clone()
+            },
+            "curvature = fisher",
+            "has true-fisher",
+        ),
+        (
+            FitIdentity {
+                checkpoint: "ckpt-1".into(),
+                ..same.clone()
+            },
+            "checkpoint = ckpt-2",
+            "has ckpt-1",
+        ),
+        (
+            identity(&split(&LAYERS[..1], 30, 1)),
+            "layers = [\"fc\",\"conv\"]",
+            "has [\"fc\"]",
+        ),
+        (
+            identity(&split(&wider, 30, 1)),
+            "fc.shape = outputs=3 inputs=4 positions=1 bias=included",
+            "has outputs=3 inputs=5",
+        ),
+        (identity(&split(&LAYERS, 31, 1)), "examples = 30", "has 31"),
+        (
+            identity(&split(&LAYERS, 30, 3)),
+            "crc32 = ",
+            "refit with `infl fit`",
+        ),
+    ];
+    for (want, field, other) in cases {
+        let e = read.check(&train.source, &want).unwrap_err().to_string();
+        assert!(
+            e.contains(field) && e.contains(other) && e.contains("ekfac.safetensors"),
+            "{field}: {e}"
+        );
+    }
+}
+
+#[test]
+fn an_altered_or_foreign_fit_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = split(&LAYERS, 30, 1);
+    let path = saved(&train, Strategy::Kfac, dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 3; // inside the last tensor's data
+    bytes[last] ^= 0x10;
+    let altered = dir.path().join("altered.safetensors");
+    std::fs::write(&altered, &bytes).unwrap();
+    let e = SavedCurvature::open(&altered).unwrap_err().to_string();
+    assert!(
+        e.contains("altered.safetensors") && e.contains("altered or damaged"),
+        "{e}"
+    );
+    // Another format (a factor file) is named with both formats.
+    let foreign = dir.path().join("foreign.safetensors");
+    let one = infl::io::OutTensor::F64(vec![1], vec![1.0]);
+    let meta = [("format".to_string(), "infl index v1".to_string())].into();
+    infl::io::write_safetensors(&foreign, vec![("x".into(), one)], meta).unwrap();
+    let e = SavedCurvature::open(&foreign).unwrap_err().to_string();
+    assert!(
+        e.contains("\"infl index v1\"")
+            && e.contains("\"infl hessian v1\"")
+            && e.contains("\"infl kfac v1\""),
+        "{e}"
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(common::fuzz_cases()))]
+
+    /// Changed or cut bytes of a K-FAC fit file: an error naming the file, or (a change
+    /// that leaves every value and entry as it was, e.g. header padding or an identity
+    /// field, which the run's check refuses) the same fit.
+    #[test]
+    fn altered_fit_files_are_refused_naming_the_file(
+        edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 1u8..=255), 1..4),
+        cut in proptest::prelude::any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let good = std::fs::read(saved(&split(&LAYERS, 12, 4), Strategy::Ekfac, dir.path())).unwrap();
+        let mut bad = good.clone();
+        for (at, xor) in &edits {
+            let i = at.index(bad.len());
+            bad[i] ^= xor;
+        }
+        if cut {
+            bad.truncate(edits[0].0.index(good.len()));
+        }
+        let path = dir.path().join("bad.safetensors");
+        std::fs::write(&path, &bad).unwrap();
+        match SavedCurvature::open(&path) {
+            Err(e) => assert!(e.to_string().contains("bad.safetensors"), "{e}"),
+            Ok(SavedCurvature::Kfac(read)) => {
+                let original = SavedFit::open(dir.path().join("ekfac.safetensors")).unwrap();
+                for (a, b) in read.fit.layers().iter().zip(original.fit.layers()) {
+                    assert_eq!(bits(a.eigenvalues()), bits(b.eigenvalues()));
+                    assert_eq!(bits(a.activation_eigenvectors()), bits(b.activation_eigenvectors()));
+                    assert_eq!(bits(a.gradient_eigenvectors()), bits(b.gradient_eigenvectors()));
+                }
+            }
+            Ok(other) => panic!("read as {}", other.format()),
+        }
     }
 }

@@ -284,6 +284,40 @@ fn cut_factor(s: &Scene, name: &str, n: usize) {
     std::fs::write(&p, &b[..b.len() - n]).unwrap();
 }
 
+/// A curvature saved by `infl fit` into `root/fit.safetensors`, with `flags` (the input
+/// and its layers or layer).
+fn saved_fit(s: &Scene, flags: &[&str]) -> PathBuf {
+    let out = s.root.join("fit.safetensors");
+    let status = std::process::Command::new(assert_cmd::cargo::cargo_bin("infl"))
+        .args([
+            "-q",
+            "--backend",
+            "cpu",
+            "fit",
+            "--method",
+            "influence",
+            "--out",
+        ])
+        .arg(&out)
+        .args(flags)
+        .output()
+        .expect("spawn infl fit");
+    assert!(
+        status.status.success(),
+        "infl fit {flags:?}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    out
+}
+
+/// [`saved_fit`]: the EK-FAC fit of the scene's factors at `layers` (the default call's
+/// are fc1 and fc2).
+fn fit_of(s: &Scene, layers: &str) -> PathBuf {
+    let dir = s.factors();
+    let dir = dir.to_str().unwrap();
+    saved_fit(s, &["--factors", dir, "--layers", layers])
+}
+
 // ---------------------------------------------------------------------------------------
 // The entries.
 
@@ -304,6 +338,71 @@ fn entries() -> Vec<Entry> {
 /// tensor, or the flag.
 fn curvature() -> Vec<Entry> {
     vec![
+        arg(
+            "--hessian: the EK-FAC fit of the same layers (infl fit --factors)",
+            SUBS,
+            |s, c| {
+                c.set("--hessian", fit_of(s, "fc1,fc2"));
+            },
+            Expect::Succeeds,
+        ),
+        arg(
+            "--hessian: a truncated K-FAC fit",
+            SUBS,
+            |s, c| {
+                let p = fit_of(s, "fc1,fc2");
+                let b = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &b[..b.len() / 2]).unwrap();
+                c.set("--hessian", p);
+            },
+            fails(&["fit.safetensors", "truncated"]),
+        ),
+        arg(
+            "--hessian: a foreign file (a training factor file)",
+            SUBS,
+            |s, c| {
+                c.set("--hessian", ff(s, &tr("10")));
+            },
+            fails(&[
+                "checkpoint-10.train.safetensors",
+                "\"infl kfac v1\"",
+                "`infl fit`",
+            ]),
+        ),
+        arg(
+            "--hessian: a final layer's Hessian given to EK-FAC",
+            SUBS,
+            |s, c| {
+                let run = s.run.to_str().unwrap();
+                c.set("--hessian", saved_fit(s, &["--run", run, "--layer", "fc3"]));
+            },
+            fails(&[
+                "fit.safetensors",
+                "\"infl hessian v1\"",
+                "infl fit --factors",
+            ]),
+        ),
+        arg(
+            "--hessian: a fit of other layers",
+            SUBS,
+            |s, c| {
+                c.set("--hessian", fit_of(s, "fc2,fc3"));
+            },
+            fails(&["fit.safetensors", "layers = [\"fc2\",\"fc3\"]", "refit"]),
+        ),
+        arg(
+            "--hessian: a fit with one altered byte",
+            SUBS,
+            |s, c| {
+                let p = fit_of(s, "fc1,fc2");
+                let mut b = std::fs::read(&p).unwrap();
+                let at = b.len() - 2;
+                b[at] ^= 0x04;
+                std::fs::write(&p, &b).unwrap();
+                c.set("--hessian", p);
+            },
+            fails(&["fit.safetensors", "altered or damaged"]),
+        ),
         arg(
             "--curvature true-fisher with L.g_sampled (cg)",
             SUBS,

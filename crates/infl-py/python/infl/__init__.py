@@ -75,7 +75,7 @@ class TopK:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
 
-_INFLUENCE = ("solver", "damping", "convention", "curvature")
+_INFLUENCE = ("solver", "damping", "convention", "curvature", "hessian")
 
 
 def _settings(kw: dict) -> dict:
@@ -86,6 +86,8 @@ def _settings(kw: dict) -> dict:
         raise TypeError(f"unexpected settings {sorted(unknown)}; expected some of {sorted(allowed)}")
     out = {k: v for k, v in kw.items() if k not in _INFLUENCE}
     influence = {k: kw[k] for k in _INFLUENCE if k in kw}
+    if influence.get("hessian") is not None:
+        influence["hessian"] = os.fspath(influence["hessian"])
     if influence:
         out["influence"] = influence
     return out
@@ -111,7 +113,10 @@ def topk(run: PathLike, k: int = 10, *, layer: Optional[str] = None,
     (a number, or "heuristic": 0.1 × the mean eigenvalue; default the convention's),
     ``convention`` ("kronfluence", the default: the mean Hessian; "captum": the summed one)
     and ``curvature`` on factor files ("fisher", "true-fisher", "gauss-newton", "hessian"),
-    as ``infl topk --method influence``'s flags, each solver's knobs at the CLI's defaults.
+    as ``infl topk --method influence``'s flags, each solver's knobs at the CLI's defaults;
+    ``hessian``: the path of a curvature saved by ``infl fit`` (the final layer's Hessian,
+    or on factor files a K-FAC/EK-FAC fit), as ``--hessian FILE``: no refit, and the way to
+    score a ``shard`` with influence functions.
     """
     d = _native.topk(os.fspath(run), k, layer=layer, layers=_layers(layers), method=method,
                      shard=shard, **_settings(settings))

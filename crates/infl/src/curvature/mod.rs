@@ -35,7 +35,8 @@ use faer::{Accum, Mat, MatMut, MatRef, Par};
 use infl_core::{Bias, Matrix};
 
 pub use layers::{Block, FactorFisher, NetworkHessian, layout, with_sampled_gradients};
-pub use saved::{FORMAT as HESSIAN_FORMAT, Identity, SavedHessian};
+pub use saved::{FORMAT as HESSIAN_FORMAT, Identity, SavedCurvature, SavedHessian};
+pub(crate) use saved::{Header, check_identity, crc_f32s, data_crc, file_metadata, row_major};
 pub use solve::{Inverse, Lissa, SOLVE_CHUNK, Solver};
 
 use crate::engine::Progress;

@@ -23,8 +23,8 @@ use super::{
     Attributed, Audience, Estimator, Indexing, Input, MemoryNeed, MemoryPlan, Options, Registration,
 };
 use crate::curvature::{
-    Curvature, Damping, FinalLayer, HessianOperator, Identity, Inverse, SOLVE_CHUNK, SavedHessian,
-    Scaled, Solver, terms,
+    Curvature, Damping, FinalLayer, HessianOperator, Identity, Inverse, SOLVE_CHUNK,
+    SavedCurvature, SavedHessian, Scaled, Solver, terms,
 };
 use crate::engine::{FactorTerm, Progress, TermSet};
 use crate::head::{LossHead, logits};
@@ -67,11 +67,12 @@ pub struct InfluenceFunction {
     /// [`Curvature::Fisher`]; K-FAC and EK-FAC fit their own; refused on features, whose
     /// final layer has its exact Hessian).
     pub curvature: Option<Curvature>,
-    /// A Hessian fitted before (`infl fit`), used instead of fitting one when its identity
-    /// is the run's last checkpoint's (refused otherwise).
-    pub hessian: Option<Arc<SavedHessian>>,
+    /// A curvature fitted before (`infl fit`: a final layer's Hessian, or a K-FAC/EK-FAC
+    /// fit of factor files), used instead of fitting one when its identity is the run's
+    /// last checkpoint's (refused otherwise, and when it is of the other kind).
+    pub hessian: Option<SavedCurvature>,
     /// The shard whose training rows the run holds (set by
-    /// [`for_shard`](Estimator::for_shard), with a saved Hessian): its fit is checked
+    /// [`for_shard`](Estimator::for_shard), with a saved curvature): its fit is checked
     /// against the whole training set's size, and the mean Hessian divides by that size.
     pub shard: Option<ShardRows>,
 }
@@ -194,7 +195,7 @@ impl InfluenceFunction {
             .head()
             .compute(backend, &last.checkpoint, &last.train, &first.train)?;
         let hessian = match &self.hessian {
-            Some(saved) => {
+            Some(SavedCurvature::Hessian(saved)) => {
                 let mut identity = Identity::of(last, self.loss, self.bias);
                 if let Some(rows) = &self.shard {
                     // A shard cannot hash rows it does not read: its fit is checked on
@@ -204,6 +205,12 @@ impl InfluenceFunction {
                 }
                 saved.check(&last.train.source, &identity)?;
                 Box::new(Arc::clone(saved)) as Box<dyn HessianOperator>
+            }
+            Some(other) => {
+                return Err(other.wrong_kind(
+                    "--run needs the final layer's Hessian: `infl fit --run DIR --layer L` (or \
+                     drop --hessian)",
+                ));
             }
             None => Box::new(self.final_layer(backend, last)?),
         };
@@ -266,23 +273,38 @@ impl InfluenceFunction {
         Some(needs)
     }
 
-    /// Assembles the Hessian of the run's last checkpoint for `infl fit` (after checking
-    /// the whole run as scoring would), reporting the assembly to `progress`.
-    pub fn fit_hessian(
+    /// Fits the curvature of the run's last checkpoint for `infl fit`, undamped, reporting
+    /// to `progress`: on features the final layer's Hessian, assembled (after checking the
+    /// whole run as scoring would); on factor files the K-FAC or EK-FAC fit of the chosen
+    /// layers (the other solvers over factor files are not saved: refused).
+    pub fn fit_curvature(
         &self,
         backend: &dyn Backend,
         run: &Run,
         progress: &dyn Progress,
-    ) -> Result<SavedHessian> {
+    ) -> Result<SavedCurvature> {
         let plain = Self {
             hessian: None,
             ..self.clone()
         };
+        if let Run::Factors(_) = run {
+            let fit = super::influence_layers::fit(&plain, run, progress)?;
+            return Ok(SavedCurvature::Kfac(Arc::new(fit)));
+        }
         let fit = plain.fit(backend, run)?;
-        Ok(SavedHessian {
+        Ok(SavedCurvature::Hessian(Arc::new(SavedHessian {
             hessian: fit.hessian.op.assemble(progress)?, // summed: the convention applies on use
             identity: Identity::of(fit.checkpoint, self.loss, self.bias),
             source: Default::default(),
+        })))
+    }
+
+    /// These settings with the curvature saved in `path` by `infl fit` (either format;
+    /// checked against the run when used).
+    pub fn with_saved_curvature(self, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        Ok(Self {
+            hessian: Some(SavedCurvature::open(path)?),
+            ..self
         })
     }
 
@@ -300,10 +322,11 @@ impl Estimator for InfluenceFunction {
     fn for_shard(&self, rows: &ShardRows) -> Result<Option<Box<dyn Estimator>>> {
         if self.hessian.is_none() {
             let details = format!(
-                "{}: influence functions fit their Hessian on the whole training set, which a \
-                 shard does not hold: fit it once (`infl fit`) and give every shard --hessian \
-                 FILE (final-layer runs; fits on factor files are not saved yet: run those \
-                 unsharded)",
+                "{}: influence functions fit their curvature on the whole training set, which \
+                 a shard does not hold: fit it once with `infl fit` (the same --run/--layer or \
+                 --factors/--layers, --solver and --curvature) and give every shard \
+                 --hessian FILE (saved: the final layer's Hessian, and K-FAC/EK-FAC on factor \
+                 files; the other solvers over factor files run unsharded)",
                 rows.shard
             );
             return Err(Error::config("shard", details));
@@ -331,7 +354,7 @@ impl Estimator for InfluenceFunction {
             s.push(("curvature".into(), c.short_name().into()));
         }
         if let Some(saved) = &self.hessian {
-            let crc = format!("{:08x}", saved.identity.crc32);
+            let crc = format!("{:08x}", saved.crc32());
             s.push(("hessian_crc32".into(), crc));
         }
         match self.solver {

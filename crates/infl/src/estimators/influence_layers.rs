@@ -6,8 +6,11 @@
 //! infl-nn MLP (whole-network influence, as the InfluenceCalculations tool computes it) —
 //! in the convention's scale. Either way the preconditioned test gradients become engine
 //! terms against the training factors as they are ([`terms::layer_terms`]); self-influence
-//! `∇ℓ_iᵀ P ∇ℓ_i` runs in chunks of training examples.
+//! `∇ℓ_iᵀ P ∇ℓ_i` runs in chunks of training examples. A K-FAC fit saved by `infl fit`
+//! (`InfluenceFunction::hessian`) replaces the fit once its identity is the run's; it is
+//! what lets a shard, which holds only its training rows, score with K-FAC.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use faer::Mat;
@@ -17,12 +20,12 @@ use super::influence::{push_self_values, row_dots, self_result, solver_memory};
 use super::{Attributed, Estimator, InfluenceFunction, MemoryNeed};
 use crate::curvature::terms::{self, gradients};
 use crate::curvature::{
-    Block, Curvature, FactorFisher, HessianOperator, Inverse, NetworkHessian, SOLVE_CHUNK, Scaled,
-    Solver, layout, phase, with_sampled_gradients,
+    Block, Curvature, FactorFisher, HessianOperator, Inverse, NetworkHessian, SOLVE_CHUNK,
+    SavedCurvature, Scaled, Solver, layout, phase, with_sampled_gradients,
 };
 use crate::engine::{Progress, TermSet};
 use crate::estimators::Convention;
-use crate::kfac::{Fit, Strategy};
+use crate::kfac::{Fit, FitIdentity, SavedFit, Strategy};
 use crate::run::{FactorCheckpoint, Prepared, Run, SplitFactors};
 use crate::{Error, Result};
 
@@ -55,19 +58,98 @@ fn strategy(est: &InfluenceFunction) -> Result<Option<Strategy>> {
     Ok(Some(kfac))
 }
 
-/// The K-FAC fit of the training factors: on their gradients, or on the sampled-label ones
-/// for the true Fisher (the scores still use the true labels' gradients, as Kronfluence's).
-fn kfac_fit(
+/// The training factors a K-FAC fit reads: their gradients, or the sampled-label ones for
+/// the true Fisher (the scores still use the true labels' gradients, as Kronfluence's).
+fn fitted_factors<'t>(
     est: &InfluenceFunction,
-    train: &SplitFactors,
+    train: &'t SplitFactors,
+) -> Result<Cow<'t, SplitFactors>> {
+    Ok(match fitted_curvature(est) {
+        Curvature::TrueFisher => Cow::Owned(with_sampled_gradients(train)?),
+        _ => Cow::Borrowed(train),
+    })
+}
+
+/// The Fisher a K-FAC fit approximates: the empirical one unless `--curvature true-fisher`
+/// (`strategy` refused the others).
+fn fitted_curvature(est: &InfluenceFunction) -> Curvature {
+    est.curvature.unwrap_or_default()
+}
+
+/// The K-FAC fit of the last checkpoint's training factors: the saved one (`--hessian`)
+/// once its identity is the run's, or fitted now. On a shard only the saved one exists; a
+/// shard cannot hash rows it does not read, so its fit is checked on everything else
+/// (parts record the fit's CRC for `infl merge`).
+fn kfac_fit<'e>(
+    est: &'e InfluenceFunction,
+    last: &FactorCheckpoint,
     strategy: Strategy,
     progress: &dyn Progress,
-) -> Result<Fit> {
-    match est.curvature {
-        Some(Curvature::TrueFisher) => {
-            Fit::new(&with_sampled_gradients(train)?, strategy, progress)
+) -> Result<Cow<'e, Fit>> {
+    let curvature = fitted_curvature(est);
+    let identity = |train: &SplitFactors| FitIdentity::of(train, &last.name, strategy, curvature);
+    let saved = match &est.hessian {
+        None => None,
+        Some(SavedCurvature::Kfac(saved)) => Some(saved),
+        Some(other) => {
+            let name = strategy.short_name();
+            return Err(other.wrong_kind(&format!(
+                "--factors with --solver {name} needs their fit: `infl fit --factors DIR \
+                 --layers ... --solver {name}` (or drop --hessian)"
+            )));
         }
-        _ => Fit::new(train, strategy, progress),
+    };
+    match (saved, &est.shard) {
+        (Some(saved), Some(rows)) => {
+            let mut want = identity(&last.train)?;
+            want.examples = rows.examples;
+            want.crc32 = saved.identity.crc32;
+            saved.check(&last.train.source, &want)?;
+            Ok(Cow::Borrowed(&saved.fit))
+        }
+        (Some(saved), None) => {
+            let want = identity(&*fitted_factors(est, &last.train)?)?;
+            saved.check(&last.train.source, &want)?;
+            Ok(Cow::Borrowed(&saved.fit))
+        }
+        (None, _) => {
+            let train = fitted_factors(est, &last.train)?;
+            Ok(Cow::Owned(Fit::new(&train, strategy, progress)?))
+        }
+    }
+}
+
+/// The K-FAC or EK-FAC fit of the run's last checkpoint with its identity, for `infl fit`;
+/// the operator solvers' curvatures are not saved (refused).
+pub(super) fn fit(est: &InfluenceFunction, run: &Run, progress: &dyn Progress) -> Result<SavedFit> {
+    let Some(strategy) = strategy(est)? else {
+        let details = format!(
+            "`infl fit` on factor files saves K-FAC and EK-FAC fits (--solver kfac|ekfac); \
+             --solver {} over factor files fits nothing to save: run it without --hessian",
+            est.solver.short_name()
+        );
+        return Err(Error::config("solver", details));
+    };
+    let last = last(est, run)?;
+    let train = fitted_factors(est, &last.train)?;
+    let identity = FitIdentity::of(&train, &last.name, strategy, fitted_curvature(est))?;
+    Ok(SavedFit {
+        fit: Fit::new(&train, strategy, progress)?,
+        identity,
+        source: PathBuf::new(),
+    })
+}
+
+/// Refuses a saved curvature with an operator solver (only K-FAC fits of factor files are
+/// saved).
+fn check_unsaved(est: &InfluenceFunction) -> Result<()> {
+    match &est.hessian {
+        None => Ok(()),
+        Some(saved) => Err(saved.wrong_kind(&format!(
+            "--factors with --solver {} takes no saved curvature (`infl fit` saves K-FAC and \
+             EK-FAC fits of factor files: --solver kfac|ekfac): drop --hessian",
+            est.solver.short_name()
+        ))),
     }
 }
 
@@ -216,11 +298,12 @@ pub(super) fn prepare(
     let terms = match (&last.test, strategy(est)?) {
         (None, _) => Vec::new(),
         (Some(test), Some(strategy)) => {
-            let fit = kfac_fit(est, &last.train, strategy, progress)?;
+            let fit = kfac_fit(est, last, strategy, progress)?;
             let x = fit.precondition(test, est.damping())?;
             fit.terms(&last.train, &x, &label)?
         }
         (Some(test), None) => {
+            check_unsaved(est)?;
             let blocks = layout(&last.train)?;
             check_layers(&blocks, test)?;
             let op = operator(est, last)?;
@@ -247,7 +330,10 @@ pub(super) fn self_influence(
     let last = last(est, run)?;
     let values = match strategy(est)? {
         Some(strategy) => kfac_self_influence(est, last, strategy, progress)?,
-        None => operator_self_influence(est, last, progress)?,
+        None => {
+            check_unsaved(est)?;
+            operator_self_influence(est, last, progress)?
+        }
     };
     Ok(self_result(&last.name, last.train.info(), values))
 }
@@ -258,7 +344,7 @@ fn kfac_self_influence(
     strategy: Strategy,
     progress: &dyn Progress,
 ) -> Result<Vec<f32>> {
-    let fit = kfac_fit(est, &last.train, strategy, progress)?;
+    let fit = kfac_fit(est, last, strategy, progress)?;
     let blocks = layout(&last.train)?;
     let n = last.train.len();
     let mut values = Vec::with_capacity(n);
