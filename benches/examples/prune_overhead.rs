@@ -1,6 +1,6 @@
 //! What `Pruning::Auto` costs where bounds prune nothing: the synthetic input of the
 //! `tracin` bench (N = 50,000, T = 1,000, D = 128, K = 10, 6 checkpoints, uniform random
-//! factors), top-k with `Auto` and `Off` timed in alternation, `--pairs` pairs per k (12),
+//! factors), top-k with `Auto` and `Off` timed in alternation (each first in every other pair), `--pairs` pairs per k (12),
 //! on `INFL_BENCH_THREADS` threads (2). Alternating pairs make the ratio robust to a
 //! shared machine's load drifting between criterion's sequential groups; the medians of
 //! the per-pair ratios are printed with the median times.
@@ -60,9 +60,15 @@ fn main() {
     for top in [10, 100] {
         let (mut auto, mut off, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
         let mut fraction = 0.0;
-        for _ in 0..pairs {
-            let (a, f) = time(Pruning::Auto, top);
-            let (o, _) = time(Pruning::Off, top);
+        for pair in 0..pairs {
+            // Which runs first alternates, so neither gains from going second.
+            let ((a, f), (o, _)) = if pair % 2 == 0 {
+                let a = time(Pruning::Auto, top);
+                (a, time(Pruning::Off, top))
+            } else {
+                let o = time(Pruning::Off, top);
+                (time(Pruning::Auto, top), o)
+            };
             fraction = f;
             auto.push(a);
             off.push(o);

@@ -46,10 +46,11 @@ pub fn compare<S: Score>(direction: Direction, a: (S, usize), b: (S, usize)) -> 
     by_score.then(a.1.cmp(&b.1))
 }
 
-/// Indices of `scores`, highest score first, ties to the lower index.
+/// Indices of `scores`, highest score first, ties to the lower index (a total order on
+/// distinct indices, so an unstable sort gives the one answer).
 pub fn rank_descending<S: Score>(scores: &[S]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| compare(Direction::Descending, (scores[a], a), (scores[b], b)));
+    order.sort_unstable_by(|&a, &b| compare(Direction::Descending, (scores[a], a), (scores[b], b)));
     order
 }
 

@@ -446,8 +446,13 @@ impl<B: Backend> Engine<B> {
     /// Test examples the probe scores (evenly spaced; all of them when there are fewer).
     const PROBE_QUERIES: usize = 64;
 
+    /// Training examples per block of the probe (at least `k`): smaller than the engine's
+    /// blocks, because the probe's pairs cost several times an unpruned pair (its training
+    /// rows are gathered for only 64 test examples).
+    const PROBE_ROWS: usize = 256;
+
     /// The most pairs the probe scores, as a fraction of all pairs.
-    const PROBE_BUDGET: f64 = 0.0025;
+    const PROBE_BUDGET: f64 = 0.001;
 
     /// Top-k over blocks of training examples in decreasing bound order, each scored only
     /// for the test examples it can still improve (see [`crate::prune`]). Under
@@ -474,7 +479,7 @@ impl<B: Backend> Engine<B> {
         let mut scored = 0u64;
         let mut gathered = Gathered::default();
         if self.pruning == Pruning::Auto {
-            let probe = self.probe(set, all, bounds, &blocks, k, &mut gathered)?;
+            let probe = self.probe(set, all, bounds, &order, &blocks, k, &mut gathered)?;
             scored += probe.scored;
             if !probe.pays {
                 let mut acc = TopK::new(nq, k)?;
@@ -532,19 +537,22 @@ impl<B: Backend> Engine<B> {
     }
 
     /// The probe of [`Pruning::Auto`]: pruned top-k for an evenly spaced sample of
-    /// [`Self::PROBE_QUERIES`] test examples, block after block, until the thresholds it
-    /// has reached say that pruning pays — the sample's live fraction over an evenly
+    /// [`Self::PROBE_QUERIES`] test examples, in blocks of [`Self::PROBE_ROWS`] training
+    /// examples in bound order, until the thresholds it has reached say that pruning pays — the sample's live fraction over an evenly
     /// spaced sample of [`Self::PROBE_BLOCKS`] blocks still ahead is at most
     /// [`AUTO_LIMIT`] (an upper estimate: thresholds only rise) — or until it has scored
-    /// [`Self::PROBE_BUDGET`] of all pairs. So an input whose bounds prune nothing pays
-    /// about a quarter of a percent of the pairs (scored less efficiently than unpruned
-    /// ones), and one where thresholds rise slowly (large `k`) is probed long enough to see
-    /// it (full-MNIST k = 100: two blocks).
+    /// [`Self::PROBE_BUDGET`] of all pairs (at least one block). So an input whose bounds
+    /// prune nothing pays a tenth of a percent of the pairs or one sampled block (scored
+    /// several times less efficiently than unpruned pairs: their training rows are
+    /// gathered for 64 test examples), and one where thresholds rise slowly (large `k`)
+    /// is probed long enough to see it.
+    #[allow(clippy::too_many_arguments)]
     fn probe(
         &self,
         set: &TermSet,
         all: &Rows<'_>,
         bounds: &Bounds,
+        order: &[usize],
         blocks: &[Vec<usize>],
         k: usize,
         gathered: &mut Gathered,
@@ -554,20 +562,25 @@ impl<B: Backend> Engine<B> {
         let queries: Vec<usize> = (0..nq).step_by(step).collect();
         let budget = Self::PROBE_BUDGET * nq as f64 * all.train as f64;
         let stride = blocks.len().div_ceil(Self::PROBE_BLOCKS).max(1);
-        // The sampled blocks' bounds for the sampled queries, by block index.
+        // The sampled blocks' bounds for the sampled queries, by first position in `order`.
         let sampled: Vec<(usize, Vec<f64>)> = (1..blocks.len())
             .step_by(stride)
-            .map(|c| (c, bounds.block_bounds(&blocks[c], Some(&queries))))
+            .map(|c| {
+                let start = c * blocks[0].len();
+                (start, bounds.block_bounds(&blocks[c], Some(&queries)))
+            })
             .collect();
         let mut acc = TopK::new(queries.len(), k)?;
-        let mut scored = 0u64;
-        for (b, rows) in blocks.iter().enumerate() {
-            let own = bounds.block_bounds(rows, Some(&queries));
-            let live = Bounds::live(&acc, &own);
+        let (mut scored, mut done) = (0u64, 0usize);
+        for chunk in order.chunks(Self::PROBE_ROWS.max(k)) {
+            let mut rows = chunk.to_vec();
+            rows.sort_unstable();
+            let live = Bounds::live(&acc, &bounds.block_bounds(&rows, Some(&queries)));
             scored +=
-                self.score_block(set, all, rows, &live, Some(&queries), &mut acc, gathered)?;
+                self.score_block(set, all, &rows, &live, Some(&queries), &mut acc, gathered)?;
+            done += rows.len();
             let (mut live, mut pairs) = (0u64, 0u64);
-            for (_, bb) in sampled.iter().filter(|(c, _)| *c > b) {
+            for (_, bb) in sampled.iter().filter(|(start, _)| *start >= done) {
                 let admitted = (0..queries.len()).filter(|&q| acc.admits(q, bb[q])).count();
                 live += admitted as u64;
                 pairs += queries.len() as u64;

@@ -40,15 +40,16 @@
 //!   product `[rows, groups] · [groups, tests]` (sequential faer), computed when the
 //!   block is reached.
 //! - **When it does not pay.** Under [`Pruning::Auto`] a probe decides first: pruned
-//!   top-k for an evenly spaced sample of 64 test examples, block after block, until the
-//!   thresholds reached say that at most [`AUTO_LIMIT`] of the sample's pairs in 8 evenly
-//!   spaced blocks still ahead remain live (an upper estimate: thresholds only rise) — then
-//!   all test examples are pruned — or until it has scored a quarter of a percent of all
-//!   pairs — then top-k runs unpruned. An input whose bounds prune nothing pays the order
-//!   of the training examples and that quarter percent (≈ 1% measured at N = 50,000,
-//!   T = 1,000; the first probe, one block scored for every test example, cost 7–11%:
-//!   BENCHMARKS.md); full-MNIST k = 100, whose thresholds rise more slowly, is decided in
-//!   two blocks and prunes to 35% of the pairs (a single-block probe gave up there).
+//!   top-k for an evenly spaced sample of 64 test examples, in blocks of 256 training
+//!   examples in bound order, until the thresholds reached say that at most
+//!   [`AUTO_LIMIT`] of the sample's pairs in 8 evenly spaced engine blocks still ahead
+//!   remain live (an upper estimate: thresholds only rise) — then all test examples are
+//!   pruned — or until it has scored a tenth of a percent of all pairs — then top-k runs
+//!   unpruned. An input whose bounds prune nothing pays the order of the training
+//!   examples and that tenth of a percent (+1–2% measured at N = 50,000, T = 1,000; the
+//!   first probe, one engine block scored for every test example, cost 7–11%:
+//!   BENCHMARKS.md); on full-MNIST k = 100, whose thresholds rise more slowly, the probe
+//!   sees that pruning pays and it scores 35% of the pairs (a single-block probe gave up).
 //!
 //! [`Engine::with_prune_block`]: crate::Engine::with_prune_block
 
