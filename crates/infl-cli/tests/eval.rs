@@ -288,7 +288,9 @@ fn the_reference_retrains_to_infls_ground_truth() {
     // Recorded by the reference against infl's `lds.safetensors` / `loo.safetensors`: the
     // same subsets and removals give the same losses (both converge to ‖∇f‖ ≤ 1e-12).
     let reference = reference_small();
-    let lds = reference["lds_mean"]["max_abs_loss_vs_infl"].as_f64().unwrap();
+    let lds = reference["lds_mean"]["max_abs_loss_vs_infl"]
+        .as_f64()
+        .unwrap();
     let loo = reference["loo"]["max_abs_effect_vs_infl"].as_f64().unwrap();
     assert!(lds < 1e-8 && loo < 1e-10, "{lds} {loo}");
 }
