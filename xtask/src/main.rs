@@ -272,6 +272,28 @@ fn fixtures(root: &Path, args: &[String]) -> Result<()> {
         ],
         &[],
     )?;
+    // The independent torch reference on the same setting, subsets and removals (both bias
+    // conventions; minutes on 2 cores).
+    run(
+        root,
+        py,
+        &[
+            "fixtures/dattri/lr_reference.py",
+            "--train",
+            "1000",
+            "--pool",
+            "2",
+            "--test",
+            "100",
+            "--infl-dir",
+            small,
+            "--bias",
+            "penalised,free",
+            "--json",
+            "fixtures/dattri/reference-small.json",
+        ],
+        &[],
+    )?;
     eprintln!("xtask fixtures: regenerated; review `git diff --stat fixtures/` and commit");
     Ok(())
 }

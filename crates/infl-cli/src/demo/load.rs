@@ -94,8 +94,8 @@ pub fn load(args: &DemoArgs) -> Result<Loaded> {
     let noisy = inject_noise(&clean, CLASSES, args.noise, args.seed);
     let loaded = Loaded {
         test_labels: labels_of(&data.mnist.test),
-        train_x: to_inputs(&data.mnist.train),
-        test_x: to_inputs(&data.mnist.test),
+        train_x: to_inputs(&data.mnist.train, Pixels::Standardised),
+        test_x: to_inputs(&data.mnist.test, Pixels::Standardised),
         clean,
         noisy,
         data,
@@ -162,11 +162,25 @@ pub fn labels_of(split: &MnistSplit) -> Vec<i64> {
     split.labels.iter().map(|&l| i64::from(l)).collect()
 }
 
-/// Pixels scaled to [0, 1] and standardised with MNIST's mean and std.
-pub fn to_inputs(s: &MnistSplit) -> Array2<f32> {
+/// How pixels become model inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pixels {
+    /// Scaled to [0, 1], then standardised with MNIST's mean and std, `(x − 0.1307) /
+    /// 0.3081` (torchvision's `Normalize`, as dattri's and the demo's models read them).
+    Standardised,
+    /// Scaled to [0, 1] only.
+    Unit,
+}
+
+/// The images of `s` as inputs `[N, pixels]`, scaled as `pixels` says.
+pub fn to_inputs(s: &MnistSplit, pixels: Pixels) -> Array2<f32> {
     let p = s.pixels();
     Array2::from_shape_fn((s.len(), p), |(i, j)| {
-        (f32::from(s.images[i * p + j]) / 255.0 - 0.1307) / 0.3081
+        let x = f32::from(s.images[i * p + j]) / 255.0;
+        match pixels {
+            Pixels::Standardised => (x - 0.1307) / 0.3081,
+            Pixels::Unit => x,
+        }
     })
 }
 

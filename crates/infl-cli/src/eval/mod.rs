@@ -2,7 +2,8 @@
 //! subset or `--mnist-dir`), with [`infl::counterfactual`].
 //!
 //! Steps (every argument is checked before anything is written):
-//! 1. load MNIST (standardised as the demo does), the first `--train` / `--test` images;
+//! 1. load MNIST (standardised as the demo does, or scaled to [0, 1] with `--pixels unit`),
+//!    the first `--train` / `--test` images;
 //! 2. train the reference model — logistic regression (`--model lr`, the default: f64,
 //!    L2 `--l2`, Newton-CG to `--tolerance`) or infl-nn's MLP (`--model mlp`, seeded SGD,
 //!    a checkpoint per epoch) — and write its run to `OUT/run-lds` or `OUT/run-loo` (the
@@ -33,7 +34,7 @@ use infl::{Bias, CpuBackend, Loss, Options, Reduction, Run, Splits};
 use ndarray::Array2;
 use serde_json::json;
 
-use crate::demo::load::{labels_of, load_data, to_inputs};
+use crate::demo::load::{Pixels, labels_of, load_data, to_inputs};
 use crate::progress::Bar;
 
 /// `infl eval` subcommands.
@@ -85,6 +86,11 @@ pub struct CommonArgs {
     /// Training images (the first N).
     #[arg(long, default_value_t = 5000, value_name = "N")]
     pub train: usize,
+    /// How pixels become inputs: standardised (dattri's setting, the default) or scaled
+    /// to [0, 1] only (a more strongly regularised model at the same λ, where the
+    /// influence function is closer to retraining; see QUALITY.md).
+    #[arg(long, value_enum, default_value_t = Pixels::Standardised)]
+    pub pixels: Pixels,
     /// Average-pool the 28×28 images by N×N blocks (N must divide 28) first: fewer
     /// parameters, for quick runs (CI uses 4: 49 pixels).
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -319,9 +325,9 @@ fn load(args: &CommonArgs, tests: usize) -> Result<Data> {
         d.mnist.train.len()
     );
     Ok(Data {
-        train_x: pool(to_inputs(&d.mnist.train), args.pool),
+        train_x: pool(to_inputs(&d.mnist.train, args.pixels), args.pool),
         train_y: labels_of(&d.mnist.train),
-        test_x: pool(to_inputs(&d.mnist.test), args.pool),
+        test_x: pool(to_inputs(&d.mnist.test, args.pixels), args.pool),
         test_y: labels_of(&d.mnist.test),
         classes: 10,
         source: d.source,
@@ -357,7 +363,7 @@ fn model_config(args: &CommonArgs, data: &Data) -> serde_json::Value {
     };
     json!({
         "data": {"source": data.source, "train": data.train_y.len(), "test": data.test_y.len(), "pool": args.pool,
-                 "fingerprint": data.fingerprint()},
+                 "pixels": format!("{:?}", args.pixels), "fingerprint": data.fingerprint()},
         "model": model,
         "seed": args.seed,
     })
