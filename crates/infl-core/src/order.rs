@@ -10,13 +10,29 @@ use std::cmp::Ordering;
 pub trait Score: Copy {
     /// Compares two scores in the total order, `-0.0` equal to `0.0`.
     fn total(self, other: Self) -> Ordering;
+
+    /// An integer whose order is [`Score::total`]'s (for sorting by key).
+    fn key(self) -> i64;
+}
+
+/// `total_cmp`'s key of `x + 0.0` (adding +0.0 turns -0.0 into +0.0 and leaves every other
+/// value unchanged): the bits, with the magnitude flipped for negative values.
+#[inline]
+fn total_key(x: f64) -> i64 {
+    let bits = (x + 0.0).to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
 impl Score for f32 {
     #[inline]
     fn total(self, other: Self) -> Ordering {
-        // Adding +0.0 turns -0.0 into +0.0 and leaves every other value unchanged.
         (self + 0.0).total_cmp(&(other + 0.0))
+    }
+
+    #[inline]
+    fn key(self) -> i64 {
+        // f32 → f64 is exact and keeps the order (NaNs stay above or below every number).
+        total_key(f64::from(self))
     }
 }
 
@@ -24,6 +40,11 @@ impl Score for f64 {
     #[inline]
     fn total(self, other: Self) -> Ordering {
         (self + 0.0).total_cmp(&(other + 0.0))
+    }
+
+    #[inline]
+    fn key(self) -> i64 {
+        total_key(self)
     }
 }
 
@@ -46,12 +67,15 @@ pub fn compare<S: Score>(direction: Direction, a: (S, usize), b: (S, usize)) -> 
     by_score.then(a.1.cmp(&b.1))
 }
 
-/// Indices of `scores`, highest score first, ties to the lower index (a total order on
-/// distinct indices, so an unstable sort gives the one answer).
+/// Indices of `scores`, highest score first, ties to the lower index: sorted as
+/// `(!key, index)` pairs ([`Score::key`]; `!` reverses an `i64`'s order without overflow),
+/// a total order on distinct indices, so the unstable sort gives the one answer.
 pub fn rank_descending<S: Score>(scores: &[S]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_unstable_by(|&a, &b| compare(Direction::Descending, (scores[a], a), (scores[b], b)));
-    order
+    let mut keyed: Vec<(i64, usize)> = (scores.iter().enumerate())
+        .map(|(i, s)| (!s.key(), i))
+        .collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, i)| i).collect()
 }
 
 #[cfg(test)]
@@ -62,6 +86,28 @@ mod tests {
     fn ties_to_lower_index_and_signed_zeros_tie() {
         let s = [1.0f32, 3.0, -0.0, 3.0, 0.0, f32::NEG_INFINITY];
         assert_eq!(rank_descending(&s), vec![1, 3, 0, 2, 4, 5]);
+    }
+
+    #[test]
+    fn the_keyed_sort_is_compare_s_order() {
+        let mut s: Vec<f64> = vec![0.0, -0.0, 1.0, -1.0, f64::INFINITY, f64::NEG_INFINITY];
+        s.extend([
+            f64::NAN,
+            -f64::NAN,
+            1e-300,
+            -1e-300,
+            2.5,
+            2.5,
+            -7.0,
+            f64::MIN_POSITIVE,
+        ]);
+        s.extend((0..200).map(|i| ((i * 7919 % 101) as f64 - 50.0) / 3.0));
+        let mut want: Vec<usize> = (0..s.len()).collect();
+        want.sort_by(|&a, &b| compare(Direction::Descending, (s[a], a), (s[b], b)));
+        assert_eq!(rank_descending(&s), want);
+        let f: Vec<f32> = s.iter().map(|&x| x as f32).collect();
+        want.sort_by(|&a, &b| compare(Direction::Descending, (f[a], a), (f[b], b)));
+        assert_eq!(rank_descending(&f), want);
     }
 
     #[test]

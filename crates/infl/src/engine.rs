@@ -452,7 +452,7 @@ impl<B: Backend> Engine<B> {
     const PROBE_ROWS: usize = 256;
 
     /// The most pairs the probe scores, as a fraction of all pairs.
-    const PROBE_BUDGET: f64 = 0.001;
+    const PROBE_BUDGET: f64 = 0.0005;
 
     /// Top-k over blocks of training examples in decreasing bound order, each scored only
     /// for the test examples it can still improve (see [`crate::prune`]). Under
@@ -542,7 +542,7 @@ impl<B: Backend> Engine<B> {
     /// spaced sample of [`Self::PROBE_BLOCKS`] blocks still ahead is at most
     /// [`AUTO_LIMIT`] (an upper estimate: thresholds only rise) — or until it has scored
     /// [`Self::PROBE_BUDGET`] of all pairs (at least one block). So an input whose bounds
-    /// prune nothing pays a tenth of a percent of the pairs or one sampled block (scored
+    /// prune nothing pays a twentieth of a percent of the pairs or one sampled block (scored
     /// several times less efficiently than unpruned pairs: their training rows are
     /// gathered for 64 test examples), and one where thresholds rise slowly (large `k`)
     /// is probed long enough to see it.

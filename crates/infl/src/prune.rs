@@ -44,9 +44,9 @@
 //!   examples in bound order, until the thresholds reached say that at most
 //!   [`AUTO_LIMIT`] of the sample's pairs in 8 evenly spaced engine blocks still ahead
 //!   remain live (an upper estimate: thresholds only rise) — then all test examples are
-//!   pruned — or until it has scored a tenth of a percent of all pairs — then top-k runs
+//!   pruned — or until it has scored a twentieth of a percent of all pairs — then top-k runs
 //!   unpruned. An input whose bounds prune nothing pays the order of the training
-//!   examples and that tenth of a percent (+1–2% measured at N = 50,000, T = 1,000; the
+//!   examples and that twentieth of a percent (+0.4–2.5% measured at N = 50,000, T = 1,000; the
 //!   first probe, one engine block scored for every test example, cost 7–11%:
 //!   BENCHMARKS.md); on full-MNIST k = 100, whose thresholds rise more slowly, the probe
 //!   sees that pruning pays and it scores 35% of the pairs (a single-block probe gave up).
